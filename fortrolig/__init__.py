@@ -1,0 +1,1 @@
+"""Fortrolig: teleconsultation server (signaling, SFU, encrypted journal)."""

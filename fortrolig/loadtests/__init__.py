@@ -1,0 +1,1 @@
+"""Fortrolig loadtests package."""
