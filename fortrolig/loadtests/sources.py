@@ -1,0 +1,107 @@
+"""Synthetic media sources and sinks for programmatic participants.
+
+``PatternVideoTrack`` produces frames whose colour encodes the participant (so a receiver can
+check a decoded sample really came from the right publisher); aiortc encodes them, which keeps
+real keyframe-on-PLI behaviour. ``FrameCounter`` consumes a remote track and records arrival
+times and a decoded sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
+
+VIDEO_CLOCK = 90_000
+
+
+class PatternVideoTrack(MediaStreamTrack):
+    """A video track of solid frames in one YUV colour, at a fixed frame rate."""
+
+    kind = "video"
+
+    def __init__(self, y: int, u: int, v: int, width: int = 320, height: int = 240, fps: int = 30):
+        super().__init__()
+        self._planes = (y, u, v)
+        self._size = (width, height)
+        self._fps = fps
+        self._pts = 0
+        self._start: float | None = None
+        self.frames_sent = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += VIDEO_CLOCK // self._fps
+            wait = self._start + self._pts / VIDEO_CLOCK - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        w, h = self._size
+        y, u, v = self._planes
+        data = np.empty((h * 3 // 2, w), dtype=np.uint8)
+        data[:h] = y
+        data[h : h + h // 4] = u
+        data[h + h // 4 :] = v
+        frame = av.VideoFrame.from_ndarray(data, format="yuv420p")
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self.frames_sent += 1
+        return frame
+
+
+class ToneAudioTrack(AudioStreamTrack):
+    """aiortc's 20 ms audio frames (silence), counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames_sent = 0
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await super().recv()
+        self.frames_sent += 1
+        return frame
+
+
+@dataclass
+class FrameCounter:
+    """Counts decoded frames of one remote track; keeps the mean YUV of the latest video frame."""
+
+    kind: str
+    frames: int = 0
+    first_at: float | None = None
+    last_at: float | None = None
+    sample_yuv: tuple[float, float, float] | None = None
+    arrivals: list[float] = field(default_factory=list)
+
+    async def consume(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                self.frames += 1
+                if self.first_at is None:
+                    self.first_at = now
+                self.last_at = now
+                if len(self.arrivals) < 10_000:
+                    self.arrivals.append(now)
+                if self.kind == "video" and self.frames % 10 == 1:
+                    self.sample_yuv = _mean_yuv(frame)
+        except MediaStreamError:
+            return
+
+
+def _mean_yuv(frame: av.VideoFrame) -> tuple[float, float, float]:
+    arr = frame.to_ndarray(format="yuv420p")
+    h = frame.height
+    y = float(arr[:h].mean())
+    u = float(arr[h : h + h // 4].mean())
+    v = float(arr[h + h // 4 :].mean())
+    return (y, u, v)

@@ -1,0 +1,364 @@
+"""One participant's aiortc peer connection: its published tracks and its subscriber legs.
+
+Negotiation: the participant makes exactly one offer, publishing its own audio and video
+(sendonly). Every later change — a participant arriving or leaving — is a server offer adding
+``sendonly`` transceivers (one per remote track) or making them ``inactive``; the participant
+answers. Offers are serialized: a new one is made only when the previous answer arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
+from aiortc.rtp import HeaderExtensionsMap
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from fortrolig.core.errors import BadRequest, Conflict
+
+from . import aiortc_hooks as hooks
+from .counters import MediaCounters
+from .forwarding import Codec, Leg, PublishedTrack
+from .settings import MediaSettings
+
+log = logging.getLogger(__name__)
+
+MAX_PUBLISH_MLINES = 3  # one audio, one video, optionally one (ignored) data channel
+CONNECT_TIMEOUT_S = 30.0
+
+
+class PeerEvents(Protocol):
+    """What a peer tells its owner: offers to deliver and its own failure."""
+
+    async def send_offer(self, participant_id: str, sdp: str) -> None: ...
+
+    async def media_failed(self, participant_id: str, reason: str) -> None: ...
+
+
+@dataclass
+class Slot:
+    """A sendonly transceiver carrying one remote participant's track to this peer."""
+
+    transceiver: RTCRtpTransceiver
+    leg: Leg
+    publisher_id: str
+
+
+def parse_sdp(sdp: str, kind: str) -> SessionDescription:
+    """Parse and sanity-check an SDP before aiortc applies it (it must not half-apply junk)."""
+    try:
+        desc = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises ValueError, KeyError, IndexError...
+        raise BadRequest(f"malformed {kind} SDP: {type(exc).__name__}", code="bad_sdp") from exc
+    if not desc.media:
+        raise BadRequest(f"{kind} SDP has no media section", code="bad_sdp")
+    for m in desc.media:
+        if m.dtls is None or not m.dtls.fingerprints or m.ice is None or not m.ice.usernameFragment:
+            raise BadRequest(f"{kind} SDP lacks DTLS fingerprint or ICE credentials", code="bad_sdp")
+    return desc
+
+
+def _negotiated_codec(transceiver: RTCRtpTransceiver) -> Codec | None:
+    codecs: list[RTCRtpCodecParameters] = list(transceiver._codecs)
+    main = next((c for c in codecs if not c.mimeType.lower().endswith("/rtx")), None)
+    if main is None:
+        return None
+    rtx = next(
+        (
+            c.payloadType
+            for c in codecs
+            if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == main.payloadType
+        ),
+        None,
+    )
+    return Codec(main.mimeType, main.clockRate, main.payloadType, rtx)
+
+
+class Peer:
+    """The SFU side of one participant."""
+
+    def __init__(
+        self,
+        participant_id: str,
+        settings: MediaSettings,
+        counters: MediaCounters,
+        events: PeerEvents,
+    ) -> None:
+        self.participant_id = participant_id
+        self.published: list[PublishedTrack] = []
+        self.slots: list[Slot] = []
+        self.closed = False
+        self._settings = settings
+        self._counters = counters
+        self._events = events
+        self._has_published = False
+        self._awaiting_answer = False
+        self._needs_offer = False
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        servers = [
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in settings.ice_servers
+        ]
+        # iceServers is always explicit: aiortc adds Google's public STUN server otherwise.
+        config = RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        self.pc = RTCPeerConnection(configuration=config)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    @property
+    def has_published(self) -> bool:
+        return self._has_published
+
+    def srtp_profile(self) -> str | None:
+        """The negotiated SRTP profile of the bundled transport, once connected."""
+        for dtls in hooks.dtls_transports(self.pc):
+            profile = hooks.selected_srtp_profile(dtls)
+            if profile:
+                return profile
+        return None
+
+    # -- negotiation ---------------------------------------------------------------------
+
+    async def publish(self, offer_sdp: str) -> str:
+        """Apply the participant's one publishing offer; returns the SFU's answer."""
+        self._check_open()
+        if self._has_published:
+            raise Conflict("this participant already published", code="already_published")
+        desc = parse_sdp(offer_sdp, "offer")
+        if len(desc.media) > MAX_PUBLISH_MLINES or [m.kind for m in desc.media].count("video") > 1:
+            raise BadRequest("publish at most one audio and one video track", code="bad_sdp")
+        async with self._lock:
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            except Exception as exc:
+                raise BadRequest(f"offer refused: {exc}", code="bad_sdp") from exc
+            hooks.enforce_aes256_srtp(self.pc)
+            sending = {m.rtp.muxId for m in desc.media if m.direction in ("sendonly", "sendrecv")}
+            for t in self.pc.getTransceivers():
+                if t.kind in ("audio", "video") and t.mid in sending:
+                    self._add_published(t)
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+            hooks.enforce_aes256_srtp(self.pc)
+            self._has_published = True
+        self._spawn(self._watch_connect())
+        return str(self.pc.localDescription.sdp)
+
+    async def answer(self, answer_sdp: str) -> None:
+        """Apply the participant's answer to the SFU's last offer."""
+        self._check_open()
+        if not self._awaiting_answer:
+            raise Conflict("no offer is waiting for an answer", code="no_pending_offer")
+        parse_sdp(answer_sdp, "answer")
+        async with self._lock:
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+            except Exception as exc:
+                raise BadRequest(f"answer refused: {exc}", code="bad_sdp") from exc
+            self._awaiting_answer = False
+        self._kick()
+
+    async def add_candidate(self, candidate: str, sdp_mid: str | None, index: int | None) -> None:
+        """A trickled remote ICE candidate ("" = end of candidates, ignored)."""
+        self._check_open()
+        text = candidate.removeprefix("candidate:")
+        if not text:
+            return
+        try:
+            parsed = candidate_from_sdp(text)
+        except Exception as exc:
+            raise BadRequest("malformed ICE candidate", code="bad_candidate") from exc
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = index
+        if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+            parsed.sdpMLineIndex = 0
+        await self.pc.addIceCandidate(parsed)
+
+    def subscribe(self, track: PublishedTrack) -> None:
+        """Add a sendonly transceiver forwarding ``track`` to this participant."""
+        self._check_open()
+        prefs = [
+            c
+            for c in RTCRtpSender.getCapabilities(track.kind).codecs
+            if c.mimeType.lower() in (track.codec.mime_type.lower(), f"{track.kind}/rtx")
+        ]
+        transceiver = self.pc.addTransceiver(track.kind, direction="sendonly")
+        transceiver.setCodecPreferences(prefs)
+        leg = Leg(track, self._counters)
+        hooks.set_sender_msid(transceiver.sender, track.owner_id, f"{track.owner_id}-{track.kind}")
+        hooks.hook_sender(
+            transceiver.sender,
+            on_rtcp=self._leg_rtcp(leg),
+            on_started=lambda params: self._attach_leg(transceiver, leg, params),
+            rtcp_loop=leg.rtcp_loop,
+        )
+        track.legs.append(leg)
+        self.slots.append(Slot(transceiver, leg, track.owner_id))
+        self._needs_offer = True
+        self._kick()
+
+    def unsubscribe(self, publisher_id: str) -> None:
+        """Stop forwarding a departed participant's tracks and tell the browser (inactive)."""
+        if self.closed:
+            return
+        gone = [s for s in self.slots if s.publisher_id == publisher_id]
+        for slot in gone:
+            slot.leg.close()
+            slot.transceiver.direction = "inactive"
+            self.slots.remove(slot)
+        if gone:
+            self._needs_offer = True
+            self._kick()
+
+    def _add_published(self, transceiver: RTCRtpTransceiver) -> None:
+        codec = _negotiated_codec(transceiver)
+        if codec is None:
+            return
+        receiver = transceiver.receiver
+        track = PublishedTrack(
+            owner_id=self.participant_id,
+            kind=transceiver.kind,
+            codec=codec,
+            upstream=hooks.RawSender(receiver.transport),
+            rtcp_ssrc=lambda: hooks.receiver_rtcp_ssrc(receiver),
+            counters=self._counters,
+            min_bitrate=self._settings.min_bitrate_bps,
+            max_bitrate=self._settings.max_bitrate_bps,
+            keyframe_interval_s=self._settings.keyframe_min_interval_ms / 1000,
+        )
+
+        def started(params: object) -> None:
+            encodings = getattr(params, "encodings", [])
+            ssrc = encodings[0].ssrc if encodings else None
+            rtx = encodings[0].rtx.ssrc if encodings and encodings[0].rtx else None
+            track.start(ssrc, rtx)
+
+        hooks.hook_receiver(receiver, track.on_rtp, track.on_rtcp, started)
+        self.published.append(track)
+
+    def _attach_leg(
+        self, transceiver: RTCRtpTransceiver, leg: Leg, params: RTCRtpSendParameters
+    ) -> None:
+        codec = params.codecs[0]
+        rtx = next(
+            (
+                c.payloadType
+                for c in params.codecs
+                if c.mimeType.lower().endswith("/rtx")
+                and c.parameters.get("apt") == codec.payloadType
+            ),
+            None,
+        )
+        if codec.mimeType.lower() != leg.track.codec.mime_type.lower():
+            log.warning("subscriber negotiated %s for a %s track", codec.mimeType, leg.track.codec)
+            return  # never transcode: the leg stays silent
+        ext = HeaderExtensionsMap()
+        ext.configure(params)
+        sender = transceiver.sender
+        leg.attach(
+            hooks.RawSender(sender.transport),
+            ssrc=sender._ssrc,
+            rtx_ssrc=sender._rtx_ssrc,
+            payload_type=codec.payloadType,
+            rtx_payload_type=rtx,
+            extensions=ext,
+            mid=params.muxId,
+            cname=params.rtcp.cname or "",
+        )
+        leg.track.request_keyframe()
+
+    def _leg_rtcp(self, leg: Leg) -> Callable[[object], Awaitable[None]]:
+        async def handle(packet: object) -> None:
+            try:
+                leg.on_rtcp(packet)  # type: ignore[arg-type]
+            except Exception:
+                self._counters.handler_errors += 1
+                log.exception("subscriber RTCP handling failed")
+
+        return handle
+
+    def _kick(self) -> None:
+        if self._needs_offer and not self._awaiting_answer and self._has_published:
+            self._spawn(self._offer())
+
+    async def _offer(self) -> None:
+        async with self._lock:
+            if self.closed or self._awaiting_answer or not self._needs_offer:
+                return
+            if self.pc.signalingState != "stable":
+                return
+            self._needs_offer = False
+            offer = await self.pc.createOffer()
+            await self.pc.setLocalDescription(offer)
+            hooks.enforce_aes256_srtp(self.pc)
+            self._awaiting_answer = True
+            sdp = str(self.pc.localDescription.sdp)
+        await self._events.send_offer(self.participant_id, sdp)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def _watch_connect(self) -> None:
+        await asyncio.sleep(CONNECT_TIMEOUT_S)
+        if not self.closed and self.pc.connectionState != "connected":
+            self._counters.peers_failed += 1
+            await self._events.media_failed(self.participant_id, "connect_timeout")
+
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected":
+            profile = self.srtp_profile()
+            if profile != hooks.AES_256_GCM:
+                self._counters.srtp_refused += 1
+                await self._events.media_failed(self.participant_id, "srtp_profile")
+        elif state == "failed" and not self.closed:
+            self._counters.peers_failed += 1
+            await self._events.media_failed(self.participant_id, "ice_or_dtls_failed")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._counters.handler_errors += 1
+                log.exception("peer task failed (participant %s)", self.participant_id)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise Conflict("peer is closed", code="peer_closed")
+
+    async def close(self) -> None:
+        """Close tracks, legs and the peer connection; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        current = asyncio.current_task()
+        others = [t for t in self._tasks if t is not current]
+        for task in others:
+            task.cancel()
+        for track in self.published:
+            track.close()
+        for slot in self.slots:
+            slot.leg.close()
+        self.slots.clear()
+        await self.pc.close()
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)

@@ -1,0 +1,152 @@
+"""The SFU: rooms of peers, wiring each publisher's tracks to every other participant.
+
+This is the interface the signaling side calls (structurally, through its own Protocol). All
+methods are coroutines so that the same interface can later be served by media worker processes
+over a request/response channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from fortrolig.core.errors import NotFound
+from fortrolig.core.metrics import Sample
+
+from . import aiortc_hooks as hooks
+from .counters import MediaCounters
+from .peer import Peer, PeerEvents
+from .settings import MediaSettings
+
+log = logging.getLogger(__name__)
+
+
+class Sfu:
+    """Selective forwarding unit for the rooms of this process."""
+
+    def __init__(self, settings: MediaSettings) -> None:
+        self.settings = settings
+        self.counters = MediaCounters()
+        self.codec_guard = hooks.CodecGuard()
+        self._rooms: dict[str, dict[str, Peer]] = {}
+        self._closed = False
+        hooks.restrict_host_addresses(settings.ice_host_addresses)
+        if settings.forbid_transcoding:
+            self.codec_guard.install()
+
+    # -- the interface signaling uses ----------------------------------------------------
+
+    async def open_peer(self, room_id: str, participant_id: str, events: PeerEvents) -> None:
+        """Create the peer of a participant admitted to ``room_id`` (replacing a stale one)."""
+        self._check_open()
+        room = self._rooms.setdefault(room_id, {})
+        stale = room.get(participant_id)
+        if stale is not None:
+            await self.close_peer(room_id, participant_id)
+            room = self._rooms.setdefault(room_id, {})
+        room[participant_id] = Peer(participant_id, self.settings, self.counters, events)
+
+    async def publish(self, room_id: str, participant_id: str, offer_sdp: str) -> str:
+        """Apply the participant's publishing offer, subscribe everyone; returns the answer."""
+        peer = self._peer(room_id, participant_id)
+        answer = await peer.publish(offer_sdp)
+        for other in self._rooms.get(room_id, {}).values():
+            if other is peer or not other.has_published or other.closed:
+                continue
+            for track in peer.published:
+                other.subscribe(track)
+            for track in other.published:
+                peer.subscribe(track)
+        return answer
+
+    async def answer(self, room_id: str, participant_id: str, answer_sdp: str) -> None:
+        """Apply the participant's answer to the SFU's renegotiation offer."""
+        await self._peer(room_id, participant_id).answer(answer_sdp)
+
+    async def add_candidate(
+        self,
+        room_id: str,
+        participant_id: str,
+        candidate: str,
+        sdp_mid: str | None,
+        sdp_mline_index: int | None,
+    ) -> None:
+        """A trickled ICE candidate from the participant."""
+        await self._peer(room_id, participant_id).add_candidate(
+            candidate, sdp_mid, sdp_mline_index
+        )
+
+    async def close_peer(self, room_id: str, participant_id: str) -> None:
+        """Remove a participant: its legs in other peers go inactive; idempotent."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            return
+        peer = room.pop(participant_id, None)
+        if peer is None:
+            return
+        for other in room.values():
+            other.unsubscribe(participant_id)
+        await peer.close()
+        if not room:
+            self._rooms.pop(room_id, None)
+
+    async def close_room(self, room_id: str) -> None:
+        """Close every peer of the room; idempotent."""
+        for pid in list(self._rooms.get(room_id, {})):
+            await self.close_peer(room_id, pid)
+        self._rooms.pop(room_id, None)
+
+    async def close(self) -> None:
+        """Close every room; afterwards every call raises. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for room_id in list(self._rooms):
+            await self.close_room(room_id)
+
+    def srtp_profile(self, room_id: str, participant_id: str) -> str | None:
+        """The SRTP profile negotiated with a participant (None until connected)."""
+        return self._peer(room_id, participant_id).srtp_profile()
+
+    # -- observability -------------------------------------------------------------------
+
+    def peer_count(self) -> int:
+        return sum(len(r) for r in self._rooms.values())
+
+    def samples(self) -> Iterator[Sample]:
+        """Metric samples read at scrape time (see core.metrics)."""
+        states: dict[str, int] = {}
+        legs = 0
+        for room in self._rooms.values():
+            for peer in room.values():
+                st = peer.pc.connectionState
+                states[st] = states.get(st, 0) + 1
+                legs += len(peer.slots)
+        for st in ("new", "connecting", "connected", "failed", "closed"):
+            yield Sample(
+                "fortrolig_media_peers", "Peer connections by state", "gauge",
+                states.get(st, 0), {"state": st},
+            )
+        yield Sample("fortrolig_media_rooms", "Rooms with media peers", "gauge", len(self._rooms))
+        yield Sample("fortrolig_media_legs", "Forwarding legs (track x subscriber)", "gauge", legs)
+        for name, value in self.counters.as_dict().items():
+            yield Sample(
+                f"fortrolig_media_{name}_total", f"Media path counter: {name}", "counter", value
+            )
+        yield Sample(
+            "fortrolig_media_codec_instances_total",
+            "Decoders and encoders created in this process (must stay 0: no transcoding)",
+            "counter",
+            self.codec_guard.decoders + self.codec_guard.encoders,
+        )
+
+    def _peer(self, room_id: str, participant_id: str) -> Peer:
+        self._check_open()
+        peer = self._rooms.get(room_id, {}).get(participant_id)
+        if peer is None:
+            raise NotFound("no media peer for this participant", code="no_peer")
+        return peer
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("SFU is closed")
