@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
+from av.frame import Frame
 
 VIDEO_CLOCK = 90_000
 
@@ -64,7 +65,7 @@ class ToneAudioTrack(AudioStreamTrack):
         super().__init__()
         self.frames_sent = 0
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> Frame:
         frame = await super().recv()
         self.frames_sent += 1
         return frame
@@ -92,7 +93,7 @@ class FrameCounter:
                 self.last_at = now
                 if len(self.arrivals) < 10_000:
                     self.arrivals.append(now)
-                if self.kind == "video" and self.frames % 10 == 1:
+                if isinstance(frame, av.VideoFrame) and self.frames % 10 == 1:
                     self.sample_yuv = _mean_yuv(frame)
         except MediaStreamError:
             return

@@ -14,8 +14,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aioice.ice
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
-from aiortc import rtcdtlstransport, rtcrtpreceiver, rtcrtpsender
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    rtcdtlstransport,
+    rtcrtpreceiver,
+    rtcrtpsender,
+)
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 from aiortc.rtp import AnyRtcpPacket, RtpPacket
@@ -52,8 +58,8 @@ class CodecGuard:
             self.encoders += 1
             raise RuntimeError(f"SFU must not encode ({codec.mimeType})")
 
-        rtcrtpreceiver.get_decoder = no_decoder
-        rtcrtpsender.get_encoder = no_encoder
+        setattr(rtcrtpreceiver, "get_decoder", no_decoder)  # noqa: B010
+        setattr(rtcrtpsender, "get_encoder", no_encoder)  # noqa: B010
         self._installed = True
 
 
@@ -98,7 +104,10 @@ def selected_srtp_profile(dtls: RTCDtlsTransport) -> str | None:
     """The SRTP protection profile the DTLS handshake selected, e.g. SRTP_AEAD_AES_256_GCM."""
     if dtls.state != "connected":
         return None
-    profile = dtls._ssl.get_selected_srtp_profile()
+    ssl = dtls._ssl
+    if ssl is None:
+        return None
+    profile = ssl.get_selected_srtp_profile()
     return profile.decode() if isinstance(profile, bytes) else str(profile)
 
 
@@ -167,8 +176,8 @@ def hook_receiver(
             on_started(parameters)
 
     receiver.receive = receive  # type: ignore[method-assign]
-    receiver._handle_rtp_packet = on_rtp  # type: ignore[method-assign]
-    receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
+    receiver._handle_rtp_packet = on_rtp  # type: ignore[method-assign,assignment]
+    receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign,assignment]
 
 
 def receiver_rtcp_ssrc(receiver: RTCRtpReceiver) -> int | None:
@@ -221,7 +230,7 @@ def hook_sender(
 
     sender._run_rtp = run_rtp  # type: ignore[method-assign]
     sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
-    sender._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
+    sender._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign,assignment]
     sender.send = send  # type: ignore[method-assign]
 
 

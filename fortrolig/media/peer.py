@@ -67,7 +67,9 @@ def parse_sdp(sdp: str, kind: str) -> SessionDescription:
         raise BadRequest(f"{kind} SDP has no media section", code="bad_sdp")
     for m in desc.media:
         if m.dtls is None or not m.dtls.fingerprints or m.ice is None or not m.ice.usernameFragment:
-            raise BadRequest(f"{kind} SDP lacks DTLS fingerprint or ICE credentials", code="bad_sdp")
+            raise BadRequest(
+                f"{kind} SDP lacks DTLS fingerprint or ICE credentials", code="bad_sdp"
+            )
     return desc
 
 
@@ -84,7 +86,7 @@ def _negotiated_codec(transceiver: RTCRtpTransceiver) -> Codec | None:
         ),
         None,
     )
-    return Codec(main.mimeType, main.clockRate, main.payloadType, rtx)
+    return Codec(main.mimeType, main.clockRate, int(main.payloadType or 0), rtx)
 
 
 class Peer:
@@ -272,7 +274,7 @@ class Peer:
             hooks.RawSender(sender.transport),
             ssrc=sender._ssrc,
             rtx_ssrc=sender._rtx_ssrc,
-            payload_type=codec.payloadType,
+            payload_type=int(codec.payloadType or 0),
             rtx_payload_type=rtx,
             extensions=ext,
             mid=params.muxId,
@@ -323,7 +325,7 @@ class Peer:
             if profile != hooks.AES_256_GCM:
                 self._counters.srtp_refused += 1
                 await self._events.media_failed(self.participant_id, "srtp_profile")
-        elif state == "failed" and not self.closed:
+        elif state in ("failed", "closed") and not self.closed:
             self._counters.peers_failed += 1
             await self._events.media_failed(self.participant_id, "ice_or_dtls_failed")
 

@@ -72,9 +72,7 @@ class Sfu:
         sdp_mline_index: int | None,
     ) -> None:
         """A trickled ICE candidate from the participant."""
-        await self._peer(room_id, participant_id).add_candidate(
-            candidate, sdp_mid, sdp_mline_index
-        )
+        await self._peer(room_id, participant_id).add_candidate(candidate, sdp_mid, sdp_mline_index)
 
     async def close_peer(self, room_id: str, participant_id: str) -> None:
         """Remove a participant: its legs in other peers go inactive; idempotent."""
@@ -124,8 +122,11 @@ class Sfu:
                 legs += len(peer.slots)
         for st in ("new", "connecting", "connected", "failed", "closed"):
             yield Sample(
-                "fortrolig_media_peers", "Peer connections by state", "gauge",
-                states.get(st, 0), {"state": st},
+                "fortrolig_media_peers",
+                "Peer connections by state",
+                "gauge",
+                states.get(st, 0),
+                {"state": st},
             )
         yield Sample("fortrolig_media_rooms", "Rooms with media peers", "gauge", len(self._rooms))
         yield Sample("fortrolig_media_legs", "Forwarding legs (track x subscriber)", "gauge", legs)

@@ -1,0 +1,149 @@
+"""The `fortrolig` command: serve, session create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, web
+
+from fortrolig.core.clock import SystemClock
+from fortrolig.core.config import Config, load_config
+from fortrolig.core.errors import ConfigError
+from fortrolig.core.keys import load_or_create_signing_keys
+from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
+
+from .server import build_app, public_url
+
+DEV_PRACTITIONER = "dev-practitioner"
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {}
+    for flag, key in (
+        ("host", "server.host"),
+        ("port", "server.port"),
+        ("data_dir", "server.data_dir"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    base_url = getattr(args, "base_url", None)
+    if base_url:
+        overrides["server.public_url"] = base_url
+    return load_config(args.config, os.environ, overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the node until interrupted."""
+    config = _config(args)
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    app = build_app(config)
+    print(
+        f"fortrolig serving on {public_url(config)} (data dir {config.server.data_dir})", flush=True
+    )
+    web.run_app(app, host=config.server.host, port=config.server.port, print=None)
+    return 0
+
+
+async def _create_session(
+    config: Config, base_url: str, max_participants: int | None
+) -> dict[str, Any]:
+    signing_key, _ = load_or_create_signing_keys(config.server.data_dir)
+    issuer = TokenIssuer(signing_key, config.auth.issuer, SystemClock())
+    access = issuer.issue(
+        TokenKind.ACCESS, DEV_PRACTITIONER, Role.PRACTITIONER, ttl_s=config.auth.access_token_ttl_s
+    )
+    headers = {"Authorization": f"Bearer {access}"}
+    async with ClientSession(headers=headers) as http:
+        body = {} if max_participants is None else {"max_participants": max_participants}
+        async with http.post(f"{base_url}/api/v1/rooms", json=body) as resp:
+            room = await _checked(resp)
+        urls = {}
+        for role in ("practitioner", "client"):
+            async with http.post(
+                f"{base_url}/api/v1/rooms/{room['room_id']}/tokens", json={"role": role}
+            ) as resp:
+                urls[role] = await _checked(resp)
+    return {
+        "room_id": room["room_id"],
+        "max_participants": room["max_participants"],
+        "practitioner_url": urls["practitioner"]["url"],
+        "client_url": urls["client"]["url"],
+        "practitioner_token": urls["practitioner"]["token"],
+        "client_token": urls["client"]["token"],
+        "expires_at": min(urls["practitioner"]["expires_at"], urls["client"]["expires_at"]),
+        "access_token": access,
+    }
+
+
+async def _checked(resp: Any) -> dict[str, Any]:
+    data: dict[str, Any] = await resp.json()
+    if resp.status >= 400:
+        raise RuntimeError(f"server refused: {resp.status} {data}")
+    return data
+
+
+def cmd_session_create(args: argparse.Namespace) -> int:
+    """Create a room on a running node (signing as the dev practitioner) and print its links."""
+    config = _config(args)
+    base = (args.base_url or public_url(config)).rstrip("/")
+    result = asyncio.run(_create_session(config, base, args.max_participants))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"room:         {result['room_id']}")
+        print(f"practitioner: {result['practitioner_url']}")
+        print(f"client:       {result['client_url']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the `fortrolig` command."""
+    top = argparse.ArgumentParser(prog="fortrolig", description="Fortrolig teleconsultation node")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the node (signaling, SFU) on embedded defaults")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--data-dir", type=Path)
+    serve.add_argument("--config", type=Path)
+    serve.set_defaults(func=cmd_serve)
+
+    session = sub.add_parser("session", help="consultation sessions")
+    session_sub = session.add_subparsers(dest="session_command", required=True)
+    create = session_sub.add_parser("create", help="create a room and print its links")
+    create.add_argument("--data-dir", type=Path)
+    create.add_argument("--config", type=Path)
+    create.add_argument("--base-url")
+    create.add_argument("--max-participants", type=int)
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    create.set_defaults(func=cmd_session_create)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `fortrolig` console script."""
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"fortrolig: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"fortrolig: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

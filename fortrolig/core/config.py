@@ -1,0 +1,413 @@
+"""Configuration: defaults, then a TOML file, then the environment, then CLI overrides.
+
+Every layer is converted to the field types of the frozen dataclasses below and validated before
+the server starts. Unknown tables, keys and ``FORTROLIG_`` variables are errors, so a typo never
+silently falls back to a default. Secrets are read from files (see :func:`read_secret_file`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import os
+import re
+import stat
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fortrolig.core.errors import ConfigError
+
+ENV_PREFIX = "FORTROLIG_"
+"""Environment variables ``FORTROLIG_<SECTION>__<KEY>`` set configuration keys."""
+
+CONFIG_PATH_ENV = "FORTROLIG_CONFIG"
+"""Names the TOML file when ``load_config`` gets no path; the one non-key ``FORTROLIG_`` var."""
+
+MIN_SECRET_BYTES = 32
+LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
+REGION_PREFIXES = ("eu-", "eea-", "no-", "is-", "li-")
+"""Allowed region tags: EU (``eu-*``), EEA (``eea-*``), Norway, Iceland, Liechtenstein."""
+_REGION_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
+_URL_SCHEMES = {"stun_urls": ("stun:", "stuns:"), "turn_urls": ("turn:", "turns:")}
+
+
+def _fail(key: str, problem: str) -> typing.NoReturn:
+    raise ConfigError(f"config key {key}: {problem}")
+
+
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        _fail(key, problem)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Where the node listens, what it stores, and its region tag."""
+
+    host: str = "127.0.0.1"
+    port: int = 8750
+    data_dir: Path = Path("./data")
+    public_url: str = ""
+    region: str = "eu-north"
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        _require(bool(self.host), "server.host", "must not be empty")
+        _require(0 <= self.port <= 65535, "server.port", "must be in 0..65535")
+        _require(
+            self.public_url == "" or self.public_url.startswith(("http://", "https://")),
+            "server.public_url",
+            "must be empty or start with http:// or https://",
+        )
+        _require(
+            bool(_REGION_RE.match(self.region)) and self.region.startswith(REGION_PREFIXES),
+            "server.region",
+            f"{self.region!r} is not an EU/EEA region (allowed prefixes: {REGION_PREFIXES})",
+        )
+        _require(self.log_level in LOG_LEVELS, "server.log_level", f"one of {sorted(LOG_LEVELS)}")
+
+    @property
+    def base_url(self) -> str:
+        """The public URL without a trailing slash; ``http://{host}:{port}`` when unset."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalingConfig:
+    """WebSocket limits, heartbeat and rate limits."""
+
+    handshake_timeout_s: float = 10.0
+    max_message_bytes: int = 65536
+    heartbeat_s: float = 20.0
+    rate_limit_per_s: float = 20.0
+    rate_burst: int = 60
+    chat_max_bytes: int = 4096
+    chat_rate_per_s: float = 5.0
+    chat_burst: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("handshake_timeout_s", "heartbeat_s", "rate_limit_per_s", "chat_rate_per_s"):
+            _require(getattr(self, name) > 0, f"signaling.{name}", "must be positive")
+        for name in ("rate_burst", "chat_burst"):
+            _require(getattr(self, name) >= 1, f"signaling.{name}", "must be at least 1")
+        _require(self.max_message_bytes >= 1024, "signaling.max_message_bytes", "must be >= 1024")
+        _require(
+            1 <= self.chat_max_bytes <= min(self.max_message_bytes, 65536),
+            "signaling.chat_max_bytes",
+            "must be in 1..min(max_message_bytes, 65536)",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Token issuer and lifetimes (seconds)."""
+
+    issuer: str = "fortrolig"
+    join_token_ttl_s: int = 300
+    access_token_ttl_s: int = 900
+    resume_token_ttl_s: int = 120
+    clock_skew_s: int = 30
+
+    def __post_init__(self) -> None:
+        _require(bool(self.issuer), "auth.issuer", "must not be empty")
+        # Join tokens are bearer links: the security baseline caps them at five minutes.
+        _require(1 <= self.join_token_ttl_s <= 300, "auth.join_token_ttl_s", "must be in 1..300")
+        for name in ("access_token_ttl_s", "resume_token_ttl_s"):
+            _require(getattr(self, name) >= 1, f"auth.{name}", "must be positive")
+        _require(0 <= self.clock_skew_s <= 300, "auth.clock_skew_s", "must be in 0..300")
+
+
+MAX_PARTICIPANTS_CAP = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsConfig:
+    """Room sizes: 2 <= default_max_participants <= max_participants_limit <= 8."""
+
+    default_max_participants: int = 2
+    max_participants_limit: int = MAX_PARTICIPANTS_CAP
+
+    def __post_init__(self) -> None:
+        _require(
+            2 <= self.default_max_participants <= self.max_participants_limit,
+            "rooms.default_max_participants",
+            "must be in 2..max_participants_limit",
+        )
+        _require(
+            self.max_participants_limit <= MAX_PARTICIPANTS_CAP,
+            "rooms.max_participants_limit",
+            f"must be at most {MAX_PARTICIPANTS_CAP}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """ICE addresses, STUN/TURN servers, bitrate bounds and media workers."""
+
+    ice_host_addresses: tuple[str, ...] = ("127.0.0.1",)
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret_file: Path | None = None
+    max_bitrate_bps: int = 2_500_000
+    min_bitrate_bps: int = 100_000
+    keyframe_min_interval_ms: int = 300
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        _require(bool(self.ice_host_addresses), "media.ice_host_addresses", "must not be empty")
+        for address in self.ice_host_addresses:
+            _require(_is_ip(address), "media.ice_host_addresses", f"{address!r} is not an IP")
+        for name, schemes in _URL_SCHEMES.items():
+            for url in getattr(self, name):
+                _require(url.startswith(schemes), f"media.{name}", f"{url!r} must start {schemes}")
+        _require(
+            not self.turn_urls or self.turn_secret_file is not None,
+            "media.turn_secret_file",
+            "required when turn_urls is set (ephemeral TURN credentials)",
+        )
+        _require(self.min_bitrate_bps > 0, "media.min_bitrate_bps", "must be positive")
+        _require(
+            self.max_bitrate_bps >= self.min_bitrate_bps,
+            "media.max_bitrate_bps",
+            "must be >= min_bitrate_bps",
+        )
+        _require(self.keyframe_min_interval_ms >= 0, "media.keyframe_min_interval_ms", ">= 0")
+        _require(self.workers >= 1, "media.workers", "must be at least 1")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration, one attribute per TOML table."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    signaling: SignalingConfig = field(default_factory=SignalingConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    rooms: RoomsConfig = field(default_factory=RoomsConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+
+
+SECTIONS: Mapping[str, type[Any]] = {
+    "server": ServerConfig,
+    "signaling": SignalingConfig,
+    "auth": AuthConfig,
+    "rooms": RoomsConfig,
+    "media": MediaConfig,
+}
+
+# --- type conversion -------------------------------------------------------------------------
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _to_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"expected a boolean, got {value!r}")
+
+
+def _to_int(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return int(value.strip().replace("_", ""))
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _to_float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number, got {value!r}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return result
+
+
+def _to_str(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {value!r}")
+
+
+def _to_path(value: object) -> Path:
+    if isinstance(value, str | os.PathLike) and os.fspath(value):
+        return Path(value)
+    raise ValueError(f"expected a non-empty path, got {value!r}")
+
+
+def _to_optional_path(value: object) -> Path | None:
+    return None if value is None or value == "" else _to_path(value)
+
+
+def _to_str_tuple(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ValueError(f"expected a list of strings, got {value!r}")
+
+
+def _converter(tp: Any) -> Callable[[object], Any]:
+    simple: dict[Any, Callable[[object], Any]] = {
+        bool: _to_bool,
+        int: _to_int,
+        float: _to_float,
+        str: _to_str,
+        Path: _to_path,
+    }
+    if tp in simple:
+        return simple[tp]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple and args == (str, ...):
+        return _to_str_tuple
+    if origin in (typing.Union, types.UnionType) and set(args) == {Path, type(None)}:
+        return _to_optional_path
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def _field_types(section: str) -> dict[str, Any]:
+    cls = SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+_TEXTUAL_TYPES = (str, Path, Path | None)
+
+
+def _convert(section: str, key: str, value: object, *, from_text: bool) -> Any:
+    """Convert ``value`` to the field's type; strings parse only if ``from_text`` (env, CLI)."""
+    dotted = f"{section}.{key}"
+    types_ = _field_types(section) if section in SECTIONS else {}
+    if key not in types_:
+        _fail(dotted, "unknown key")
+    tp = types_[key]
+    if isinstance(value, str) and not from_text and tp not in _TEXTUAL_TYPES:
+        _fail(dotted, f"expected {_type_name(tp)}, not a string")
+    try:
+        return _converter(tp)(value)
+    except ValueError as exc:
+        _fail(dotted, str(exc))
+
+
+def _type_name(tp: Any) -> str:
+    return "a list of strings" if typing.get_origin(tp) is tuple else f"a {tp.__name__}"
+
+
+# --- layers ----------------------------------------------------------------------------------
+
+Layer = Iterator[tuple[str, str, object, bool]]
+"""(section, key, raw value, value may be text to parse) from one configuration source."""
+
+
+def _toml_layer(path: Path) -> Layer:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for section, table in data.items():
+        if section not in SECTIONS:
+            _fail(section, "unknown table")
+        if not isinstance(table, dict):
+            _fail(section, "must be a table")
+        for key, value in table.items():
+            yield section, key, value, False
+
+
+def _env_layer(env: Mapping[str, str]) -> Layer:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_PATH_ENV:
+            continue
+        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if not sep or section not in SECTIONS:
+            raise ConfigError(f"environment variable {name} names no configuration key")
+        yield section, key, value, True
+
+
+def _override_layer(overrides: Mapping[str, Any]) -> Layer:
+    for dotted, value in overrides.items():
+        section, sep, key = dotted.partition(".")
+        if not sep or section not in SECTIONS:
+            _fail(dotted, "unknown key")
+        yield section, key, value, True
+
+
+def load_config(
+    path: Path | None, env: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Build and validate the configuration: defaults, ``path`` (TOML), ``env``, ``overrides``.
+
+    ``path`` falls back to ``env["FORTROLIG_CONFIG"]`` when None. ``overrides`` maps dotted keys
+    (``"server.port"``) to values and wins over everything. Raises :class:`ConfigError` naming the
+    offending key for an unknown key, a wrong type or an invalid value.
+    """
+    if path is None and env.get(CONFIG_PATH_ENV):
+        path = Path(env[CONFIG_PATH_ENV])
+    layers: list[Layer] = [_env_layer(env), _override_layer(overrides or {})]
+    if path is not None:
+        layers.insert(0, _toml_layer(path))
+    values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for layer in layers:
+        for section, key, raw, from_text in layer:
+            values[section][key] = _convert(section, key, raw, from_text=from_text)
+    built = {section: SECTIONS[section](**kwargs) for section, kwargs in values.items()}
+    return Config(**built)
+
+
+def read_private_file(path: Path, what: str = "file") -> bytes:
+    """Return the bytes of ``path``, refusing anything but a private regular file.
+
+    Refuses (``ConfigError``) a missing file, a symlink, a non-regular file, and a file that group
+    or others may access (``mode & 0o077``). The checks run on the opened descriptor, so the file
+    cannot be swapped between check and read.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise ConfigError(f"cannot open {what} {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{what} {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise ConfigError(
+                f"{what} {path} is accessible by group/others "
+                f"(mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it"
+            )
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
+def read_secret_file(path: Path) -> bytes:
+    """Return the secret in ``path`` without a trailing newline.
+
+    Refuses (``ConfigError``) what :func:`read_private_file` refuses, and a secret shorter than
+    32 bytes.
+    """
+    secret = read_private_file(path, "secret file").rstrip(b"\r\n")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"secret in {path} is shorter than {MIN_SECRET_BYTES} bytes")
+    return secret

@@ -1,0 +1,101 @@
+"""Error taxonomy shared by every package.
+
+Errors are sorted by who is at fault (``client``, ``protocol`` or ``server``) and carry a stable
+snake_case ``code`` plus the HTTP ``status`` the transport layers map them to. Only the standard
+library is imported here.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+Fault = Literal["client", "protocol", "server"]
+
+
+class FortroligError(Exception):
+    """Base of all domain errors: a stable code, an HTTP status and who is at fault."""
+
+    code: str = "internal_error"
+    status: int = 500
+    fault: ClassVar[Fault] = "server"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class ProtocolError(FortroligError):
+    """The peer broke the wire protocol (bad JSON, unknown message type, bad field)."""
+
+    code = "protocol_error"
+    status = 400
+    fault = "protocol"
+
+
+class BadRequest(FortroligError):
+    """The request is well formed but its content is invalid."""
+
+    code = "bad_request"
+    status = 400
+    fault = "client"
+
+
+class Unauthenticated(FortroligError):
+    """No valid credentials were presented."""
+
+    code = "unauthenticated"
+    status = 401
+    fault = "client"
+
+
+class Forbidden(FortroligError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+    status = 403
+    fault = "client"
+
+
+class NotFound(FortroligError):
+    """The named resource does not exist (or the caller may not know that it does)."""
+
+    code = "not_found"
+    status = 404
+    fault = "client"
+
+
+class Conflict(FortroligError):
+    """The request conflicts with the current state of the resource."""
+
+    code = "conflict"
+    status = 409
+    fault = "client"
+
+
+class PayloadTooLarge(FortroligError):
+    """The request or message exceeds a size limit."""
+
+    code = "too_large"
+    status = 413
+    fault = "client"
+
+
+class RateLimited(FortroligError):
+    """The caller sent too much too fast."""
+
+    code = "rate_limited"
+    status = 429
+    fault = "client"
+
+
+class ConfigError(FortroligError):
+    """Configuration or key material is missing or invalid; the server must not start."""
+
+    code = "config_error"
+    status = 500
+    fault = "server"

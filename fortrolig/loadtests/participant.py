@@ -1,0 +1,183 @@
+"""A programmatic participant speaking docs/protocol.md over aiohttp + aiortc.
+
+Used by the integration tests and (later) by ``fortrolig-load``. It publishes audio and video,
+answers the server's renegotiation offers, counts frames per remote track, and records every
+server message so tests can assert on the conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcconfiguration import RTCBundlePolicy
+
+from .sources import FrameCounter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RemoteTrack:
+    """A track received from the SFU, grouped by the publishing participant (msid stream)."""
+
+    participant_id: str
+    kind: str
+    counter: FrameCounter
+
+
+@dataclass
+class Participant:
+    """One simulated browser."""
+
+    ws_url: str
+    token: str
+    name: str | None = None
+    tracks: list[MediaStreamTrack] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    remote: list[RemoteTrack] = field(default_factory=list)
+    participant_id: str | None = None
+    resume_token: str | None = None
+    close_code: int | None = None
+    pc: RTCPeerConnection | None = None
+    pc_factory: Callable[[RTCConfiguration], RTCPeerConnection] = RTCPeerConnection
+    _http: aiohttp.ClientSession | None = None
+    _ws: aiohttp.ClientWebSocketResponse | None = None
+    _reader: asyncio.Task[None] | None = None
+    _consumers: list[asyncio.Task[None]] = field(default_factory=list)
+    _inbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+
+    async def connect(self) -> dict[str, Any]:
+        """Open the WebSocket and say hello; returns the ``welcome`` (or the error)."""
+        self._http = aiohttp.ClientSession()
+        self._ws = await self._http.ws_connect(self.ws_url, autoping=True)
+        await self.send({"type": "hello", "v": 1, "token": self.token})
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        first = await self.expect("welcome", "error")
+        if first["type"] == "welcome":
+            self.participant_id = first["participant_id"]
+            self.resume_token = first["resume_token"]
+        return first
+
+    async def join(self) -> dict[str, Any]:
+        """Join the room; returns ``joined`` (or the error)."""
+        await self.send({"type": "join", "name": self.name} if self.name else {"type": "join"})
+        return await self.expect("joined", "error")
+
+    async def publish(self, welcome: dict[str, Any]) -> None:
+        """Create the peer connection and make the one publishing offer."""
+        servers = [RTCIceServer(**s) for s in welcome.get("ice_servers", [])]
+        config = RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        pc = self.pc_factory(config)
+        self.pc = pc
+        for track in self.tracks:
+            pc.addTransceiver(track, direction="sendonly")
+        pc.on("track", self._on_track)
+        await pc.setLocalDescription(await pc.createOffer())
+        await self.send({"type": "offer", "sdp": pc.localDescription.sdp})
+        answer = await self.expect("answer", "error")
+        if answer["type"] == "error":
+            raise RuntimeError(f"offer refused: {answer}")
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+    async def start(self) -> dict[str, Any]:
+        """connect + join + publish; returns the welcome."""
+        welcome = await self.connect()
+        if welcome["type"] != "welcome":
+            raise RuntimeError(f"hello refused: {welcome}")
+        joined = await self.join()
+        if joined["type"] != "joined":
+            raise RuntimeError(f"join refused: {joined}")
+        await self.publish(welcome)
+        return welcome
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        owner = self._owner_of(track)
+        counter = FrameCounter(track.kind)
+        self.remote.append(RemoteTrack(owner, track.kind, counter))
+        self._consumers.append(asyncio.get_running_loop().create_task(counter.consume(track)))
+
+    def _owner_of(self, track: MediaStreamTrack) -> str:
+        # The SFU names each remote track "<participant>-<kind>" (a=msid), so the owner is
+        # known without extra signaling.
+        track_id = str(track.id)
+        return track_id.rsplit("-", 1)[0] if "-" in track_id else track_id
+
+    async def send(self, message: dict[str, Any] | str) -> None:
+        """Send a JSON message (or a raw string, for bad-input tests)."""
+        assert self._ws is not None
+        raw = message if isinstance(message, str) else json.dumps(message)
+        await self._ws.send_str(raw)
+
+    async def expect(self, *types: str, within: float = 10.0) -> dict[str, Any]:
+        """The next server message of one of ``types`` (others stay recorded in messages)."""
+        async with asyncio.timeout(within):
+            while True:
+                msg = await self._inbox.get()
+                if msg["type"] in types:
+                    return msg
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for raw in self._ws:
+            if raw.type != aiohttp.WSMsgType.TEXT:
+                break
+            msg = json.loads(raw.data)
+            self.messages.append(msg)
+            if msg["type"] == "offer":
+                await self._answer(msg["sdp"])
+            else:
+                self._inbox.put_nowait(msg)
+        self.close_code = self._ws.close_code
+        self._inbox.put_nowait({"type": "closed", "code": self.close_code})
+
+    async def _answer(self, sdp: str) -> None:
+        pc = self.pc
+        if pc is None:
+            return
+        await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
+
+    def frames_from(self, participant_id: str, kind: str) -> int:
+        """Frames decoded so far from one remote participant's track of ``kind``."""
+        return sum(
+            r.counter.frames
+            for r in self.remote
+            if r.participant_id == participant_id and r.kind == kind
+        )
+
+    def counter_for(self, participant_id: str, kind: str) -> FrameCounter | None:
+        """The frame counter of a remote participant's track."""
+        for r in self.remote:
+            if r.participant_id == participant_id and r.kind == kind:
+                return r.counter
+        return None
+
+    async def close(self) -> None:
+        """Close everything this participant opened; idempotent."""
+        for task in self._consumers:
+            task.cancel()
+        if self.pc is not None:
+            await self.pc.close()
+            self.pc = None
+        for track in self.tracks:
+            track.stop()
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        await asyncio.gather(*self._consumers, return_exceptions=True)

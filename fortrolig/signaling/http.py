@@ -1,0 +1,164 @@
+"""HTTP API of the signaling side: rooms and join tokens, plus the one error mapping.
+
+Authentication happens in :func:`auth_middleware` (a Bearer access token becomes a
+:class:`Principal` on the request); authorization happens in the domain (room ownership).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from fortrolig.core.errors import BadRequest, Forbidden, FortroligError, Unauthenticated
+from fortrolig.core.principal import Principal
+
+from .auth import Role, TokenKind
+from .service import SignalingService
+
+log = logging.getLogger(__name__)
+
+PRINCIPAL = "fortrolig.principal"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY = 16 * 1024
+
+
+def error_response(exc: FortroligError) -> web.Response:
+    """The JSON body every API error has: {"error": {"code", "message"}}."""
+    body = {"error": {"code": exc.code, "message": exc.message}}
+    return web.json_response(body, status=exc.status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Domain errors → their status and code; anything else → 500 without a traceback."""
+    try:
+        return await handler(request)
+    except FortroligError as exc:
+        if exc.fault == "server":
+            log.error("server error on %s %s: %r", request.method, request.path, exc)
+        return error_response(exc)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(FortroligError("internal error"))
+
+
+def auth_middleware(
+    service: SignalingService,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Verify a Bearer access token on /api/ routes and attach the principal."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/"):
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthenticated("a Bearer access token is required", code="token_missing")
+            claims = await service.verifier.verify(token.strip(), TokenKind.ACCESS, consume=False)
+            request[PRINCIPAL] = Principal(subject=claims.sub, role=claims.role.value)
+        return await handler(request)
+
+    return middleware
+
+
+def _principal(request: web.Request) -> Principal:
+    principal: Principal = request[PRINCIPAL]
+    if principal.role != Role.PRACTITIONER.value:
+        raise Forbidden("practitioners only", code="practitioner_only")
+    return principal
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_length and request.content_length > MAX_BODY:
+        raise BadRequest("body too large", code="too_large")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise BadRequest("body too large", code="too_large")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("body is not JSON", code="bad_json") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object", code="bad_json")
+    return data
+
+
+def _optional_int(data: dict[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest(f"{key} must be an integer", code="bad_field")
+    return value
+
+
+def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef]:
+    """Routes of the rooms API (see docs/protocol.md, "HTTP API")."""
+
+    async def create_room(request: web.Request) -> web.Response:
+        who = _principal(request)
+        data = await _json_body(request)
+        unknown = set(data) - {"max_participants"}
+        if unknown:
+            raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
+        room = service.create_room(who.subject, _optional_int(data, "max_participants"))
+        body = {"room_id": room.id, "max_participants": room.max_participants}
+        return web.json_response(body, status=201)
+
+    async def create_token(request: web.Request) -> web.Response:
+        who = _principal(request)
+        room = service.rooms.get(request.match_info["room_id"])
+        room.check_owner(who.subject)
+        data = await _json_body(request)
+        unknown = set(data) - {"role", "name"}
+        if unknown:
+            raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
+        try:
+            role = Role(data.get("role", "client"))
+        except ValueError as exc:
+            raise BadRequest("role must be client or practitioner", code="bad_field") from exc
+        name = data.get("name")
+        if name is not None and (not isinstance(name, str) or len(name) > 64):
+            raise BadRequest("name must be a string of at most 64 characters", code="bad_field")
+        token, claims = service.issue_join_token(room, role, name)
+        url = f"{public_url}/room/{quote(room.id)}#role={role.value}&token={token}"
+        body = {"token": token, "expires_at": claims.exp, "url": url}
+        return web.json_response(body, status=201)
+
+    async def get_room(request: web.Request) -> web.Response:
+        who = _principal(request)
+        room = service.rooms.get(request.match_info["room_id"])
+        room.check_owner(who.subject)
+        people = [
+            {"id": x.id, "role": x.role, "name": x.name, "audio": x.audio, "video": x.video}
+            for x in room.participants.values()
+        ]
+        body = {
+            "room_id": room.id,
+            "max_participants": room.max_participants,
+            "participants": people,
+        }
+        return web.json_response(body)
+
+    async def delete_room(request: web.Request) -> web.Response:
+        who = _principal(request)
+        room = service.rooms.get(request.match_info["room_id"])
+        room.check_owner(who.subject)
+        await service.end_room(room.id, "room_ended")
+        return web.Response(status=204)
+
+    return [
+        web.post("/api/v1/rooms", create_room),
+        web.post("/api/v1/rooms/{room_id}/tokens", create_token),
+        web.get("/api/v1/rooms/{room_id}", get_room),
+        web.delete("/api/v1/rooms/{room_id}", delete_room),
+    ]

@@ -1,0 +1,371 @@
+"""The signaling state machine: one Session per WebSocket, rooms, and the media backend.
+
+No transport here: a Session receives parsed messages and emits messages through an
+:class:`Outbound` (the WebSocket layer owns ordering, size limits and close codes). User errors
+are raised as :class:`FortroligError`; the transport turns them into ``error`` messages, or
+closes the connection for the fatal ones (see :data:`FATAL_CLOSE`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fortrolig.core.clock import Clock
+from fortrolig.core.config import Config
+from fortrolig.core.errors import (
+    BadRequest,
+    Conflict,
+    ProtocolError,
+    RateLimited,
+    Unauthenticated,
+)
+from fortrolig.core.ids import new_id
+from fortrolig.core.metrics import Sample
+
+from . import protocol as p
+from .auth import Claims, Role, TokenIssuer, TokenKind, TokenVerifier
+from .ports import MediaBackend
+from .rooms import Participant, Room, RoomRegistry, TokenBucket
+
+log = logging.getLogger(__name__)
+
+# Close codes (docs/protocol.md).
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL = 1002
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_AUTH = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_HANDSHAKE_TIMEOUT = 4408
+CLOSE_REPLACED = 4409
+CLOSE_MEDIA_FAILED = 4500
+
+# User errors that end the connection, with the close code that follows the `error` message.
+FATAL_CLOSE: Mapping[str, int] = {
+    "room_full": CLOSE_FORBIDDEN,
+    "room_closed": CLOSE_FORBIDDEN,
+    "room_not_found": CLOSE_FORBIDDEN,
+    "unsupported_version": CLOSE_PROTOCOL,
+}
+
+
+class Outbound(Protocol):
+    """Where a session's messages go; ``send`` keeps order, ``close`` follows queued messages."""
+
+    def send(self, msg: p.ServerMessage) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass
+class Counters:
+    """Signaling totals for /metrics."""
+
+    sessions_opened: int = 0
+    joins: int = 0
+    chats: int = 0
+
+
+class SignalingService:
+    """Rooms, sessions and the media backend of this node."""
+
+    def __init__(
+        self,
+        config: Config,
+        media: MediaBackend,
+        issuer: TokenIssuer,
+        verifier: TokenVerifier,
+        clock: Clock,
+        ice_servers: list[dict[str, Any]],
+    ) -> None:
+        self.config = config
+        self.media = media
+        self.issuer = issuer
+        self.verifier = verifier
+        self.clock = clock
+        self.ice_servers = ice_servers
+        self.rooms = RoomRegistry(
+            config.rooms.default_max_participants, config.rooms.max_participants_limit
+        )
+        self.sessions: dict[str, Session] = {}
+        self.counters = Counters()
+        self.errors_by_code: dict[str, int] = {}
+        self.messages_by_type: dict[str, int] = {}
+
+    def new_session(self, out: Outbound) -> Session:
+        """A session for a new connection (it must say hello first)."""
+        self.counters.sessions_opened += 1
+        return Session(self, out)
+
+    def create_room(self, owner: str, max_participants: int | None) -> Room:
+        """A new room for practitioner ``owner``."""
+        return self.rooms.create(owner, self.clock.now(), max_participants)
+
+    def issue_join_token(self, room: Room, role: Role, name: str | None) -> tuple[str, Claims]:
+        """A single-use join token for ``room``."""
+        return self.issuer.mint(
+            TokenKind.JOIN,
+            new_id("sub"),
+            role,
+            ttl_s=self.config.auth.join_token_ttl_s,
+            room=room.id,
+            name=name,
+        )
+
+    async def end_room(self, room_id: str, reason: str) -> None:
+        """End a room for everyone: ``bye`` then close 1000, media closed."""
+        room = self.rooms.close(room_id)
+        for pid in list(room.participants):
+            session = self.sessions.get(pid)
+            if session is not None:
+                session.out.send(p.Bye(reason=reason))
+                session.out.close(CLOSE_NORMAL, reason)
+                await session.close(reason)
+        await self.media.close_room(room_id)
+
+    def count_error(self, code: str) -> None:
+        self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1
+
+    def count_message(self, kind: str) -> None:
+        self.messages_by_type[kind] = self.messages_by_type.get(kind, 0) + 1
+
+    def samples(self) -> Iterator[Sample]:
+        """Metric samples read at scrape time."""
+        yield Sample("fortrolig_rooms", "Open rooms", "gauge", len(self.rooms))
+        yield Sample(
+            "fortrolig_participants",
+            "Participants in rooms",
+            "gauge",
+            self.rooms.participant_count(),
+        )
+        yield Sample(
+            "fortrolig_ws_sessions", "Open signaling sessions", "gauge", len(self.sessions)
+        )
+        yield Sample("fortrolig_joins_total", "Room joins", "counter", self.counters.joins)
+        yield Sample(
+            "fortrolig_chat_messages_total", "Chat lines relayed", "counter", self.counters.chats
+        )
+        for kind, n in self.messages_by_type.items():
+            yield Sample(
+                "fortrolig_ws_messages_total",
+                "WebSocket messages received by type",
+                "counter",
+                n,
+                {"type": kind},
+            )
+        for code, n in self.errors_by_code.items():
+            yield Sample(
+                "fortrolig_ws_errors_total",
+                "Errors sent or closes by code",
+                "counter",
+                n,
+                {"code": code},
+            )
+
+
+class Session:
+    """One signaling connection: hello → welcome → join → offer/answer … → leave."""
+
+    def __init__(self, service: SignalingService, out: Outbound) -> None:
+        self.service = service
+        self.out = out
+        self.claims: Claims | None = None
+        self.participant: Participant | None = None
+        self.room: Room | None = None
+        self.closed = False
+        now = service.clock.monotonic()
+        cfg = service.config.signaling
+        self._chat_bucket = TokenBucket(cfg.chat_rate_per_s, cfg.chat_burst, now)
+        self._handlers: dict[type[Any], Callable[[Any], Any]] = {
+            p.Join: self._on_join,
+            p.Offer: self._on_offer,
+            p.Answer: self._on_answer,
+            p.Candidate: self._on_candidate,
+            p.Chat: self._on_chat,
+            p.MediaState: self._on_media_state,
+            p.Leave: self._on_leave,
+            p.Ping: self._on_ping,
+        }
+
+    @property
+    def authenticated(self) -> bool:
+        return self.claims is not None
+
+    async def hello(self, msg: p.Hello) -> None:
+        """Authenticate with a join or resume token; answers ``welcome``."""
+        if msg.v != p.PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version {msg.v} is not supported", code="unsupported_version"
+            )
+        claims, participant_id = await self._verify(msg.token)
+        room = self.service.rooms.get(claims.room or "")
+        self.claims = claims
+        self.room = room
+        self.participant = Participant(participant_id, claims.role.value, claims.name)
+        self.out.send(
+            p.Welcome(
+                v=p.PROTOCOL_VERSION,
+                participant_id=participant_id,
+                room_id=room.id,
+                role=claims.role.value,
+                ice_servers=tuple(self.service.ice_servers),
+                resume_token=self._resume_token(),
+                limits={
+                    "max_message_bytes": self.service.config.signaling.max_message_bytes,
+                    "chat_max_bytes": self.service.config.signaling.chat_max_bytes,
+                    "max_participants": room.max_participants,
+                },
+            )
+        )
+
+    async def _verify(self, token: str) -> tuple[Claims, str]:
+        verifier = self.service.verifier
+        try:
+            claims = await verifier.verify(token, TokenKind.JOIN, consume=True)
+            return claims, new_id("p")
+        except Unauthenticated as exc:
+            if exc.code != "token_audience":
+                raise
+        claims = await verifier.verify(token, TokenKind.RESUME, consume=True)
+        return claims, claims.sub  # a resume token names the participant it resumes
+
+    def _resume_token(self) -> str:
+        assert self.claims is not None and self.participant is not None
+        return self.service.issuer.issue(
+            TokenKind.RESUME,
+            self.participant.id,
+            self.claims.role,
+            ttl_s=self.service.config.auth.resume_token_ttl_s,
+            room=self.claims.room,
+            name=self.participant.name,
+        )
+
+    async def handle(self, msg: p.ClientMessage) -> None:
+        """Dispatch one parsed message of an authenticated session."""
+        if isinstance(msg, p.Hello):
+            raise Conflict("hello was already received", code="already_authenticated")
+        await self._handlers[type(msg)](msg)
+
+    # -- handlers ------------------------------------------------------------------------
+
+    async def _on_join(self, msg: p.Join) -> None:
+        room, me = self._authed()
+        if me.id in room.participants:
+            raise Conflict("already joined", code="already_joined")
+        if msg.name:
+            me.name = msg.name
+        stale = self.service.sessions.get(me.id)
+        if stale is not None and stale is not self:  # a resumed participant replaces its ghost
+            stale.out.close(CLOSE_REPLACED, "replaced by a new connection")
+            await stale.close("replaced")
+        room.admit(me)
+        self.service.sessions[me.id] = self
+        self.service.counters.joins += 1
+        await self.service.media.open_peer(room.id, me.id, self)
+        self.out.send(p.Joined(participants=tuple(_info(x) for x in room.others(me.id))))
+        self._broadcast(p.ParticipantJoined(participant=_info(me)))
+
+    async def _on_offer(self, msg: p.Offer) -> None:
+        room, me = self._joined()
+        answer = await self.service.media.publish(room.id, me.id, msg.sdp)
+        self.out.send(p.Answer(sdp=answer))
+
+    async def _on_answer(self, msg: p.Answer) -> None:
+        room, me = self._joined()
+        await self.service.media.answer(room.id, me.id, msg.sdp)
+
+    async def _on_candidate(self, msg: p.Candidate) -> None:
+        room, me = self._joined()
+        await self.service.media.add_candidate(
+            room.id, me.id, msg.candidate, msg.sdpMid, msg.sdpMLineIndex
+        )
+
+    async def _on_chat(self, msg: p.Chat) -> None:
+        _room, me = self._joined()
+        size = len(msg.text.encode("utf-8"))
+        limit = self.service.config.signaling.chat_max_bytes
+        if size > limit:
+            raise BadRequest(f"chat text is {size} bytes, limit {limit}", code="chat_too_long")
+        if not msg.text.strip() or any(ord(c) < 32 and c not in "\n\t" for c in msg.text):
+            raise BadRequest("chat text is empty or has control characters", code="chat_invalid")
+        if not self._chat_bucket.allow(self.service.clock.monotonic()):
+            raise RateLimited("too many chat messages", code="rate_limited")
+        self.service.counters.chats += 1
+        line = p.ChatMessage(id=msg.id, from_id=me.id, text=msg.text, ts=int(time.time() * 1000))
+        self._broadcast(line, include_self=True)
+
+    async def _on_media_state(self, msg: p.MediaState) -> None:
+        _room, me = self._joined()
+        me.audio, me.video = msg.audio, msg.video
+        self._broadcast(p.ParticipantUpdated(participant=_info(me)), include_self=True)
+
+    async def _on_leave(self, msg: p.Leave) -> None:
+        self.out.send(p.Bye(reason="left"))
+        self.out.close(CLOSE_NORMAL, "left")
+        await self.close("left")
+
+    async def _on_ping(self, msg: p.Ping) -> None:
+        self.out.send(p.Pong())
+
+    # -- MediaEvents ---------------------------------------------------------------------
+
+    async def send_offer(self, participant_id: str, sdp: str) -> None:
+        """The SFU renegotiates: forward its offer to the browser."""
+        if not self.closed:
+            self.out.send(p.Offer(sdp=sdp))
+
+    async def media_failed(self, participant_id: str, reason: str) -> None:
+        """The participant's peer connection failed: tell it, then close (it may resume)."""
+        if self.closed:
+            return
+        self.service.count_error("media_failed")
+        self.out.send(p.Error(code="media_failed", message=f"media connection failed: {reason}"))
+        self.out.close(CLOSE_MEDIA_FAILED, "media failed")
+        await self.close("media_failed")
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _authed(self) -> tuple[Room, Participant]:
+        if self.room is None or self.participant is None:
+            raise ProtocolError("say hello first", code="not_authenticated")
+        return self.room, self.participant
+
+    def _joined(self) -> tuple[Room, Participant]:
+        room, me = self._authed()
+        if me.id not in room.participants or self.service.sessions.get(me.id) is not self:
+            raise Conflict("join the room first", code="not_joined")
+        return room, me
+
+    def _broadcast(self, msg: p.ServerMessage, include_self: bool = False) -> None:
+        room, me = self._authed()
+        for pid in list(room.participants):
+            if pid == me.id and not include_self:
+                continue
+            session = self.service.sessions.get(pid)
+            if session is not None and not session.closed:
+                session.out.send(msg)
+
+    async def close(self, reason: str) -> None:
+        """Leave the room and free the media peer; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        room, me = self.room, self.participant
+        if room is None or me is None or self.service.sessions.get(me.id) is not self:
+            return
+        del self.service.sessions[me.id]
+        room.remove(me.id)
+        await self.service.media.close_peer(room.id, me.id)
+        for other in room.others(me.id):
+            session = self.service.sessions.get(other.id)
+            if session is not None:
+                session.out.send(p.ParticipantLeft(participant_id=me.id, reason=reason))
+
+
+def _info(x: Participant) -> p.ParticipantInfo:
+    return p.ParticipantInfo(id=x.id, role=x.role, name=x.name, audio=x.audio, video=x.video)

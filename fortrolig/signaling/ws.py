@@ -1,0 +1,214 @@
+"""The WebSocket transport of the signaling protocol (docs/protocol.md).
+
+Owns what is about the connection rather than the conversation: the handshake deadline, the
+message size limit (aiohttp closes with 1009), no compression (no inflation bombs), a
+per-connection rate limit, ordered outbound messages through one writer task, and the one
+place where errors become ``error`` messages or close codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from fortrolig.core.errors import FortroligError, ProtocolError, Unauthenticated
+
+from . import protocol as p
+from .rooms import TokenBucket
+from .service import (
+    CLOSE_AUTH,
+    CLOSE_HANDSHAKE_TIMEOUT,
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL,
+    FATAL_CLOSE,
+    Session,
+    SignalingService,
+)
+
+log = logging.getLogger(__name__)
+
+OUTBOUND_QUEUE = 512  # messages; a client this far behind is cut off rather than buffered
+RATE_STRIKES = 20  # rate-limited messages tolerated before the connection is closed
+
+
+class WsOutbound:
+    """Ordered, bounded outbound messages of one connection, written by one task."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self._queue: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue(OUTBOUND_QUEUE)
+        self._closing = False
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def send(self, msg: p.ServerMessage) -> None:
+        if self._closing:
+            return
+        try:
+            self._queue.put_nowait(p.dump(msg))
+        except asyncio.QueueFull:
+            log.warning("outbound queue full; closing a slow connection")
+            self.close(CLOSE_POLICY, "too slow")
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait((code, reason))
+        if self._queue.full():  # make room for the close itself
+            self.task.cancel()
+            asyncio.get_running_loop().create_task(self._ws.close(code=code))
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, tuple):
+                code, reason = item
+                await self._ws.close(code=code, message=reason.encode()[:120])
+                return
+            try:
+                await self._ws.send_str(item)
+            except (ConnectionError, RuntimeError):
+                return
+
+    async def drain_and_stop(self) -> None:
+        """Let queued messages (and a queued close) go out, briefly; then stop the writer."""
+        if not self.task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._idle()), timeout=1.0)
+            except TimeoutError:
+                pass
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _idle(self) -> None:
+        while not self._queue.empty() and not self.task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def handle_ws(request: web.Request, service: SignalingService) -> web.WebSocketResponse:
+    """Serve one signaling WebSocket connection from handshake to cleanup."""
+    cfg = service.config.signaling
+    ws = web.WebSocketResponse(
+        max_msg_size=cfg.max_message_bytes, heartbeat=cfg.heartbeat_s, compress=False
+    )
+    await ws.prepare(request)
+    out = WsOutbound(ws)
+    session = service.new_session(out)
+    try:
+        if await _handshake(ws, out, session, service):
+            await _serve(ws, out, session, service)
+    except Exception:
+        log.exception("signaling session failed")
+        service.count_error("internal_error")
+        out.close(CLOSE_INTERNAL, "internal error")
+    finally:
+        await session.close("disconnected")
+        await out.drain_and_stop()
+        if not ws.closed:
+            await ws.close(code=WSCloseCode.GOING_AWAY)
+    return ws
+
+
+async def _handshake(
+    ws: web.WebSocketResponse, out: WsOutbound, session: Session, service: SignalingService
+) -> bool:
+    """The first message must be ``hello`` within the deadline; True when authenticated."""
+    try:
+        msg = await ws.receive(timeout=service.config.signaling.handshake_timeout_s)
+    except TimeoutError:
+        service.count_error("handshake_timeout")
+        out.close(CLOSE_HANDSHAKE_TIMEOUT, "no hello in time")
+        return False
+    if msg.type != WSMsgType.TEXT:
+        _transport_end(msg.type, out, service)
+        return False
+    try:
+        hello = p.parse(msg.data)
+        if not isinstance(hello, p.Hello):
+            raise ProtocolError("the first message must be hello", code="hello_expected")
+        service.count_message("hello")
+        await session.hello(hello)
+        return True
+    except Unauthenticated as exc:
+        _send_error(out, service, exc, "hello")
+        out.close(CLOSE_AUTH, "authentication failed")
+    except FortroligError as exc:
+        _fail(out, service, exc, "hello")
+    return False
+
+
+async def _serve(
+    ws: web.WebSocketResponse, out: WsOutbound, session: Session, service: SignalingService
+) -> None:
+    cfg = service.config.signaling
+    clock = service.clock
+    bucket = TokenBucket(cfg.rate_limit_per_s, cfg.rate_burst, clock.monotonic())
+    strikes = 0
+    while not session.closed:
+        msg = await ws.receive()
+        if msg.type != WSMsgType.TEXT:
+            _transport_end(msg.type, out, service)
+            return
+        if not bucket.allow(clock.monotonic()):
+            strikes += 1
+            service.count_error("rate_limited")
+            out.send(p.Error(code="rate_limited", message="slow down", ref=None))
+            if strikes >= RATE_STRIKES:
+                out.close(CLOSE_POLICY, "message flood")
+                return
+            continue
+        ref: str | None = None
+        try:
+            parsed = p.parse(msg.data)
+            ref = parsed.type
+            service.count_message(ref)
+            await session.handle(parsed)
+        except FortroligError as exc:
+            if _fail(out, service, exc, ref):
+                return
+
+
+def _fail(out: WsOutbound, service: SignalingService, exc: FortroligError, ref: str | None) -> bool:
+    """Map an error to an ``error`` message and maybe a close; True if the connection ends."""
+    if exc.fault == "protocol":
+        service.count_error(exc.code)
+        _send_error(out, service, exc, ref, count=False)
+        out.close(FATAL_CLOSE.get(exc.code, CLOSE_PROTOCOL), exc.code)
+        return True
+    if exc.fault == "server":
+        log.error("server error in session: %r", exc)
+        service.count_error("internal_error")
+        out.close(CLOSE_INTERNAL, "internal error")
+        return True
+    _send_error(out, service, exc, ref)
+    if exc.code in FATAL_CLOSE:
+        out.close(FATAL_CLOSE[exc.code], exc.code)
+        return True
+    return False
+
+
+def _send_error(
+    out: WsOutbound,
+    service: SignalingService,
+    exc: FortroligError,
+    ref: str | None,
+    count: bool = True,
+) -> None:
+    if count:
+        service.count_error(exc.code)
+    out.send(p.Error(code=exc.code, message=exc.message[:500], ref=ref))
+
+
+def _transport_end(kind: WSMsgType, out: WsOutbound, service: SignalingService) -> None:
+    """A non-text frame: binary is a protocol error; close/error frames end the session."""
+    if kind == WSMsgType.BINARY:
+        service.count_error("binary_frame")
+        out.close(CLOSE_PROTOCOL, "binary frames are not part of the protocol")
+    elif kind == WSMsgType.ERROR:
+        service.count_error("transport_error")

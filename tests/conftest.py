@@ -1,0 +1,140 @@
+"""Shared fixtures: a real `fortrolig serve` process on 127.0.0.1 and room/token helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aioice.ice
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORTROLIG = [sys.executable, "-m", "fortrolig.app.cli"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only_ice() -> None:
+    """Test clients offer only 127.0.0.1 as ICE host candidate (never this machine's eth0)."""
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running node: its base URL, data dir and process."""
+
+    base_url: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/ws"
+
+    def session(self, max_participants: int | None = None) -> dict[str, Any]:
+        """`fortrolig session create --json` against this node."""
+        cmd = [
+            *FORTROLIG,
+            "session",
+            "create",
+            "--json",
+            "--data-dir",
+            str(self.data_dir),
+            "--base-url",
+            self.base_url,
+        ]
+        if max_participants is not None:
+            cmd += ["--max-participants", str(max_participants)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True)
+        return dict(json.loads(out.stdout))
+
+    def metrics(self) -> dict[str, float]:
+        """The node's /metrics as {'name{labels}': value}."""
+        with urllib.request.urlopen(self.base_url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                values[key] = float(value)
+        return values
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include ``labels``."""
+        total = 0.0
+        for key, value in self.metrics().items():
+            base, _, rest = key.partition("{")
+            if base != name:
+                continue
+            if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+                total += value
+        return total
+
+
+def start_server(tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    data = tmp / "data"
+    log_path = tmp / "server.log"
+    env = {**os.environ, **(extra_env or {})}
+    env.pop("FORTROLIG_CONFIG", None)
+    with open(log_path, "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [
+                *FORTROLIG,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"server did not start: {log_path.read_text()}") from None
+            time.sleep(0.1)
+    return Server(base, data, proc, log_path)
+
+
+def stop_server(server: Server) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real node per test module."""
+    srv = start_server(tmp_path_factory.mktemp("node"))
+    yield srv
+    stop_server(srv)

@@ -1,0 +1,313 @@
+"""Media through a real `fortrolig serve`: two and three aiortc participants on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket
+
+from fortrolig.loadtests.participant import Participant
+from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
+from fortrolig.media import aiortc_hooks as hooks
+from tests.conftest import Server
+
+RED = (82, 90, 240)
+GREEN = (145, 54, 34)
+BLUE = (41, 240, 110)
+
+
+def make(server: Server, token: str, colour: tuple[int, int, int]) -> Participant:
+    return Participant(
+        server.ws_url, token, tracks=[PatternVideoTrack(*colour, 320, 240, 30), ToneAudioTrack()]
+    )
+
+
+async def wait_for(cond: Callable[[], bool], limit: float, step: float = 0.05) -> float:
+    """Seconds until ``cond()`` held; fails the test on timeout."""
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > limit:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(step)
+    return time.monotonic() - start
+
+
+def close_to(sample: tuple[float, float, float] | None, colour: tuple[int, int, int]) -> bool:
+    return sample is not None and all(abs(a - b) < 6 for a, b in zip(sample, colour, strict=True))
+
+
+@pytest.fixture
+async def pair(server: Server) -> AsyncIterator[tuple[Participant, Participant, dict[str, Any]]]:
+    session = server.session()
+    a = make(server, session["practitioner_token"], RED)
+    b = make(server, session["client_token"], GREEN)
+    await a.start()
+    await b.start()
+    yield a, b, session
+    await a.close()
+    await b.close()
+
+
+async def test_two_participants_exchange_media_and_chat(
+    server: Server, pair: tuple[Participant, Participant, dict[str, Any]]
+) -> None:
+    a, b, _ = pair
+    assert a.participant_id and b.participant_id
+    await wait_for(lambda: a.frames_from(b.participant_id or "", "video") > 60, 15)
+    await wait_for(lambda: b.frames_from(a.participant_id or "", "video") > 60, 15)
+    await wait_for(lambda: a.frames_from(b.participant_id or "", "audio") > 50, 5)
+    await wait_for(lambda: b.frames_from(a.participant_id or "", "audio") > 50, 5)
+    # A decoded sample shows the other participant's colour: the media is intact.
+    await wait_for(lambda: close_to(_sample(a, b), GREEN), 5)
+    await wait_for(lambda: close_to(_sample(b, a), RED), 5)
+
+    await a.send({"type": "chat", "text": "Goddag, hvordan går det?", "id": "m1"})
+    got = await b.expect("chat")
+    assert (got["from_id"], got["text"], got["id"]) == (
+        a.participant_id,
+        "Goddag, hvordan går det?",
+        "m1",
+    )
+    await b.send({"type": "chat", "text": "Fint, tak", "id": "m2"})
+    got = await a.expect("chat")
+    while got["from_id"] != b.participant_id:  # a first sees the echo of its own line
+        got = await a.expect("chat")
+    assert got["text"] == "Fint, tak"
+
+    # Both legs negotiated AES-256-GCM (checked on the client transports).
+    for p in (a, b):
+        assert p.pc is not None
+        profiles = {hooks.selected_srtp_profile(d) for d in hooks.dtls_transports(p.pc)}
+        assert profiles == {"SRTP_AEAD_AES_256_GCM"}
+
+    # Forwarded without a single decoder or encoder in the server process.
+    assert server.metric("fortrolig_media_forwarded_packets_total") > 200
+    assert server.metric("fortrolig_media_codec_instances_total") == 0
+
+
+def _sample(viewer: Participant, publisher: Participant) -> tuple[float, float, float] | None:
+    counter = viewer.counter_for(publisher.participant_id or "", "video")
+    return counter.sample_yuv if counter else None
+
+
+async def test_publisher_receives_remb_and_receiver_reports(server: Server) -> None:
+    session = server.session()
+    seen: dict[str, int] = {"rr": 0, "remb": 0, "remb_bps": 0}
+
+    def factory(config: Any) -> RTCPeerConnection:
+        pc = RTCPeerConnection(config)
+        original_add = pc.addTransceiver
+
+        def add(track_or_kind: Any, direction: str = "sendrecv") -> Any:
+            transceiver = original_add(track_or_kind, direction)
+            sender = transceiver.sender
+            original = sender._handle_rtcp_packet
+
+            async def spy(packet: Any) -> None:
+                if isinstance(packet, RtcpRrPacket):
+                    seen["rr"] += 1
+                if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                    seen["remb"] += 1
+                await original(packet)
+
+            sender._handle_rtcp_packet = spy
+            return transceiver
+
+        pc.addTransceiver = add  # type: ignore[method-assign]
+        return pc
+
+    a = make(server, session["practitioner_token"], RED)
+    a.pc_factory = factory
+    b = make(server, session["client_token"], GREEN)
+    try:
+        await a.start()
+        await b.start()
+        await wait_for(lambda: seen["rr"] >= 3 and seen["remb"] >= 2, 15)
+    finally:
+        await a.close()
+        await b.close()
+    assert server.metric("fortrolig_media_remb_received_total") > 0  # subscribers' estimates
+
+
+async def test_late_joiner_gets_a_keyframe_within_a_second(server: Server) -> None:
+    session = server.session(max_participants=3)
+    a = make(server, session["practitioner_token"], RED)
+    b = make(server, session["client_token"], GREEN)
+    third_token = _extra_token(server, session)
+    c = make(server, third_token, BLUE)
+    try:
+        await a.start()
+        await b.start()
+        await asyncio.sleep(3)  # aiortc's encoder makes a keyframe only every 3000 frames
+        plis_before = server.metric("fortrolig_media_pli_sent_total")
+        await c.start()
+        joined_at = time.monotonic()
+        await wait_for(lambda: c.frames_from(a.participant_id or "", "video") > 0, 5)
+        await wait_for(lambda: c.frames_from(b.participant_id or "", "video") > 0, 5)
+        first = max(
+            (c.counter_for(x.participant_id or "", "video").first_at or 0.0)  # type: ignore[union-attr]
+            for x in (a, b)
+        )
+        assert first - joined_at < 1.0
+        assert server.metric("fortrolig_media_pli_sent_total") > plis_before
+        await wait_for(lambda: close_to(_sample(c, a), RED) and close_to(_sample(c, b), GREEN), 5)
+    finally:
+        for p in (a, b, c):
+            await p.close()
+
+
+def _extra_token(server: Server, session: dict[str, Any]) -> str:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{server.base_url}/api/v1/rooms/{session['room_id']}/tokens",
+        data=json.dumps({"role": "client"}).encode(),
+        headers={
+            "Authorization": f"Bearer {session['access_token']}",
+            "Content-Type": "application/json",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(req, within=5) as resp:
+        return str(json.loads(resp.read())["token"])
+
+
+async def test_nack_retransmission_completes_frames_under_loss(server: Server) -> None:
+    session = server.session()
+    a = make(server, session["practitioner_token"], RED)
+    b = make(server, session["client_token"], GREEN)
+    rng = random.Random(7)
+    dropped = {"n": 0}
+
+    def lossy(config: Any) -> RTCPeerConnection:
+        pc = RTCPeerConnection(config)
+        original_add = pc.addTransceiver
+
+        def add(track_or_kind: Any, direction: str = "sendrecv") -> Any:
+            transceiver = original_add(track_or_kind, direction)
+            dtls = transceiver.receiver.transport
+            if not getattr(dtls, "_lossy", False):
+                dtls._lossy = True
+                original = dtls._handle_rtp_data
+
+                async def drop_some(data: bytes, arrival_time_ms: int) -> None:
+                    # 5 % of the video media packets (payload type of VP8, never RTX) vanish
+                    # on the way to this subscriber.
+                    vp8 = {
+                        c.payloadType
+                        for t in pc.getTransceivers()
+                        for c in t._codecs
+                        if c.mimeType.lower() == "video/vp8"
+                    }
+                    if (data[1] & 0x7F) in vp8 and rng.random() < 0.05:
+                        dropped["n"] += 1
+                        return
+                    await original(data, arrival_time_ms)
+
+                dtls._handle_rtp_data = drop_some
+            return transceiver
+
+        pc.addTransceiver = add  # type: ignore[method-assign]
+        return pc
+
+    b.pc_factory = lossy
+    try:
+        await a.start()
+        await b.start()
+        await asyncio.sleep(8)
+        sent = a.tracks[0].frames_sent  # type: ignore[attr-defined]
+        got = b.frames_from(a.participant_id or "", "video")
+    finally:
+        await a.close()
+        await b.close()
+    assert dropped["n"] >= 5
+    assert server.metric("fortrolig_media_retransmitted_total") > 0
+    # Without retransmission ~5 % of packets lost would break far more than 10 % of frames.
+    assert got >= 0.85 * sent, (got, sent, dropped)
+
+
+async def test_leaving_and_dropping_free_everything(server: Server) -> None:
+    await asyncio.sleep(1.5)
+    base_tasks = server.metric("fortrolig_asyncio_tasks")
+    base_fds = server.metric("fortrolig_open_fds")
+    session = server.session()
+    a = make(server, session["practitioner_token"], RED)
+    b = make(server, session["client_token"], GREEN)
+    await a.start()
+    await b.start()
+    await wait_for(lambda: a.frames_from(b.participant_id or "", "video") > 10, 10)
+    assert server.metric("fortrolig_media_peers") == 2
+    await a.send({"type": "leave"})
+    assert (await a.expect("bye"))["reason"] == "left"
+    left = await b.expect("participant_left")
+    assert left["participant_id"] == a.participant_id
+    # b's WebSocket is cut without a goodbye: the server cleans up too.
+    assert b._ws is not None
+    await b._ws.close()
+    await wait_for(lambda: server.metric("fortrolig_media_peers") == 0, 10)
+    await a.close()
+    await b.close()
+    await wait_for(lambda: server.metric("fortrolig_participants") == 0, 5)
+    await wait_for(lambda: server.metric("fortrolig_media_legs") == 0, 5)
+    await wait_for(lambda: server.metric("fortrolig_asyncio_tasks") <= base_tasks, 10)
+    await wait_for(lambda: server.metric("fortrolig_open_fds") <= base_fds, 10)
+
+
+async def test_failed_peer_is_cleaned_up_and_told(server: Server) -> None:
+    session = server.session()
+    a = make(server, session["practitioner_token"], RED)
+    b = make(server, session["client_token"], GREEN)
+    await a.start()
+    await b.start()
+    await wait_for(lambda: a.frames_from(b.participant_id or "", "video") > 5, 10)
+    assert b.pc is not None
+    await b.pc.close()  # the media path dies while the WebSocket stays
+    err = await b.expect("error", within=20)
+    assert err["code"] == "media_failed"
+    closed = await b.expect("closed", within=5)
+    assert closed["code"] == 4500
+    assert (await a.expect("participant_left"))["participant_id"] == b.participant_id
+    await a.close()
+    await b.close()
+    await wait_for(lambda: server.metric("fortrolig_media_peers") == 0, 10)
+
+
+async def test_peer_without_aes256_gcm_is_refused(server: Server) -> None:
+    session = server.session()
+
+    def weak(config: Any) -> RTCPeerConnection:
+        pc = RTCPeerConnection(config)
+        original_add = pc.addTransceiver
+
+        def add(track_or_kind: Any, direction: str = "sendrecv") -> Any:
+            transceiver = original_add(track_or_kind, direction)
+            transceiver.receiver.transport._srtp_profiles = [SRTP_AES128_CM_SHA1_80]
+            return transceiver
+
+        pc.addTransceiver = add  # type: ignore[method-assign]
+        return pc
+
+    a = make(server, session["practitioner_token"], RED)
+    a.pc_factory = weak
+    try:
+        await a.connect()
+        await a.join()
+        welcome = {"ice_servers": []}
+        await a.publish(welcome)
+        err = await a.expect("error", within=40)
+        assert err["code"] == "media_failed"
+        assert a.pc is not None
+        assert {hooks.selected_srtp_profile(d) for d in hooks.dtls_transports(a.pc)} != {
+            "SRTP_AEAD_AES_256_GCM"
+        }
+    finally:
+        await a.close()
+    await wait_for(lambda: server.metric("fortrolig_media_peers") == 0, 10)

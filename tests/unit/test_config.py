@@ -1,0 +1,271 @@
+"""Configuration layering, type conversion, validation and secret files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fortrolig.core.config import (
+    Config,
+    MediaConfig,
+    ServerConfig,
+    load_config,
+    read_secret_file,
+)
+from fortrolig.core.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fortrolig.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(match: str, *args: Any, **kwargs: Any) -> ConfigError:
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(*args, **kwargs)
+    assert info.value.code == "config_error" and info.value.fault == "server"
+    return info.value
+
+
+def test_defaults() -> None:
+    config = load_config(None, {})
+    assert config == Config()
+    assert config.server.port == 8750
+    assert config.server.data_dir == Path("./data")
+    assert config.server.base_url == "http://127.0.0.1:8750"
+    assert config.media.ice_host_addresses == ("127.0.0.1",)
+    assert config.media.turn_secret_file is None
+    assert config.rooms.default_max_participants == 2
+
+
+def test_layers_in_order(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[server]\nport = 9000\nhost = "0.0.0.0"\nregion = "eu-west"\n'
+        "[signaling]\nheartbeat_s = 5\n",
+    )
+    env = {"FORTROLIG_SERVER__PORT": "9100", "FORTROLIG_SERVER__REGION": "eea-north"}
+    config = load_config(path, env, {"server.port": 9200})
+    assert config.server.port == 9200  # override > env > file
+    assert config.server.region == "eea-north"  # env > file
+    assert config.server.host == "0.0.0.0"  # file > default
+    assert config.signaling.heartbeat_s == 5.0 and isinstance(config.signaling.heartbeat_s, float)
+    assert config.server.log_level == "info"  # default
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[auth]\nissuer = 'node-a'\n")
+    assert load_config(None, {"FORTROLIG_CONFIG": str(path)}).auth.issuer == "node-a"
+
+
+def test_env_type_conversion() -> None:
+    env = {
+        "FORTROLIG_MEDIA__ICE_HOST_ADDRESSES": "127.0.0.1, ::1",
+        "FORTROLIG_MEDIA__STUN_URLS": "",
+        "FORTROLIG_MEDIA__TURN_URLS": "turn:t.example.eu:3478,turns:t.example.eu:5349",
+        "FORTROLIG_MEDIA__TURN_SECRET_FILE": "/run/secrets/turn",
+        "FORTROLIG_SERVER__DATA_DIR": "/var/lib/fortrolig",
+        "FORTROLIG_SIGNALING__RATE_LIMIT_PER_S": "2.5",
+        "FORTROLIG_AUTH__CLOCK_SKEW_S": "10",
+    }
+    config = load_config(None, env)
+    assert config.media.ice_host_addresses == ("127.0.0.1", "::1")
+    assert config.media.stun_urls == ()
+    assert config.media.turn_urls == ("turn:t.example.eu:3478", "turns:t.example.eu:5349")
+    assert config.media.turn_secret_file == Path("/run/secrets/turn")
+    assert config.server.data_dir == Path("/var/lib/fortrolig")
+    assert config.signaling.rate_limit_per_s == 2.5
+    assert config.auth.clock_skew_s == 10
+
+
+def test_toml_lists_and_optional_path(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[media]\nice_host_addresses = ["10.0.0.5", "fd00::5"]\n'
+        'stun_urls = ["stun:stun.example.eu:3478"]\nturn_secret_file = ""\n',
+    )
+    media = load_config(path, {}).media
+    assert media.ice_host_addresses == ("10.0.0.5", "fd00::5")
+    assert media.stun_urls == ("stun:stun.example.eu:3478",)
+    assert media.turn_secret_file is None
+
+
+def test_overrides_accept_strings_and_paths(tmp_path: Path) -> None:
+    config = load_config(None, {}, {"server.port": "9001", "server.data_dir": tmp_path})
+    assert config.server.port == 9001 and config.server.data_dir == tmp_path
+
+
+def test_public_url() -> None:
+    assert ServerConfig(host="::1", port=1).base_url == "http://[::1]:1"
+    assert ServerConfig(public_url="https://x.example.eu/").base_url == "https://x.example.eu"
+
+
+# --- unknown keys ----------------------------------------------------------------------------
+
+
+def test_unknown_table(tmp_path: Path) -> None:
+    config_error("database", write(tmp_path, "[database]\nurl = 'x'\n"), {})
+
+
+def test_unknown_key_in_file(tmp_path: Path) -> None:
+    config_error("server.prot", write(tmp_path, "[server]\nprot = 9000\n"), {})
+
+
+def test_top_level_value_in_file(tmp_path: Path) -> None:
+    config_error("port", write(tmp_path, "port = 9000\n"), {})
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["FORTROLIG_SERVER__PROT", "FORTROLIG_PORT", "FORTROLIG_DB__URL", "FORTROLIG_SERVER_PORT"],
+)
+def test_unknown_environment_variable(name: str) -> None:
+    config_error("FORTROLIG_|server.prot", None, {name: "1"})
+
+
+def test_other_environment_variables_are_ignored() -> None:
+    assert load_config(None, {"HOME": "/root", "FORTROLIGX": "1"}) == Config()
+
+
+@pytest.mark.parametrize("key", ["server.prot", "port", "nosection.port"])
+def test_unknown_override(key: str) -> None:
+    config_error("unknown", None, {}, {key: 1})
+
+
+# --- wrong types and values ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[server]\nport = "9000"\n', "server.port"),
+        ("[server]\nport = 9000.0\n", "server.port"),
+        ("[server]\nport = true\n", "server.port"),
+        ("[server]\nhost = 1\n", "server.host"),
+        ("[signaling]\nheartbeat_s = true\n", "signaling.heartbeat_s"),
+        ("[signaling]\nheartbeat_s = nan\n", "signaling.heartbeat_s"),
+        ('[media]\nice_host_addresses = "127.0.0.1"\n', "media.ice_host_addresses"),
+        ("[media]\nice_host_addresses = [1]\n", "media.ice_host_addresses"),
+        ("[media]\nturn_secret_file = 5\n", "media.turn_secret_file"),
+        ('[server]\ndata_dir = ""\n', "server.data_dir"),
+    ],
+)
+def test_wrong_type_in_file(tmp_path: Path, toml: str, key: str) -> None:
+    config_error(key.replace(".", r"\."), write(tmp_path, toml), {})
+
+
+def test_toml_strings_are_strict_but_env_strings_convert(tmp_path: Path) -> None:
+    assert load_config(None, {"FORTROLIG_SERVER__PORT": "9000"}).server.port == 9000
+    config_error(r"server\.port", None, {"FORTROLIG_SERVER__PORT": "nine"})
+    config_error(r"signaling\.heartbeat_s", None, {"FORTROLIG_SIGNALING__HEARTBEAT_S": "inf"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("server.port", 70000),
+        ("server.port", -1),
+        ("server.host", ""),
+        ("server.region", "us-east-1"),
+        ("server.region", "europe"),
+        ("server.region", "eu-"),
+        ("server.region", "EU-NORTH"),
+        ("server.log_level", "verbose"),
+        ("server.public_url", "ftp://x"),
+        ("signaling.heartbeat_s", 0),
+        ("signaling.handshake_timeout_s", -1),
+        ("signaling.rate_burst", 0),
+        ("signaling.max_message_bytes", 100),
+        ("signaling.chat_max_bytes", 70000),
+        ("auth.join_token_ttl_s", 301),
+        ("auth.access_token_ttl_s", 0),
+        ("auth.issuer", ""),
+        ("auth.clock_skew_s", -1),
+        ("rooms.default_max_participants", 1),
+        ("rooms.max_participants_limit", 9),
+        ("media.ice_host_addresses", "localhost"),
+        ("media.ice_host_addresses", ""),
+        ("media.stun_urls", "http://stun.example.eu"),
+        ("media.turn_urls", "stun:x"),
+        ("media.min_bitrate_bps", 0),
+        ("media.workers", 0),
+        ("media.keyframe_min_interval_ms", -1),
+    ],
+)
+def test_invalid_values(key: str, value: object) -> None:
+    config_error(key.replace(".", r"\."), None, {}, {key: value})
+
+
+def test_room_size_ordering() -> None:
+    config_error(
+        r"rooms\.default_max_participants",
+        None,
+        {},
+        {"rooms.default_max_participants": 5, "rooms.max_participants_limit": 4},
+    )
+
+
+def test_bitrate_ordering() -> None:
+    config_error(r"media\.max_bitrate_bps", None, {}, {"media.max_bitrate_bps": 50_000})
+
+
+def test_turn_needs_a_secret_file() -> None:
+    with pytest.raises(ConfigError, match="turn_secret_file"):
+        MediaConfig(turn_urls=("turn:t.example.eu",))
+
+
+def test_allowed_regions() -> None:
+    for region in ("eu-north", "eu-central-1", "eea-west", "no-east", "is-1", "li-1"):
+        assert load_config(None, {}, {"server.region": region}).server.region == region
+
+
+def test_unreadable_or_invalid_file(tmp_path: Path) -> None:
+    config_error("cannot read", tmp_path / "missing.toml", {})
+    config_error("not valid TOML", write(tmp_path, "[server\n"), {})
+
+
+# --- secret files ----------------------------------------------------------------------------
+
+
+def secret(tmp_path: Path, data: bytes, mode: int) -> Path:
+    path = tmp_path / "secret"
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    return path
+
+
+def test_secret_file(tmp_path: Path) -> None:
+    assert read_secret_file(secret(tmp_path, b"s" * 32 + b"\n", 0o600)) == b"s" * 32
+    assert read_secret_file(secret(tmp_path, b"k" * 40, 0o400)) == b"k" * 40
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o620, 0o660])
+def test_secret_file_readable_by_others(tmp_path: Path, mode: int) -> None:
+    with pytest.raises(ConfigError, match="group/others"):
+        read_secret_file(secret(tmp_path, b"s" * 64, mode))
+
+
+def test_short_secret(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="shorter than 32"):
+        read_secret_file(secret(tmp_path, b"s" * 31 + b"\n", 0o600))
+
+
+def test_missing_secret_or_not_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot open"):
+        read_secret_file(tmp_path / "nope")
+    folder = tmp_path / "dir"
+    folder.mkdir(mode=0o700)
+    with pytest.raises(ConfigError):
+        read_secret_file(folder)
+
+
+def test_secret_symlink_refused(tmp_path: Path) -> None:
+    target = secret(tmp_path, b"s" * 64, 0o600)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(ConfigError, match="cannot open"):
+        read_secret_file(link)
