@@ -54,6 +54,8 @@ class Participant:
     _reader: asyncio.Task[None] | None = None
     _consumers: list[asyncio.Task[None]] = field(default_factory=list)
     _inbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    _offers: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    _negotiator: asyncio.Task[None] | None = None
 
     async def connect(self) -> dict[str, Any]:
         """Open the WebSocket and say hello; returns the ``welcome`` (or the error)."""
@@ -87,6 +89,9 @@ class Participant:
         if answer["type"] == "error":
             raise RuntimeError(f"offer refused: {answer}")
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        # Server offers may already be queued: apply them in order, only now that the
+        # publishing exchange is complete (the peer connection is stable).
+        self._negotiator = asyncio.get_running_loop().create_task(self._negotiate())
 
     async def start(self) -> dict[str, Any]:
         """connect + join + publish; returns the welcome."""
@@ -133,11 +138,19 @@ class Participant:
             msg = json.loads(raw.data)
             self.messages.append(msg)
             if msg["type"] == "offer":
-                await self._answer(msg["sdp"])
+                self._offers.put_nowait(msg["sdp"])
             else:
                 self._inbox.put_nowait(msg)
         self.close_code = self._ws.close_code
         self._inbox.put_nowait({"type": "closed", "code": self.close_code})
+
+    async def _negotiate(self) -> None:
+        while True:
+            sdp = await self._offers.get()
+            try:
+                await self._answer(sdp)
+            except Exception:
+                log.exception("could not answer the server's offer")
 
     async def _answer(self, sdp: str) -> None:
         pc = self.pc
@@ -166,6 +179,10 @@ class Participant:
         """Close everything this participant opened; idempotent."""
         for task in self._consumers:
             task.cancel()
+        if self._negotiator is not None:
+            self._negotiator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._negotiator
         if self.pc is not None:
             await self.pc.close()
             self.pc = None

@@ -14,17 +14,34 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from fortrolig.core.errors import BadRequest, Forbidden, FortroligError, Unauthenticated
+from fortrolig.core.errors import (
+    BadRequest,
+    Forbidden,
+    FortroligError,
+    PayloadTooLarge,
+    Unauthenticated,
+)
 from fortrolig.core.principal import Principal
 
 from .auth import Role, TokenKind
+from .protocol import NAME_MAX
 from .service import SignalingService
 
 log = logging.getLogger(__name__)
 
-PRINCIPAL = "fortrolig.principal"
+PRINCIPAL = web.RequestKey("fortrolig.principal", Principal)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 16 * 1024
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    429: "rate_limited",
+}
 
 
 def error_response(exc: FortroligError) -> web.Response:
@@ -42,8 +59,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.fault == "server":
             log.error("server error on %s %s: %r", request.method, request.path, exc)
         return error_response(exc)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/api/"):
+            raise
+        # aiohttp's own API errors (no such route, wrong method) get the documented body too.
+        fallback = "internal_error" if exc.status >= 500 else "bad_request"
+        code = HTTP_ERROR_CODES.get(exc.status, fallback)
+        body = {"error": {"code": code, "message": exc.reason}}
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response(body, status=exc.status, headers=headers)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(FortroligError("internal error"))
@@ -69,7 +93,7 @@ def auth_middleware(
 
 
 def _principal(request: web.Request) -> Principal:
-    principal: Principal = request[PRINCIPAL]
+    principal = request[PRINCIPAL]
     if principal.role != Role.PRACTITIONER.value:
         raise Forbidden("practitioners only", code="practitioner_only")
     return principal
@@ -77,10 +101,10 @@ def _principal(request: web.Request) -> Principal:
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length and request.content_length > MAX_BODY:
-        raise BadRequest("body too large", code="too_large")
+        raise PayloadTooLarge("body too large")
     raw = await request.content.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
-        raise BadRequest("body too large", code="too_large")
+        raise PayloadTooLarge("body too large")
     if not raw:
         return {}
     try:
@@ -99,6 +123,16 @@ def _optional_int(data: dict[str, Any], key: str) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise BadRequest(f"{key} must be an integer", code="bad_field")
     return value
+
+
+def _short_text(value: object, max_bytes: int) -> bool:
+    """A str that is valid Unicode (no lone surrogates) of at most ``max_bytes`` UTF-8 bytes."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return len(value.encode("utf-8")) <= max_bytes
+    except UnicodeEncodeError:
+        return False
 
 
 def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef]:
@@ -127,8 +161,10 @@ def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef
         except ValueError as exc:
             raise BadRequest("role must be client or practitioner", code="bad_field") from exc
         name = data.get("name")
-        if name is not None and (not isinstance(name, str) or len(name) > 64):
-            raise BadRequest("name must be a string of at most 64 characters", code="bad_field")
+        if name is not None and not _short_text(name, NAME_MAX):
+            raise BadRequest(
+                f"name must be a string of at most {NAME_MAX} UTF-8 bytes", code="bad_field"
+            )
         token, claims = service.issue_join_token(room, role, name)
         url = f"{public_url}/room/{quote(room.id)}#role={role.value}&token={token}"
         body = {"token": token, "expires_at": claims.exp, "url": url}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,10 +49,13 @@ CLOSE_MEDIA_FAILED = 4500
 # User errors that end the connection, with the close code that follows the `error` message.
 FATAL_CLOSE: Mapping[str, int] = {
     "room_full": CLOSE_FORBIDDEN,
-    "room_closed": CLOSE_FORBIDDEN,
+    "room_closed": CLOSE_NORMAL,  # the room ended: a normal end (docs/protocol.md)
     "room_not_found": CLOSE_FORBIDDEN,
     "unsupported_version": CLOSE_PROTOCOL,
 }
+
+# Fatal user errors after whose `error` a `bye` (with this reason) precedes the close.
+BYE_BEFORE_CLOSE: Mapping[str, str] = {"room_closed": "room_ended"}
 
 
 class Outbound(Protocol):
@@ -178,6 +182,7 @@ class Session:
         self.participant: Participant | None = None
         self.room: Room | None = None
         self.closed = False
+        self._published = False
         now = service.clock.monotonic()
         cfg = service.config.signaling
         self._chat_bucket = TokenBucket(cfg.chat_rate_per_s, cfg.chat_burst, now)
@@ -272,7 +277,10 @@ class Session:
 
     async def _on_offer(self, msg: p.Offer) -> None:
         room, me = self._joined()
+        if self._published:  # the client's one publish offer was already made
+            raise Conflict("already published; the client never re-offers", code="already_joined")
         answer = await self.service.media.publish(room.id, me.id, msg.sdp)
+        self._published = True
         self.out.send(p.Answer(sdp=answer))
 
     async def _on_answer(self, msg: p.Answer) -> None:
@@ -291,7 +299,7 @@ class Session:
         limit = self.service.config.signaling.chat_max_bytes
         if size > limit:
             raise BadRequest(f"chat text is {size} bytes, limit {limit}", code="chat_too_long")
-        if not msg.text.strip() or any(ord(c) < 32 and c not in "\n\t" for c in msg.text):
+        if not msg.text.strip() or any(_is_control(c) for c in msg.text):
             raise BadRequest("chat text is empty or has control characters", code="chat_invalid")
         if not self._chat_bucket.allow(self.service.clock.monotonic()):
             raise RateLimited("too many chat messages", code="rate_limited")
@@ -361,10 +369,17 @@ class Session:
         del self.service.sessions[me.id]
         room.remove(me.id)
         await self.service.media.close_peer(room.id, me.id)
+        if room.closed:  # the room ended: everyone gets `bye room_ended`, not participant_left
+            return
         for other in room.others(me.id):
             session = self.service.sessions.get(other.id)
             if session is not None:
                 session.out.send(p.ParticipantLeft(participant_id=me.id, reason=reason))
+
+
+def _is_control(c: str) -> bool:
+    """A control character (C0, DEL, C1) other than newline and tab."""
+    return unicodedata.category(c) == "Cc" and c not in "\n\t"
 
 
 def _info(x: Participant) -> p.ParticipantInfo:

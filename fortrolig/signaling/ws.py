@@ -12,18 +12,20 @@ import asyncio
 import contextlib
 import logging
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from fortrolig.core.errors import FortroligError, ProtocolError, Unauthenticated
 
 from . import protocol as p
 from .rooms import TokenBucket
 from .service import (
+    BYE_BEFORE_CLOSE,
     CLOSE_AUTH,
     CLOSE_HANDSHAKE_TIMEOUT,
     CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_PROTOCOL,
+    CLOSE_TOO_BIG,
     FATAL_CLOSE,
     Session,
     SignalingService,
@@ -94,8 +96,10 @@ class WsOutbound:
 async def handle_ws(request: web.Request, service: SignalingService) -> web.WebSocketResponse:
     """Serve one signaling WebSocket connection from handshake to cleanup."""
     cfg = service.config.signaling
+    # aiohttp refuses a message of exactly ``max_msg_size`` bytes; the documented limit is
+    # inclusive (a message of max_message_bytes is allowed, one byte more closes with 1009).
     ws = web.WebSocketResponse(
-        max_msg_size=cfg.max_message_bytes, heartbeat=cfg.heartbeat_s, compress=False
+        max_msg_size=cfg.max_message_bytes + 1, heartbeat=cfg.heartbeat_s, compress=False
     )
     await ws.prepare(request)
     out = WsOutbound(ws)
@@ -120,26 +124,31 @@ async def _handshake(
 ) -> bool:
     """The first message must be ``hello`` within the deadline; True when authenticated."""
     try:
-        msg = await ws.receive(timeout=service.config.signaling.handshake_timeout_s)
+        # One deadline for the whole handshake: ``receive(timeout=...)`` restarts its timer on
+        # every WebSocket ping/pong it handles, so a client pinging could stay unauthenticated.
+        async with asyncio.timeout(service.config.signaling.handshake_timeout_s):
+            msg = await ws.receive()
     except TimeoutError:
         service.count_error("handshake_timeout")
         out.close(CLOSE_HANDSHAKE_TIMEOUT, "no hello in time")
         return False
     if msg.type != WSMsgType.TEXT:
-        _transport_end(msg.type, out, service)
+        _transport_end(msg, out, service)
         return False
+    ref = "hello"
     try:
         hello = p.parse(msg.data)
         if not isinstance(hello, p.Hello):
+            ref = hello.type  # the error answers that message, not a hello
             raise ProtocolError("the first message must be hello", code="hello_expected")
         service.count_message("hello")
         await session.hello(hello)
         return True
     except Unauthenticated as exc:
-        _send_error(out, service, exc, "hello")
+        _send_error(out, service, exc, ref)
         out.close(CLOSE_AUTH, "authentication failed")
     except FortroligError as exc:
-        _fail(out, service, exc, "hello")
+        _fail(out, service, exc, ref)
     return False
 
 
@@ -153,7 +162,7 @@ async def _serve(
     while not session.closed:
         msg = await ws.receive()
         if msg.type != WSMsgType.TEXT:
-            _transport_end(msg.type, out, service)
+            _transport_end(msg, out, service)
             return
         if not bucket.allow(clock.monotonic()):
             strikes += 1
@@ -188,6 +197,9 @@ def _fail(out: WsOutbound, service: SignalingService, exc: FortroligError, ref: 
         return True
     _send_error(out, service, exc, ref)
     if exc.code in FATAL_CLOSE:
+        bye = BYE_BEFORE_CLOSE.get(exc.code)
+        if bye is not None:
+            out.send(p.Bye(reason=bye))
         out.close(FATAL_CLOSE[exc.code], exc.code)
         return True
     return False
@@ -205,10 +217,12 @@ def _send_error(
     out.send(p.Error(code=exc.code, message=exc.message[:500], ref=ref))
 
 
-def _transport_end(kind: WSMsgType, out: WsOutbound, service: SignalingService) -> None:
+def _transport_end(msg: WSMessage, out: WsOutbound, service: SignalingService) -> None:
     """A non-text frame: binary is a protocol error; close/error frames end the session."""
-    if kind == WSMsgType.BINARY:
+    if msg.type == WSMsgType.BINARY:
         service.count_error("binary_frame")
         out.close(CLOSE_PROTOCOL, "binary frames are not part of the protocol")
-    elif kind == WSMsgType.ERROR:
-        service.count_error("transport_error")
+    elif msg.type == WSMsgType.ERROR:
+        # aiohttp has already closed the socket (1009 for an oversize message).
+        too_big = isinstance(msg.data, WebSocketError) and msg.data.code == CLOSE_TOO_BIG
+        service.count_error("too_large" if too_big else "transport_error")

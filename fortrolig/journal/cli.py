@@ -1,0 +1,110 @@
+"""Operator commands as plain functions; ``fortrolig.app`` wires them to the command line.
+
+Each returns a process exit code (0 success, 1 a problem was found) and prints a short report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from fortrolig.core.clock import Clock
+from fortrolig.journal.factory import open_journal
+from fortrolig.journal.model import iso_from_micros
+from fortrolig.journal.retention import DEFAULT_RETENTION_YEARS, erase_after
+from fortrolig.journal.service import JournalService
+
+
+def keys_rotate(
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    keyring_path: Path | None = None,
+    out: Callable[[str], object] = print,
+) -> int:
+    """``fortrolig keys rotate``: add a KEK version and rewrap every data key."""
+
+    async def run(service: JournalService) -> int:
+        report = await service.rotate_keys(actor="cli:keys-rotate")
+        out(
+            f"KEK version {report.kek_version}: rewrapped {report.rewrapped} data keys "
+            f"({report.unchanged} unchanged)"
+        )
+        return 0
+
+    return _with_service(run, data_dir, database_url, keyring_path)
+
+
+def audit_verify(
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    keyring_path: Path | None = None,
+    out: Callable[[str], object] = print,
+) -> int:
+    """``fortrolig audit verify``: check the audit hash chain; 1 and the first bad link if not."""
+
+    async def run(service: JournalService) -> int:
+        report = await service.verify_audit()
+        head = f"head seq {report.head[0]} hash {report.head[1]}" if report.head else "empty log"
+        if report.ok:
+            out(f"audit log OK: {report.checked} entries, {head}")
+            return 0
+        out(f"audit log BROKEN at entry {report.first_bad_seq}: {report.problem}")
+        out(f"{report.checked} entries verified before it")
+        return 1
+
+    return _with_service(run, data_dir, database_url, keyring_path)
+
+
+def journal_retention(
+    data_dir: Path,
+    *,
+    dry_run: bool = False,
+    retention_years: int = DEFAULT_RETENTION_YEARS,
+    database_url: str | None = None,
+    keyring_path: Path | None = None,
+    clock: Clock | None = None,
+    out: Callable[[str], object] = print,
+) -> int:
+    """``fortrolig journal retention [--dry-run]``: erase (or list) journals past retention."""
+
+    async def run(service: JournalService) -> int:
+        report = await service.retention(dry_run=dry_run, actor="cli:retention")
+        verb = "would erase" if dry_run else "erased"
+        for c in report.due:
+            since = iso_from_micros(erase_after(c, retention_years))
+            last = iso_from_micros(c.last_activity_us)
+            out(
+                f"{verb} client {c.client_id} of {c.practitioner_id}: last note {last}, due {since}"
+            )
+        count = len(report.due) if dry_run else report.erased
+        out(f"{verb} {count} journal(s)")
+        return 0
+
+    return _with_service(run, data_dir, database_url, keyring_path, clock, retention_years)
+
+
+def _with_service(
+    run: Callable[[JournalService], Awaitable[int]],
+    data_dir: Path,
+    database_url: str | None,
+    keyring_path: Path | None,
+    clock: Clock | None = None,
+    retention_years: int = DEFAULT_RETENTION_YEARS,
+) -> int:
+    async def main() -> int:
+        service = await open_journal(
+            data_dir,
+            database_url=database_url,
+            keyring_path=keyring_path,
+            clock=clock,
+            retention_years=retention_years,
+        )
+        try:
+            return await run(service)
+        finally:
+            await service.close()
+
+    return asyncio.run(main())

@@ -1,0 +1,347 @@
+"""The journal service: every use case, authorized in the domain and audited.
+
+Practitioner operations take a :class:`~fortrolig.core.principal.Principal`; a practitioner sees
+and changes only their own clients (another practitioner's client is "not found"). Operator
+operations (key rotation, audit verification, retention) take an ``actor`` string for the audit
+log and are meant for the CLI and the scheduled retention task.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fortrolig.core.aead import Keyring
+from fortrolig.core.clock import Clock
+from fortrolig.core.ids import new_id
+from fortrolig.core.principal import Principal
+from fortrolig.journal import audit, export, rules
+from fortrolig.journal.audit import ChainVerifier, VerifyReport
+from fortrolig.journal.crypto import AUDIT_KEY_META, JournalCipher
+from fortrolig.journal.errors import ClientNotFound, DuplicateRecord, InvalidEntry
+from fortrolig.journal.model import (
+    MICROS,
+    AuditEvent,
+    Client,
+    ClientRow,
+    Journal,
+    KeyRow,
+    Note,
+    RetentionCandidate,
+    to_micros,
+)
+from fortrolig.journal.pdf import render_pdf
+from fortrolig.journal.retention import DEFAULT_RETENTION_YEARS, due_for_erasure
+from fortrolig.journal.store import JournalStore
+
+_AUDIT_PAGE = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    """Outcome of :meth:`JournalService.rotate_keys`."""
+
+    kek_version: int
+    rewrapped: int
+    unchanged: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    """Outcome of a retention run: the journals that were (or, in a dry run, would be) erased."""
+
+    dry_run: bool
+    due: tuple[RetentionCandidate, ...]
+    erased: int
+
+
+class JournalService:
+    """Use cases of the journal on top of a store, a keyring and a clock."""
+
+    def __init__(
+        self,
+        store: JournalStore,
+        keyring: Keyring,
+        clock: Clock,
+        *,
+        retention_years: int = DEFAULT_RETENTION_YEARS,
+    ) -> None:
+        if retention_years < 1:
+            raise ValueError("retention_years must be at least 1")
+        self._store = store
+        self._cipher = JournalCipher(keyring)
+        self._clock = clock
+        self._retention_years = retention_years
+
+    @property
+    def store(self) -> JournalStore:
+        """The underlying store."""
+        return self._store
+
+    async def start(self) -> None:
+        """Open and migrate the store and load (or create) the audit chain key."""
+        await self._store.open()
+        blob = await self._store.get_meta(AUDIT_KEY_META)
+        if blob is None:
+            _, fresh = self._cipher.new_audit_key_blob()
+            blob = await self._store.put_meta_if_absent(AUDIT_KEY_META, fresh)
+        self._store.use_audit_key(self._cipher.open_audit_key(blob))
+
+    async def close(self) -> None:
+        """Close the store; idempotent."""
+        await self._store.close()
+
+    def _now(self) -> int:
+        return to_micros(self._clock.now())
+
+    def _event(
+        self, actor: str, action: str, client_id: str | None, purpose: str, detail: str = ""
+    ) -> AuditEvent:
+        return AuditEvent(self._now(), actor, action, client_id, purpose, detail)
+
+    # --- clients -----------------------------------------------------------------------------
+
+    async def list_clients(self, principal: Principal) -> list[Client]:
+        """The caller's clients (decrypted), oldest first."""
+        pid = rules.require_practitioner(principal)
+        rows = await self._store.list_clients(pid)
+        await self._store.record(self._event(pid, audit.CLIENT_LIST, None, "list clients"))
+        clients = []
+        for row in rows:
+            key_rows = await self._store.get_keys(row.id)
+            if key_rows:  # no keys: erased by retention between the two queries
+                clients.append(self._cipher.open_client(row, self._keys(key_rows, row.id)))
+        return clients
+
+    async def create_client(
+        self,
+        principal: Principal,
+        name: str,
+        contact: str | None = None,
+        *,
+        anonymous: bool = False,
+    ) -> Client:
+        """Create a client with a fresh data key; anonymous clients are refused."""
+        pid = rules.require_practitioner(principal)
+        rules.refuse_anonymous(anonymous)
+        client = Client(
+            id=new_id("cli"),
+            practitioner_id=pid,
+            name=rules.validate_name(name),
+            contact=rules.validate_contact(contact),
+            created_us=self._now(),
+            hold=False,
+        )
+        await self._insert_client(
+            client, self._event(pid, audit.CLIENT_CREATE, client.id, "create")
+        )
+        return client
+
+    async def _insert_client(self, client: Client, event: AuditEvent) -> None:
+        dek, key_row = self._cipher.new_key(client.id)
+        row = self._cipher.seal_client(dek, client)
+        await self._store.create_client(row, key_row, event)
+
+    async def set_hold(self, principal: Principal, client_id: str, hold: bool, reason: str) -> None:
+        """Hold (or release) a journal from retention, e.g. while a complaint case is open."""
+        pid = rules.require_practitioner(principal)
+        rules.require_owner(pid, await self._store.get_client(client_id), client_id)
+        event = self._event(
+            pid, audit.HOLD_SET, client_id, rules.validate_purpose(reason), str(hold)
+        )
+        await self._store.set_hold(client_id, hold, event)
+
+    # --- reading and writing -----------------------------------------------------------------
+
+    async def read_journal(
+        self, principal: Principal, client_id: str, purpose: str = "care"
+    ) -> Journal:
+        """A client's journal; the read and its purpose are audited before data is returned."""
+        pid = rules.require_practitioner(principal)
+        journal = await self._load(pid, client_id)
+        purpose = rules.validate_purpose(purpose)
+        await self._store.record(self._event(pid, audit.JOURNAL_READ, client_id, purpose))
+        return journal
+
+    async def add_note(
+        self, principal: Principal, client_id: str, text: str, consultation_id: str | None = None
+    ) -> Note:
+        """Append a note to the caller's client's journal."""
+        pid = rules.require_practitioner(principal)
+        text = rules.validate_text(text)
+        if consultation_id is not None:
+            rules.validate_id(consultation_id, "consultation id")
+        row = rules.require_owner(pid, await self._store.get_client(client_id), client_id)
+        note = Note(new_id("note"), client_id, pid, self._now(), consultation_id, None, text)
+        await self._append(row, note, audit.NOTE_APPEND)
+        return note
+
+    async def add_addendum(
+        self, principal: Principal, client_id: str, note_id: str, text: str
+    ) -> Note:
+        """Append an addendum correcting ``note_id`` (which must be in the same journal)."""
+        pid = rules.require_practitioner(principal)
+        text = rules.validate_text(text, what="addendum")
+        row = rules.require_owner(pid, await self._store.get_client(client_id), client_id)
+        target = rules.require_correctable(await self._store.list_notes(client_id), note_id)
+        note = Note(
+            new_id("note"), client_id, pid, self._now(), target.consultation_id, target.id, text
+        )
+        await self._append(row, note, audit.ADDENDUM_APPEND)
+        return note
+
+    async def _append(self, client: ClientRow, note: Note, action: str) -> None:
+        keys = self._cipher.keys_by_version(await self._store.get_keys(client.id), client.id)
+        version = max(keys)
+        row = self._cipher.seal_note(keys[version], version, client.practitioner_id, note)
+        event = self._event(client.practitioner_id, action, client.id, "record", note.id)
+        await self._store.append_note(row, event)
+
+    def _keys(self, key_rows: list[KeyRow], client_id: str) -> dict[int, bytes]:
+        return self._cipher.keys_by_version(key_rows, client_id)
+
+    async def _load(self, pid: str, client_id: str) -> Journal:
+        row = rules.require_owner(pid, await self._store.get_client(client_id), client_id)
+        key_rows = await self._store.get_keys(client_id)
+        if not key_rows:
+            raise ClientNotFound(f"no client {client_id!r} (erased)")
+        keys = self._keys(key_rows, client_id)
+        client = self._cipher.open_client(row, keys)
+        notes = await self._store.list_notes(client_id)
+        return Journal(client, tuple(self._cipher.open_note(n, keys) for n in notes))
+
+    # --- export and import -------------------------------------------------------------------
+
+    async def export_json(self, principal: Principal, client_id: str) -> bytes:
+        """One client's journal as the versioned JSON document (UTF-8 bytes)."""
+        pid = rules.require_practitioner(principal)
+        journal = await self._load(pid, client_id)
+        await self._store.record(self._event(pid, audit.EXPORT_JSON, client_id, "export"))
+        return export.dumps(export.to_document(journal, self._now()))
+
+    async def export_pdf(self, principal: Principal, client_id: str) -> bytes:
+        """One client's journal as a readable PDF."""
+        pid = rules.require_practitioner(principal)
+        journal = await self._load(pid, client_id)
+        await self._store.record(self._event(pid, audit.EXPORT_PDF, client_id, "export"))
+        return render_pdf(journal, self._now())
+
+    async def export_all(self, principal: Principal) -> AsyncIterator[bytes]:
+        """Everything the caller holds as a zip (``<client id>.json`` + ``.pdf`` each), streamed.
+
+        Each client's export is audited before its bytes are produced.
+        """
+        pid = rules.require_practitioner(principal)
+        rows = await self._store.list_clients(pid)
+        archive = ZipDate.now(self._clock.now())
+        stream = export.ZipStream()
+        for row in rows:
+            try:
+                journal = await self._load(pid, row.id)
+            except ClientNotFound:
+                continue  # erased by retention while the export ran
+            await self._store.record(self._event(pid, audit.EXPORT_ALL, row.id, "export"))
+            now = self._now()
+            yield stream.add(
+                f"{row.id}.json", export.dumps(export.to_document(journal, now)), archive
+            )
+            yield stream.add(f"{row.id}.pdf", render_pdf(journal, now), archive)
+        yield stream.finish()
+
+    async def import_json(self, principal: Principal, data: bytes) -> Journal:
+        """Import an export document as a client of the caller, keeping ids, times and authors.
+
+        Refuses a document whose client or note ids exist already (e.g. imported twice).
+        """
+        pid = rules.require_practitioner(principal)
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidEntry("export is not valid JSON") from None
+        journal = _validated(export.from_document(doc, pid))
+        if await self._store.get_client(journal.client.id) is not None:
+            raise DuplicateRecord(f"client {journal.client.id} exists already")
+        event = self._event(pid, audit.IMPORT_JSON, journal.client.id, "import")
+        await self._insert_client(journal.client, event)
+        row = rules.require_owner(pid, await self._store.get_client(journal.client.id), "")
+        for note in journal.notes:
+            await self._append(row, note, audit.IMPORT_JSON)
+        return journal
+
+    # --- operator tasks ----------------------------------------------------------------------
+
+    async def rotate_keys(self, actor: str = "operator") -> RotationReport:
+        """Add a KEK version and rewrap every data key (and the audit key); data is untouched."""
+        version = self._cipher.keyring.rotate()
+        rewrapped = unchanged = 0
+        for old in await self._store.all_keys():
+            new = self._cipher.rewrap(old)
+            if new is not None and await self._store.rewrap_key(old, new):
+                rewrapped += 1
+            else:
+                unchanged += 1
+        blob = await self._store.get_meta(AUDIT_KEY_META)
+        if blob is not None:
+            new_blob = self._cipher.rewrap_audit_key(blob)
+            if new_blob is not None:
+                await self._store.replace_meta(AUDIT_KEY_META, blob, new_blob)
+        detail = f"kek_version={version} rewrapped={rewrapped}"
+        await self._store.record(self._event(actor, audit.KEYS_ROTATE, None, "rotation", detail))
+        return RotationReport(version, rewrapped, unchanged)
+
+    async def verify_audit(self) -> VerifyReport:
+        """Verify the whole audit chain; the report names the first broken or missing link."""
+        blob = await self._store.get_meta(AUDIT_KEY_META)
+        if blob is None:
+            return ChainVerifier(b"").report()
+        verifier = ChainVerifier(self._cipher.open_audit_key(blob))
+        after = 0
+        while page := await self._store.audit_page(after, _AUDIT_PAGE):
+            if not verifier.feed(page):
+                break
+            after = page[-1].seq
+        return verifier.report()
+
+    async def retention(self, *, dry_run: bool, actor: str = "retention") -> RetentionReport:
+        """Erase (crypto-shred) every journal past retention and not on hold; or just list them."""
+        candidates = await self._store.retention_candidates()
+        due = tuple(due_for_erasure(candidates, self._now(), self._retention_years))
+        erased = 0
+        if not dry_run:
+            for candidate in due:
+                detail = f"last activity {candidate.last_activity_us // MICROS}"
+                event = self._event(
+                    actor, audit.JOURNAL_ERASE, candidate.client_id, "retention", detail
+                )
+                erased += await self._store.erase_client(candidate.client_id, event)
+        return RetentionReport(dry_run, due, erased)
+
+
+class ZipDate:
+    """Zip member timestamps (local-time 6-tuples, as the zip format wants)."""
+
+    @staticmethod
+    def now(seconds: float) -> tuple[int, int, int, int, int, int]:
+        """The UTC time ``seconds`` as a zip date (zip cannot hold years before 1980)."""
+        t = datetime.fromtimestamp(max(seconds, 315_532_800), UTC)
+        return (t.year, t.month, t.day, t.hour, t.minute, t.second)
+
+
+def _validated(journal: Journal) -> Journal:
+    """Imported content passes the same rules as content typed in."""
+    client = journal.client
+    rules.validate_id(client.id, "client id")
+    rules.validate_name(client.name)
+    rules.validate_contact(client.contact)
+    seen: set[str] = set()
+    for note in journal.notes:
+        rules.validate_id(note.id, "note id")
+        rules.validate_text(note.text)
+        if note.corrects is not None and note.corrects not in seen:
+            raise InvalidEntry(f"note {note.id} corrects {note.corrects}, not an earlier note")
+        if note.id in seen:
+            raise InvalidEntry(f"note id {note.id} appears twice")
+        seen.add(note.id)
+    return journal
