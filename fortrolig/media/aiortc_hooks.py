@@ -130,25 +130,21 @@ class RawSender:
 
     def send_rtp(self, data: bytes) -> int:
         """Send one RTP packet; returns bytes on the wire (0 when not connected)."""
-        dtls = self._dtls
-        if dtls._state != rtcdtlstransport.State.CONNECTED:
-            return 0
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None or pair.protocol.transport is None:
-            return 0
-        wire = dtls._tx_srtp.protect(data)
-        pair.protocol.transport.sendto(wire, pair.remote_addr)
-        return len(wire)
+        return self._send(data, rtcp=False)
 
     def send_rtcp(self, data: bytes) -> int:
         """Send one (compound) RTCP packet; returns bytes on the wire."""
+        return self._send(data, rtcp=True)
+
+    def _send(self, data: bytes, rtcp: bool) -> int:
         dtls = self._dtls
         if dtls._state != rtcdtlstransport.State.CONNECTED:
             return 0
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None or pair.protocol.transport is None:
             return 0
-        wire = dtls._tx_srtp.protect_rtcp(data)
+        srtp = dtls._tx_srtp
+        wire = srtp.protect_rtcp(data) if rtcp else srtp.protect(data)
         pair.protocol.transport.sendto(wire, pair.remote_addr)
         return len(wire)
 
