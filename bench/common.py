@@ -1,0 +1,92 @@
+"""Helpers every benchmark process needs: CPU pinning, loopback-only ICE, CPU counters."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aioice.ice
+
+LOOPBACK = "127.0.0.1"
+CLIENT_CORE = 0
+SERVER_CORE = 1
+
+
+def pin_process(core: int) -> None:
+    """Pin every thread that exists now (and, by inheritance, every later one) to ``core``."""
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), {core})
+
+
+def loopback_ice_only() -> None:
+    """Offer only 127.0.0.1 as ICE host candidate in this process (aioice skips it otherwise)."""
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [LOOPBACK] if use_ipv4 else []
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+def process_cpu_s() -> float:
+    """user + system CPU seconds of this process, all threads included."""
+    t = os.times()
+    return t.user + t.system
+
+
+def threads_run_s() -> float:
+    """Time this process's live threads spent on a CPU, from the scheduler (ns resolution).
+
+    A cross-check of :func:`process_cpu_s`; misses threads that already ended.
+    """
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / 1e9
+
+
+@dataclass(frozen=True)
+class CoreTicks:
+    """Busy and total jiffies of one CPU from /proc/stat."""
+
+    busy: int
+    total: int
+
+
+def read_core_ticks() -> dict[int, CoreTicks]:
+    """Per-core busy/total jiffies (busy = everything but idle and iowait)."""
+    out: dict[int, CoreTicks] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu") or line.startswith("cpu "):
+                continue
+            name, *fields = line.split()
+            values = [int(v) for v in fields[:8]]
+            idle = values[3] + values[4]
+            total = sum(values)
+            out[int(name[3:])] = CoreTicks(total - idle, total)
+    return out
+
+
+def core_busy_pct(before: dict[int, CoreTicks], after: dict[int, CoreTicks], core: int) -> float:
+    """How busy ``core`` was between two readings, in % (any process, this one included)."""
+    a, b = before.get(core), after.get(core)
+    if a is None or b is None or b.total == a.total:
+        return float("nan")
+    return 100.0 * (b.busy - a.busy) / (b.total - a.total)
+
+
+async def wait_until(predicate: Callable[[], bool], limit_s: float, step: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``limit_s`` seconds passed (bounded loop)."""
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(step)
+    return True
