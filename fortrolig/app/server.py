@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from fortrolig.core.clock import SystemClock
-from fortrolig.core.config import Config
+from fortrolig.core.config import Config, read_secret_file
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.core.metrics import CONTENT_TYPE, Metrics, Sample
 from fortrolig.media.settings import IceServer, MediaSettings
@@ -25,6 +25,7 @@ from fortrolig.signaling.auth import MemoryJtiStore, TokenIssuer, TokenVerifier
 from fortrolig.signaling.http import auth_middleware, error_middleware, room_routes
 from fortrolig.signaling.service import SignalingService
 from fortrolig.signaling.ws import handle_ws
+from fortrolig.web.http import web_routes
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,10 @@ def build_app(config: Config) -> web.Application:
         keyset, config.auth.issuer, clock, config.auth.clock_skew_s, MemoryJtiStore(clock)
     )
     sfu = Sfu(media_settings(config))
-    ice = [{"urls": list(s.urls)} for s in media_settings(config).ice_servers]
-    service = SignalingService(config, sfu, issuer, verifier, clock, ice)
+    secret = None
+    if config.media.turn_secret_file is not None:
+        secret = read_secret_file(config.media.turn_secret_file)
+    service = SignalingService(config, sfu, issuer, verifier, clock, turn_secret=secret)
     metrics = Metrics({"region": config.server.region})
 
     app = web.Application(
@@ -90,6 +93,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.add_routes(room_routes(service, public_url(config)))
+    app.add_routes(web_routes())
     app.cleanup_ctx.append(_sfu_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
     return app

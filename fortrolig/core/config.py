@@ -157,6 +157,7 @@ class MediaConfig:
     stun_urls: tuple[str, ...] = ()
     turn_urls: tuple[str, ...] = ()
     turn_secret_file: Path | None = None
+    turn_credential_ttl_s: int = 3600
     max_bitrate_bps: int = 2_500_000
     min_bitrate_bps: int = 100_000
     keyframe_min_interval_ms: int = 300
@@ -173,6 +174,11 @@ class MediaConfig:
             not self.turn_urls or self.turn_secret_file is not None,
             "media.turn_secret_file",
             "required when turn_urls is set (ephemeral TURN credentials)",
+        )
+        _require(
+            60 <= self.turn_credential_ttl_s <= 86_400,
+            "media.turn_credential_ttl_s",
+            "must be between 60 and 86400",
         )
         _require(self.min_bitrate_bps > 0, "media.min_bitrate_bps", "must be positive")
         _require(

@@ -110,6 +110,7 @@ class Peer:
         self._awaiting_answer = False
         self._needs_offer = False
         self._lock = asyncio.Lock()
+        self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         servers = [
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
@@ -297,6 +298,10 @@ class Peer:
             self._spawn(self._offer())
 
     async def _offer(self) -> None:
+        # aiortc starts a sender only if DTLS is already connected when the answer is applied
+        # (RTCPeerConnection.__connect); an offer answered during the first handshake would
+        # leave its senders unstarted for good. So renegotiation waits for the connection.
+        await self._connected.wait()
         async with self._lock:
             if self.closed or self._awaiting_answer or not self._needs_offer:
                 return
@@ -321,6 +326,7 @@ class Peer:
     async def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         if state == "connected":
+            self._connected.set()
             profile = self.srtp_profile()
             if profile != hooks.AES_256_GCM:
                 self._counters.srtp_refused += 1

@@ -228,6 +228,14 @@ class Bye:
     reason: str = _s(CODE_MAX)
 
 
+@dataclass(frozen=True, slots=True)
+class ResumeToken:
+    """A fresh single-use resume token, sent every half resume-token lifetime."""
+
+    type: ClassVar[str] = "resume_token"
+    token: str = _s(TOKEN_MAX)
+
+
 ClientMessage: TypeAlias = (
     Hello | Join | Offer | Answer | Candidate | Chat | MediaState | Leave | Ping
 )
@@ -243,6 +251,7 @@ ServerMessage: TypeAlias = (
     | Error
     | Pong
     | Bye
+    | ResumeToken
 )
 
 CLIENT_MESSAGES: Final[Mapping[str, type[Any]]] = {
@@ -262,6 +271,7 @@ SERVER_MESSAGES: Final[Mapping[str, type[Any]]] = {
         Error,
         Pong,
         Bye,
+        ResumeToken,
     )
 }
 

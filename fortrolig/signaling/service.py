@@ -31,6 +31,7 @@ from . import protocol as p
 from .auth import Claims, Role, TokenIssuer, TokenKind, TokenVerifier
 from .ports import MediaBackend
 from .rooms import Participant, Room, RoomRegistry, TokenBucket
+from .turn import ice_servers_for
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,14 @@ class SignalingService:
         issuer: TokenIssuer,
         verifier: TokenVerifier,
         clock: Clock,
-        ice_servers: list[dict[str, Any]],
+        turn_secret: bytes | None = None,
     ) -> None:
         self.config = config
         self.media = media
         self.issuer = issuer
         self.verifier = verifier
         self.clock = clock
-        self.ice_servers = ice_servers
+        self.turn_secret = turn_secret
         self.rooms = RoomRegistry(
             config.rooms.default_max_participants, config.rooms.max_participants_limit
         )
@@ -100,6 +101,18 @@ class SignalingService:
         self.counters = Counters()
         self.errors_by_code: dict[str, int] = {}
         self.messages_by_type: dict[str, int] = {}
+
+    def ice_servers(self, participant_id: str) -> list[dict[str, Any]]:
+        """STUN as configured and TURN with credentials minted for this participant."""
+        media = self.config.media
+        return ice_servers_for(
+            media.stun_urls,
+            media.turn_urls,
+            self.turn_secret,
+            participant_id,
+            self.clock.now(),
+            media.turn_credential_ttl_s,
+        )
 
     def new_session(self, out: Outbound) -> Session:
         """A session for a new connection (it must say hello first)."""
@@ -218,7 +231,7 @@ class Session:
                 participant_id=participant_id,
                 room_id=room.id,
                 role=claims.role.value,
-                ice_servers=tuple(self.service.ice_servers),
+                ice_servers=tuple(self.service.ice_servers(participant_id)),
                 resume_token=self._resume_token(),
                 limits={
                     "max_message_bytes": self.service.config.signaling.max_message_bytes,
@@ -238,6 +251,11 @@ class Session:
                 raise
         claims = await verifier.verify(token, TokenKind.RESUME, consume=True)
         return claims, claims.sub  # a resume token names the participant it resumes
+
+    def refresh_resume_token(self) -> None:
+        """Send a fresh resume token (the previous one keeps working until it expires)."""
+        if not self.closed and self.claims is not None and self.participant is not None:
+            self.out.send(p.ResumeToken(token=self._resume_token()))
 
     def _resume_token(self) -> str:
         assert self.claims is not None and self.participant is not None

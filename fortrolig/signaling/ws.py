@@ -106,7 +106,11 @@ async def handle_ws(request: web.Request, service: SignalingService) -> web.WebS
     session = service.new_session(out)
     try:
         if await _handshake(ws, out, session, service):
-            await _serve(ws, out, session, service)
+            refresher = asyncio.get_running_loop().create_task(_refresh_resume(session, service))
+            try:
+                await _serve(ws, out, session, service)
+            finally:
+                refresher.cancel()
     except Exception:
         log.exception("signaling session failed")
         service.count_error("internal_error")
@@ -181,6 +185,14 @@ async def _serve(
         except FortroligError as exc:
             if _fail(out, service, exc, ref):
                 return
+
+
+async def _refresh_resume(session: Session, service: SignalingService) -> None:
+    """Keep the client holding a valid resume token for as long as the connection lives."""
+    interval = max(1.0, service.config.auth.resume_token_ttl_s / 2)
+    while not session.closed:
+        await asyncio.sleep(interval)
+        session.refresh_resume_token()
 
 
 def _fail(out: WsOutbound, service: SignalingService, exc: FortroligError, ref: str | None) -> bool:

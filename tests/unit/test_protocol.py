@@ -72,6 +72,7 @@ SERVER_SAMPLES: dict[str, dict[str, Any]] = {
     },
     "pong": {"type": "pong"},
     "bye": {"type": "bye", "reason": "room_ended"},
+    "resume_token": {"type": "resume_token", "token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln"},
 }
 
 

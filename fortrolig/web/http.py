@@ -1,0 +1,42 @@
+"""Serves the browser client: the room page (opened from a join link) and its static files.
+
+The join token travels in the URL fragment, so these routes never see it; the page reads it in
+the browser and speaks docs/protocol.md over /ws.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+# No caching of the page (it is tiny and must follow deployments); strict headers for a page
+# that handles health data: no referrer, no framing, only our own scripts.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; "
+        "img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+    ),
+    "Permissions-Policy": "camera=(self), microphone=(self)",
+}
+
+
+def web_routes() -> list[web.AbstractRouteDef]:
+    """The room page at /room/{room_id} and static assets under /static/."""
+
+    async def room_page(request: web.Request) -> web.StreamResponse:
+        page = STATIC_DIR / "room.html"
+        if not page.is_file():
+            raise web.HTTPNotFound(text="the browser client is not installed")
+        return web.FileResponse(page, headers=PAGE_HEADERS)
+
+    return [
+        web.get("/room/{room_id}", room_page),
+        web.static("/static", STATIC_DIR, follow_symlinks=False),
+    ]
