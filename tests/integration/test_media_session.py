@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiortc import RTCPeerConnection
 from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPacket, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket
 
 from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
@@ -136,13 +136,59 @@ async def test_publisher_receives_remb_and_receiver_reports(server: Server) -> N
     a = make(server, session["practitioner_token"], RED)
     a.pc_factory = factory
     b = make(server, session["client_token"], GREEN)
+    b.pc_factory = _sr_watcher
     try:
         await a.start()
         await b.start()
         await wait_for(lambda: seen["rr"] >= 3 and seen["remb"] >= 2, 15)
+        # Lip sync: every leg sends sender reports whose RTP timestamp tracks the stream.
+        await wait_for(lambda: len(_SR_CHECKS.get(id(b.pc), [])) >= 4, 10)
+        checks = _SR_CHECKS[id(b.pc)]
+        assert len({ssrc for ssrc, _ in checks}) == 2  # audio and video legs
+        assert all(abs(drift) < 0.5 for _, drift in checks), checks
     finally:
         await a.close()
         await b.close()
+
+
+_SR_CHECKS: dict[int, list[tuple[int, float]]] = {}
+
+
+def _sr_watcher(config: Any) -> RTCPeerConnection:
+    """A subscriber that compares each SR's RTP time with the latest RTP packet of its SSRC."""
+    pc = RTCPeerConnection(config)
+    checks = _SR_CHECKS.setdefault(id(pc), [])
+    latest: dict[int, tuple[int, int]] = {}  # ssrc -> (rtp timestamp, payload type)
+    original_add = pc.addTransceiver
+
+    def add(track_or_kind: Any, direction: str = "sendrecv") -> Any:
+        transceiver = original_add(track_or_kind, direction)
+        dtls = transceiver.receiver.transport
+        if getattr(dtls, "_sr_watch", False):
+            return transceiver
+        dtls._sr_watch = True
+        on_rtp, on_rtcp = dtls._handle_rtp_data, dtls._handle_rtcp_data
+
+        async def rtp(data: bytes, arrival_time_ms: int) -> None:
+            ssrc = int.from_bytes(data[8:12], "big")
+            latest[ssrc] = (int.from_bytes(data[4:8], "big"), data[1] & 0x7F)
+            await on_rtp(data, arrival_time_ms)
+
+        async def rtcp(data: bytes) -> None:
+            for packet in RtcpPacket.parse(data):
+                if isinstance(packet, RtcpSrPacket) and packet.ssrc in latest:
+                    ts, pt = latest[packet.ssrc]
+                    rate = 90_000 if pt != 96 else 48_000
+                    drift = ((packet.sender_info.rtp_timestamp - ts + 2**31) % 2**32 - 2**31) / rate
+                    checks.append((packet.ssrc, drift))
+            await on_rtcp(data)
+
+        dtls._handle_rtp_data = rtp
+        dtls._handle_rtcp_data = rtcp
+        return transceiver
+
+    pc.addTransceiver = add  # type: ignore[method-assign]
+    return pc
 
 
 async def test_late_joiner_gets_a_keyframe_within_a_second(server: Server) -> None:
