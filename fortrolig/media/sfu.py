@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from fortrolig.core.errors import NotFound
 from fortrolig.core.metrics import Sample
@@ -111,8 +112,8 @@ class Sfu:
     def peer_count(self) -> int:
         return sum(len(r) for r in self._rooms.values())
 
-    def samples(self) -> Iterator[Sample]:
-        """Metric samples read at scrape time (see core.metrics)."""
+    def snapshot(self) -> dict[str, Any]:
+        """Plain-data state for metrics (also sent by media workers to the signaling process)."""
         states: dict[str, int] = {}
         legs = 0
         for room in self._rooms.values():
@@ -120,26 +121,18 @@ class Sfu:
                 st = peer.pc.connectionState
                 states[st] = states.get(st, 0) + 1
                 legs += len(peer.slots)
-        for st in ("new", "connecting", "connected", "failed", "closed"):
-            yield Sample(
-                "fortrolig_media_peers",
-                "Peer connections by state",
-                "gauge",
-                states.get(st, 0),
-                {"state": st},
-            )
-        yield Sample("fortrolig_media_rooms", "Rooms with media peers", "gauge", len(self._rooms))
-        yield Sample("fortrolig_media_legs", "Forwarding legs (track x subscriber)", "gauge", legs)
-        for name, value in self.counters.as_dict().items():
-            yield Sample(
-                f"fortrolig_media_{name}_total", f"Media path counter: {name}", "counter", value
-            )
-        yield Sample(
-            "fortrolig_media_codec_instances_total",
-            "Decoders and encoders created in this process (must stay 0: no transcoding)",
-            "counter",
-            self.codec_guard.decoders + self.codec_guard.encoders,
-        )
+        return {
+            "peers_by_state": states,
+            "peers": self.peer_count(),
+            "rooms": len(self._rooms),
+            "legs": legs,
+            "counters": self.counters.as_dict(),
+            "codec_instances": self.codec_guard.decoders + self.codec_guard.encoders,
+        }
+
+    def samples(self) -> Iterator[Sample]:
+        """Metric samples read at scrape time (see core.metrics)."""
+        return samples_from_snapshots([self.snapshot()])
 
     def _peer(self, room_id: str, participant_id: str) -> Peer:
         self._check_open()
@@ -151,3 +144,38 @@ class Sfu:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("SFU is closed")
+
+
+def samples_from_snapshots(snapshots: list[dict[str, Any]]) -> Iterator[Sample]:
+    """Metric samples summed over one or more SFU snapshots (one per media worker)."""
+    states: dict[str, int] = {}
+    counters: dict[str, int] = {name: 0 for name in MediaCounters().as_dict()}
+    rooms = legs = codecs = 0
+    for snap in snapshots:
+        for st, n in snap["peers_by_state"].items():
+            states[st] = states.get(st, 0) + n
+        for name, value in snap["counters"].items():
+            counters[name] = counters.get(name, 0) + value
+        rooms += snap["rooms"]
+        legs += snap["legs"]
+        codecs += snap["codec_instances"]
+    for st in ("new", "connecting", "connected", "failed", "closed"):
+        yield Sample(
+            "fortrolig_media_peers",
+            "Peer connections by state",
+            "gauge",
+            states.get(st, 0),
+            {"state": st},
+        )
+    yield Sample("fortrolig_media_rooms", "Rooms with media peers", "gauge", rooms)
+    yield Sample("fortrolig_media_legs", "Forwarding legs (track x subscriber)", "gauge", legs)
+    for name, value in counters.items():
+        yield Sample(
+            f"fortrolig_media_{name}_total", f"Media path counter: {name}", "counter", value
+        )
+    yield Sample(
+        "fortrolig_media_codec_instances_total",
+        "Decoders and encoders created by the SFU (must stay 0: no transcoding)",
+        "counter",
+        codecs,
+    )

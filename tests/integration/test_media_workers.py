@@ -1,0 +1,157 @@
+"""Media worker processes: the pool forwards media, aggregates metrics, survives a dead worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from fortrolig.core.errors import BadRequest
+from fortrolig.loadtests.sources import FrameCounter, PatternVideoTrack, ToneAudioTrack
+from fortrolig.media.pool import WorkerPool
+from fortrolig.media.settings import MediaSettings
+
+
+class Client:
+    """A participant talking to the pool directly (what signaling does for a browser)."""
+
+    def __init__(self, pool: WorkerPool, room: str, pid: str, colour: tuple[int, int, int]):
+        self.pool, self.room, self.pid = pool, room, pid
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc.addTransceiver(PatternVideoTrack(*colour, 160, 120, 30), direction="sendonly")
+        self.pc.addTransceiver(ToneAudioTrack(), direction="sendonly")
+        self.video: list[FrameCounter] = []
+        self.failed: list[str] = []
+        self.connected = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stable = asyncio.Event()
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            counter = FrameCounter(track.kind)
+            if track.kind == "video":
+                self.video.append(counter)
+            self._tasks.append(asyncio.ensure_future(counter.consume(track)))
+
+    # PeerEvents
+    async def send_offer(self, participant_id: str, sdp: str) -> None:
+        self._tasks.append(asyncio.ensure_future(self._answer(sdp)))
+
+    async def _answer(self, sdp: str) -> None:
+        await self._stable.wait()
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        await self.pool.answer(self.room, self.pid, self.pc.localDescription.sdp)
+
+    async def media_connected(self, participant_id: str) -> None:
+        self.connected.set()
+
+    async def media_failed(self, participant_id: str, reason: str) -> None:
+        self.failed.append(reason)
+
+    async def start(self) -> None:
+        await self.pool.open_peer(self.room, self.pid, self)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        answer = await self.pool.publish(self.room, self.pid, self.pc.localDescription.sdp)
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        self._stable.set()
+
+    def frames(self) -> int:
+        return sum(c.frames for c in self.video)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.pc.close()
+
+
+async def until(cond: Callable[[], bool], limit: float) -> None:
+    start = time.monotonic()
+    while not cond():
+        assert time.monotonic() - start < limit, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[WorkerPool]:
+    p = WorkerPool(MediaSettings(ice_host_addresses=("127.0.0.1",)), workers=2)
+    await p.start()
+    yield p
+    await p.close()
+    for pid in p.worker_pids():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def metric(pool: WorkerPool, name: str, **labels: str) -> float:
+    return sum(
+        s.value
+        for s in pool.samples()
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def test_rooms_spread_over_workers_and_forward_media(pool: WorkerPool) -> None:
+    clients = [
+        Client(pool, room, f"{room}-{i}", colour)
+        for room in ("r1", "r2")
+        for i, colour in enumerate([(82, 90, 240), (145, 54, 34)])
+    ]
+    try:
+        for c in clients:
+            await c.start()
+        # Two rooms, two workers: one room each (least-loaded placement).
+        assert len({id(pool._room_worker[r]) for r in ("r1", "r2")}) == 2
+        await until(lambda: all(c.frames() > 20 for c in clients), 20)
+        await until(lambda: metric(pool, "fortrolig_media_peers", state="connected") == 4, 5)
+        assert metric(pool, "fortrolig_media_forwarded_packets_total") > 0
+        assert metric(pool, "fortrolig_media_codec_instances_total") == 0
+        assert metric(pool, "fortrolig_media_workers") == 2
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_a_dead_worker_is_detected_reported_and_replaced(pool: WorkerPool) -> None:
+    a, b = Client(pool, "r1", "a", (82, 90, 240)), Client(pool, "r1", "b", (145, 54, 34))
+    other = Client(pool, "r2", "c", (41, 240, 110))
+    try:
+        for c in (a, b, other):
+            await c.start()
+        await until(lambda: a.frames() > 10 and b.frames() > 10, 20)
+        victim = pool._room_worker["r1"]
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        await until(lambda: a.failed == ["worker_died"] and b.failed == ["worker_died"], 10)
+        assert other.failed == []
+        await until(lambda: metric(pool, "fortrolig_media_workers") == 2, 20)
+        assert metric(pool, "fortrolig_media_worker_restarts_total") == 1
+        # The participants rejoin: the room lands on a live worker and media flows again.
+        await a.close()
+        await b.close()
+        a2, b2 = Client(pool, "r1", "a", (82, 90, 240)), Client(pool, "r1", "b", (145, 54, 34))
+        try:
+            await a2.start()
+            await b2.start()
+            await until(lambda: a2.frames() > 10 and b2.frames() > 10, 20)
+        finally:
+            await a2.close()
+            await b2.close()
+    finally:
+        for c in (a, b, other):
+            await c.close()
+
+
+async def test_errors_cross_the_channel_typed(pool: WorkerPool) -> None:
+    c = Client(pool, "r9", "x", (82, 90, 240))
+    await pool.open_peer("r9", "x", c)
+    with pytest.raises(BadRequest) as err:
+        await pool.publish("r9", "x", "v=0 garbage")
+    assert err.value.code == "bad_sdp"
+    await pool.close_peer("r9", "x")
+    await c.close()
