@@ -83,7 +83,7 @@ class WorkerPool:
             limit=channel.MAX_LINE,
         )
         assert proc.stdin is not None and proc.stdout is not None
-        w = _Worker(index, proc, proc.stdout, proc.stdin)  # type: ignore[arg-type]
+        w = _Worker(index, proc, proc.stdout, proc.stdin)
         w.task = asyncio.get_running_loop().create_task(self._read_loop(w))
         try:
             await asyncio.wait_for(w.ready.wait(), START_TIMEOUT_S)
