@@ -46,6 +46,7 @@ test: deps-system lint typecheck imports
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.sfu_bench --out docs/bench-sfu.json
+	$(BIN)/python -m bench.journal_bench --out docs/bench-journal.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -69,6 +69,9 @@ class FortroligServer:
     async def send_offer(self, participant_id: str, sdp: str) -> None:
         self._push({"ev": "offer", "pid": participant_id, "sdp": sdp})
 
+    async def media_connected(self, participant_id: str) -> None:
+        return None
+
     async def media_failed(self, participant_id: str, reason: str) -> None:
         self.failures.append(f"{participant_id}: {reason}")
         self._push({"ev": "failed", "pid": participant_id, "reason": reason})

@@ -1,4 +1,4 @@
-"""The `fortrolig` command: serve, session create."""
+"""The `fortrolig` command: serve, session create, keys rotate, audit verify, journal retention."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ from aiohttp import ClientSession, web
 
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, load_config
-from fortrolig.core.errors import ConfigError
+from fortrolig.core.errors import ConfigError, FortroligError
 from fortrolig.core.keys import load_or_create_signing_keys
+from fortrolig.journal import cli as journal_cli
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 
 from .server import build_app, public_url
@@ -30,6 +32,7 @@ def _config(args: argparse.Namespace) -> Config:
         ("host", "server.host"),
         ("port", "server.port"),
         ("data_dir", "server.data_dir"),
+        ("media_workers", "media.workers"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -107,6 +110,53 @@ def cmd_session_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Add a journal KEK version and rewrap every client data key (safe while the node runs)."""
+    config = _config(args)
+    return journal_cli.keys_rotate(
+        config.server.data_dir,
+        database_url=config.journal.database_url or None,
+        keyring_path=config.journal.keyring_path,
+        as_json=args.json,
+    )
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify the journal's audit hash chain: 0 intact, 1 broken (first bad entry printed)."""
+    config = _config(args)
+    return journal_cli.audit_verify(
+        config.server.data_dir,
+        database_url=config.journal.database_url or None,
+        keyring_path=config.journal.keyring_path,
+        as_json=args.json,
+    )
+
+
+def cmd_journal_retention(args: argparse.Namespace) -> int:
+    """Erase the journals past retention now, or with --dry-run list them."""
+    config = _config(args)
+    return journal_cli.journal_retention(
+        config.server.data_dir,
+        dry_run=args.dry_run,
+        retention_years=config.journal.retention_years,
+        database_url=config.journal.database_url or None,
+        keyring_path=config.journal.keyring_path,
+        as_json=args.json,
+    )
+
+
+def _journal_command(
+    sub: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """A subcommand with the options every journal operator command takes."""
+    command: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    command.add_argument("--data-dir", type=Path)
+    command.add_argument("--config", type=Path)
+    command.add_argument("--json", action="store_true", help="print one JSON object")
+    command.set_defaults(func=func)
+    return command
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `fortrolig` command."""
     top = argparse.ArgumentParser(prog="fortrolig", description="Fortrolig teleconsultation node")
@@ -115,6 +165,11 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the node (signaling, SFU) on embedded defaults")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--media-workers",
+        type=int,
+        help="media worker processes (0 = one per core, the default; 1 = in-process)",
+    )
     serve.add_argument("--data-dir", type=Path)
     serve.add_argument("--config", type=Path)
     serve.set_defaults(func=cmd_serve)
@@ -128,6 +183,29 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--max-participants", type=int)
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(func=cmd_session_create)
+
+    keys = sub.add_parser("keys", help="key management")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    _journal_command(
+        keys_sub,
+        "rotate",
+        "add a journal key-encryption key version; rewrap data keys",
+        cmd_keys_rotate,
+    )
+    audit = sub.add_parser("audit", help="the journal's audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    _journal_command(
+        audit_sub, "verify", "verify the audit hash chain (exit 1 if broken)", cmd_audit_verify
+    )
+    journal = sub.add_parser("journal", help="the encrypted journal")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True)
+    retention = _journal_command(
+        journal_sub,
+        "retention",
+        "erase journals past retention (crypto-shredding)",
+        cmd_journal_retention,
+    )
+    retention.add_argument("--dry-run", action="store_true", help="only list what would go")
     return top
 
 
@@ -139,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fortrolig: configuration error: {exc}", file=sys.stderr)
         return 2
+    except FortroligError as exc:
+        print(f"fortrolig: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
     except RuntimeError as exc:
         print(f"fortrolig: {exc}", file=sys.stderr)
         return 1

@@ -1,16 +1,17 @@
 """Composition root: builds the aiohttp application from a validated Config.
 
-Application state lives under ``web.AppKey``s; resources (the SFU) are ``cleanup_ctx`` async
-generators, closed in reverse order on shutdown.
+Application state lives under ``web.AppKey``s; resources (the journal, the SFU) are
+``cleanup_ctx`` async generators, closed in reverse order on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -19,21 +20,29 @@ from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, read_secret_file
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.core.metrics import CONTENT_TYPE, Metrics, Sample
+from fortrolig.journal.factory import open_journal, retention_loop
+from fortrolig.journal.http import journal_routes
+from fortrolig.journal.service import JournalService
+from fortrolig.media.pool import WorkerPool
 from fortrolig.media.settings import IceServer, MediaSettings
 from fortrolig.media.sfu import Sfu
 from fortrolig.signaling.auth import MemoryJtiStore, TokenIssuer, TokenVerifier
-from fortrolig.signaling.http import auth_middleware, error_middleware, room_routes
+from fortrolig.signaling.http import PRINCIPAL, auth_middleware, error_middleware, room_routes
 from fortrolig.signaling.service import SignalingService
 from fortrolig.signaling.ws import handle_ws
 from fortrolig.web.http import web_routes
 
 log = logging.getLogger(__name__)
 
-SFU_KEY = web.AppKey("sfu", Sfu)
+MEDIA_KEY: web.AppKey[Sfu | WorkerPool] = web.AppKey("media")
 SIGNALING_KEY = web.AppKey("signaling", SignalingService)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 CONFIG_KEY = web.AppKey("config", Config)
 LOOP_LAG_KEY = web.AppKey("loop_lag", list)
+SHUTTING_DOWN_KEY = web.AppKey("shutting_down", list)
+# /readyz refuses above this event-loop lag (proposed config key: server.ready_max_loop_lag_s).
+READY_MAX_LOOP_LAG_S = 1.0
+JOURNAL_KEY = web.AppKey("journal", JournalService)
 
 
 def public_url(config: Config) -> str:
@@ -56,16 +65,29 @@ def media_settings(config: Config) -> MediaSettings:
     )
 
 
+def media_workers(config: Config) -> int:
+    """How many media worker processes to run (1 means in-process)."""
+    return config.media.workers or os.cpu_count() or 1
+
+
+def media_backend(config: Config) -> Sfu | WorkerPool:
+    """The SFU in-process (one worker) or a pool of worker processes (one per core)."""
+    n = media_workers(config)
+    if n == 1:
+        return Sfu(media_settings(config))
+    return WorkerPool(media_settings(config), n)
+
+
 def build_app(config: Config) -> web.Application:
     """The whole node: signaling API and WebSocket, the in-process SFU, health and metrics."""
     clock = SystemClock()
-    config.server.data_dir.mkdir(parents=True, exist_ok=True)
+    config.server.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     signing_key, keyset = load_or_create_signing_keys(config.server.data_dir)
     issuer = TokenIssuer(signing_key, config.auth.issuer, clock)
     verifier = TokenVerifier(
         keyset, config.auth.issuer, clock, config.auth.clock_skew_s, MemoryJtiStore(clock)
     )
-    sfu = Sfu(media_settings(config))
+    sfu = media_backend(config)
     secret = None
     if config.media.turn_secret_file is not None:
         secret = read_secret_file(config.media.turn_secret_file)
@@ -77,10 +99,12 @@ def build_app(config: Config) -> web.Application:
         client_max_size=64 * 1024,
     )
     app[CONFIG_KEY] = config
-    app[SFU_KEY] = sfu
+    app[MEDIA_KEY] = sfu
     app[SIGNALING_KEY] = service
     app[METRICS_KEY] = metrics
     app[LOOP_LAG_KEY] = [0.0]
+    app[SHUTTING_DOWN_KEY] = [False]
+    app.on_shutdown.append(_mark_shutting_down)
     metrics.add_source(service.samples)
     metrics.add_source(sfu.samples)
     metrics.add_source(lambda: _process_samples(app))
@@ -93,13 +117,21 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.add_routes(room_routes(service, public_url(config)))
+    app.add_routes(journal_routes(JOURNAL_KEY, lambda request: request.get(PRINCIPAL)))
     app.add_routes(web_routes())
+    app.cleanup_ctx.append(_journal_ctx(config))
     app.cleanup_ctx.append(_sfu_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
     return app
 
 
 def _process_samples(app: web.Application) -> Iterator[Sample]:
+    yield Sample(
+        "fortrolig_ready",
+        "1 when /readyz accepts (the node can take rooms), else 0",
+        "gauge",
+        0.0 if not_ready_reasons(app) else 1.0,
+    )
     yield Sample(
         "fortrolig_event_loop_lag_seconds",
         "Latest event-loop lag measured every 0.5 s",
@@ -120,9 +152,42 @@ def _process_samples(app: web.Application) -> Iterator[Sample]:
     )
 
 
+def _journal_ctx(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Open the journal (SQLite in the data dir unless configured) and run retention on it.
+
+    Opening first means a node whose keyring does not fit its database never starts serving.
+    """
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        j = config.journal
+        journal = await open_journal(
+            config.server.data_dir,
+            database_url=j.database_url or None,
+            keyring_path=j.keyring_path,
+            retention_years=j.retention_years,
+        )
+        app[JOURNAL_KEY] = journal
+        log.info("journal open: %s, retention %d years", journal.store.url, j.retention_years)
+        task = asyncio.get_running_loop().create_task(
+            retention_loop(journal, interval_s=j.retention_interval_s), name="journal-retention"
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await journal.close()
+
+    return ctx
+
+
 async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
+    media = app[MEDIA_KEY]
+    if isinstance(media, WorkerPool):
+        await media.start()
     yield
-    await app[SFU_KEY].close()
+    await media.close()
 
 
 async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -141,7 +206,24 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _mark_shutting_down(app: web.Application) -> None:
+    app[SHUTTING_DOWN_KEY][0] = True
+
+
+def not_ready_reasons(app: web.Application) -> list[str]:
+    """Why the node cannot take rooms now (empty when it can)."""
+    reasons = []
+    if app[SHUTTING_DOWN_KEY][0]:
+        reasons.append("shutting_down")
+    if app[LOOP_LAG_KEY][0] > READY_MAX_LOOP_LAG_S:
+        reasons.append("event_loop_lag")
+    return reasons
+
+
 async def _readyz(request: web.Request) -> web.Response:
+    reasons = not_ready_reasons(request.app)
+    if reasons:
+        return web.json_response({"status": "not_ready", "reasons": reasons}, status=503)
     ready: dict[str, Any] = {"status": "ready"}
     return web.json_response(ready)
 

@@ -161,7 +161,9 @@ class MediaConfig:
     max_bitrate_bps: int = 2_500_000
     min_bitrate_bps: int = 100_000
     keyframe_min_interval_ms: int = 300
-    workers: int = 1
+    # 0: one media worker process per core; 1: the SFU runs inside the signaling process
+    # (a laptop, the tests); N >= 2: N worker processes.
+    workers: int = 0
 
     def __post_init__(self) -> None:
         _require(bool(self.ice_host_addresses), "media.ice_host_addresses", "must not be empty")
@@ -187,7 +189,58 @@ class MediaConfig:
             "must be >= min_bitrate_bps",
         )
         _require(self.keyframe_min_interval_ms >= 0, "media.keyframe_min_interval_ms", ">= 0")
-        _require(self.workers >= 1, "media.workers", "must be at least 1")
+        _require(0 <= self.workers <= 64, "media.workers", "must be in 0..64 (0 = one per core)")
+
+
+MIN_RETENTION_YEARS = 5
+"""Danish rules for practitioners' records: keep a journal at least five years."""
+MAX_RETENTION_YEARS = 50
+_DB_SCHEMES = ("sqlite://", "postgresql://", "postgres://")
+
+
+@dataclass(frozen=True, slots=True)
+class JournalConfig:
+    """The encrypted journal: its database, keyring, and retention.
+
+    An empty ``database_url`` is SQLite in the data directory; ``keyring_path`` None is the key
+    file in ``<data_dir>/keys``.
+    """
+
+    database_url: str = ""
+    retention_years: int = MIN_RETENTION_YEARS
+    keyring_path: Path | None = None
+    retention_interval_s: float = 86_400.0
+
+    def __post_init__(self) -> None:
+        _require(
+            _is_database_url(self.database_url),
+            "journal.database_url",
+            f"must be empty (SQLite in the data dir) or a URL starting with one of {_DB_SCHEMES}",
+        )
+        _require(
+            MIN_RETENTION_YEARS <= self.retention_years <= MAX_RETENTION_YEARS,
+            "journal.retention_years",
+            f"must be in {MIN_RETENTION_YEARS}..{MAX_RETENTION_YEARS} "
+            "(journals must be kept at least five years)",
+        )
+        _require(
+            60 <= self.retention_interval_s <= 7 * 86_400,
+            "journal.retention_interval_s",
+            "must be between 60 and 604800 (one week)",
+        )
+
+
+def _is_database_url(url: str) -> bool:
+    """Empty, ``sqlite:///abs.db``/``sqlite://rel.db``, or a PostgreSQL URL with a host part."""
+    if url == "":
+        return True
+    scheme = next((s for s in _DB_SCHEMES if url.startswith(s)), None)
+    if scheme is None:
+        return False  # a typo like "postgresq://" must not become a SQLite file of that name
+    rest = url.removeprefix(scheme)
+    if scheme == "sqlite://":
+        return bool(rest.strip("/")) and not rest.endswith("/")  # names a file, not a folder
+    return bool(rest)
 
 
 def _is_ip(text: str) -> bool:
@@ -207,6 +260,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
 
 
 SECTIONS: Mapping[str, type[Any]] = {
@@ -215,6 +269,7 @@ SECTIONS: Mapping[str, type[Any]] = {
     "auth": AuthConfig,
     "rooms": RoomsConfig,
     "media": MediaConfig,
+    "journal": JournalConfig,
 }
 
 # --- type conversion -------------------------------------------------------------------------

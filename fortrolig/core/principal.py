@@ -1,11 +1,12 @@
-"""The authenticated caller, as the authentication middleware hands it to the domain."""
+"""The authenticated caller, as the authentication middleware hands it to the domain.
+
+The middleware keeps it under an aiohttp ``RequestKey`` of its own (``signaling.http.PRINCIPAL``);
+other packages get it through a lookup function passed in by the composition root.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-PRINCIPAL_KEY = "fortrolig.principal"
-"""The ``request`` key under which the authentication middleware stores the :class:`Principal`."""
 
 
 @dataclass(frozen=True, slots=True)

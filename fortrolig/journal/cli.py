@@ -1,13 +1,18 @@
 """Operator commands as plain functions; ``fortrolig.app`` wires them to the command line.
 
-Each returns a process exit code (0 success, 1 a problem was found) and prints a short report.
+Each returns a process exit code (0 success, 1 a problem was found) and prints a short report, or
+with ``as_json`` one JSON object (for scripts and monitoring). They never create a journal: a
+missing keyring or SQLite file is a :class:`~fortrolig.core.errors.ConfigError` (a mistyped
+``--data-dir`` must not verify an empty new journal as "OK").
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from fortrolig.core.clock import Clock
 from fortrolig.journal.factory import open_journal
@@ -15,22 +20,33 @@ from fortrolig.journal.model import iso_from_micros
 from fortrolig.journal.retention import DEFAULT_RETENTION_YEARS, erase_after
 from fortrolig.journal.service import JournalService
 
+Out = Callable[[str], object]
+
 
 def keys_rotate(
     data_dir: Path,
     *,
     database_url: str | None = None,
     keyring_path: Path | None = None,
-    out: Callable[[str], object] = print,
+    as_json: bool = False,
+    out: Out = print,
 ) -> int:
     """``fortrolig keys rotate``: add a KEK version and rewrap every data key."""
 
     async def run(service: JournalService) -> int:
         report = await service.rotate_keys(actor="cli:keys-rotate")
-        out(
-            f"KEK version {report.kek_version}: rewrapped {report.rewrapped} data keys "
-            f"({report.unchanged} unchanged)"
-        )
+        if as_json:
+            doc = {
+                "kek_version": report.kek_version,
+                "rewrapped": report.rewrapped,
+                "unchanged": report.unchanged,
+            }
+            out(_dumps(doc))
+        else:
+            out(
+                f"KEK version {report.kek_version}: rewrapped {report.rewrapped} data keys "
+                f"({report.unchanged} unchanged)"
+            )
         return 0
 
     return _with_service(run, data_dir, database_url, keyring_path)
@@ -41,15 +57,27 @@ def audit_verify(
     *,
     database_url: str | None = None,
     keyring_path: Path | None = None,
-    out: Callable[[str], object] = print,
+    as_json: bool = False,
+    out: Out = print,
 ) -> int:
     """``fortrolig audit verify``: check the audit hash chain; 1 and the first bad link if not."""
 
     async def run(service: JournalService) -> int:
         report = await service.verify_audit()
-        head = f"head seq {report.head[0]} hash {report.head[1]}" if report.head else "empty log"
+        if as_json:
+            head = {"seq": report.head[0], "hash": report.head[1]} if report.head else None
+            doc = {
+                "ok": report.ok,
+                "checked": report.checked,
+                "first_bad_seq": report.first_bad_seq,
+                "problem": report.problem or None,
+                "head": head,
+            }
+            out(_dumps(doc))
+            return 0 if report.ok else 1
+        head_text = f"head seq {report.head[0]} hash {report.head[1]}" if report.head else "empty"
         if report.ok:
-            out(f"audit log OK: {report.checked} entries, {head}")
+            out(f"audit log OK: {report.checked} entries, {head_text}")
             return 0
         out(f"audit log BROKEN at entry {report.first_bad_seq}: {report.problem}")
         out(f"{report.checked} entries verified before it")
@@ -66,24 +94,46 @@ def journal_retention(
     database_url: str | None = None,
     keyring_path: Path | None = None,
     clock: Clock | None = None,
-    out: Callable[[str], object] = print,
+    as_json: bool = False,
+    out: Out = print,
 ) -> int:
     """``fortrolig journal retention [--dry-run]``: erase (or list) journals past retention."""
 
     async def run(service: JournalService) -> int:
         report = await service.retention(dry_run=dry_run, actor="cli:retention")
-        verb = "would erase" if dry_run else "erased"
-        for c in report.due:
-            since = iso_from_micros(erase_after(c, retention_years))
-            last = iso_from_micros(c.last_activity_us)
-            out(
-                f"{verb} client {c.client_id} of {c.practitioner_id}: last note {last}, due {since}"
-            )
+        due = [
+            {
+                "client_id": c.client_id,
+                "practitioner_id": c.practitioner_id,
+                "last_activity": iso_from_micros(c.last_activity_us),
+                "due": iso_from_micros(erase_after(c, retention_years)),
+            }
+            for c in report.due
+        ]
         count = len(report.due) if dry_run else report.erased
+        if as_json:
+            doc = {
+                "dry_run": dry_run,
+                "retention_years": retention_years,
+                "due": due,
+                "erased": report.erased,
+            }
+            out(_dumps(doc))
+            return 0
+        verb = "would erase" if dry_run else "erased"
+        for d in due:
+            out(
+                f"{verb} client {d['client_id']} of {d['practitioner_id']}: "
+                f"last activity {d['last_activity']}, due {d['due']}"
+            )
         out(f"{verb} {count} journal(s)")
         return 0
 
     return _with_service(run, data_dir, database_url, keyring_path, clock, retention_years)
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
 def _with_service(
@@ -101,6 +151,7 @@ def _with_service(
             keyring_path=keyring_path,
             clock=clock,
             retention_years=retention_years,
+            create=False,
         )
         try:
             return await run(service)

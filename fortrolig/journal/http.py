@@ -1,86 +1,87 @@
 """HTTP API of the journal (aiohttp routes); authorization happens in the service, not here.
 
-Authentication middleware elsewhere puts a :class:`~fortrolig.core.principal.Principal` into
-``request["fortrolig.principal"]``. Handlers translate JSON to service calls and map
-:class:`~fortrolig.core.errors.FortroligError` to ``{"error": {"code", "message"}}`` with the
-error's status; server faults get a generic message (details only in the log). Every response
-carries ``Cache-Control: no-store`` because it is health data.
+The composition root passes a function that returns the authenticated
+:class:`~fortrolig.core.principal.Principal` of a request (the authentication middleware lives
+elsewhere and this package must not import it). Handlers translate JSON to service calls and raise
+:class:`~fortrolig.core.errors.FortroligError`; the application's one error middleware maps them
+to ``{"error": {"code", "message"}}``. Successful responses carry ``Cache-Control: no-store``
+because they are health data.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from fortrolig.core.errors import BadRequest, FortroligError, Unauthenticated
-from fortrolig.core.principal import PRINCIPAL_KEY, Principal
+from fortrolig.core.errors import BadRequest, PayloadTooLarge, Unauthenticated
+from fortrolig.core.principal import Principal
 from fortrolig.journal.model import Client, Journal, Note, iso_from_micros
 from fortrolig.journal.service import JournalService
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/journal"
+MAX_BODY = 2 * 1024 * 1024
+"""A note at the 100,000-character limit is at most ~1.2 MB of JSON even fully \\u-escaped."""
 _NO_STORE = {"Cache-Control": "no-store"}
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PrincipalLookup = Callable[[web.Request], Principal | None]
+"""Returns the request's authenticated caller, or None when there is none."""
 
 
-def journal_routes(service_key: web.AppKey[JournalService]) -> list[web.RouteDef]:
-    """The journal's routes; the service is looked up as ``request.app[service_key]``."""
-    h = _Handlers(service_key)
+def journal_routes(
+    service_key: web.AppKey[JournalService], principal: PrincipalLookup
+) -> list[web.RouteDef]:
+    """The journal's routes; the service is ``request.app[service_key]``.
+
+    ``principal`` gives the caller the authentication middleware verified (None: 401).
+    """
+    h = _Handlers(service_key, principal)
     client = PREFIX + "/clients/{client_id}"
     return [
-        web.get(PREFIX + "/clients", _mapped(h.list_clients)),
-        web.post(PREFIX + "/clients", _mapped(h.create_client)),
-        web.get(client, _mapped(h.read_journal)),
-        web.post(client + "/notes", _mapped(h.add_note)),
-        web.post(client + "/notes/{note_id}/addenda", _mapped(h.add_addendum)),
-        web.put(client + "/hold", _mapped(h.set_hold)),
-        web.get(client + "/export.json", _mapped(h.export_json)),
-        web.get(client + "/export.pdf", _mapped(h.export_pdf)),
-        web.get(PREFIX + "/export.zip", _mapped(h.export_all)),
+        web.get(PREFIX + "/clients", h.list_clients),
+        web.post(PREFIX + "/clients", h.create_client),
+        web.get(client, h.read_journal),
+        web.post(client + "/notes", h.add_note),
+        web.post(client + "/notes/{note_id}/addenda", h.add_addendum),
+        web.put(client + "/hold", h.set_hold),
+        web.get(client + "/export.json", h.export_json),
+        web.get(client + "/export.pdf", h.export_pdf),
+        web.get(PREFIX + "/export.zip", h.export_all),
     ]
 
 
-def _mapped(handler: Handler) -> Handler:
-    @functools.wraps(handler)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except FortroligError as exc:
-            return error_response(exc)
-
-    return wrapper
-
-
-def error_response(exc: FortroligError) -> web.Response:
-    """The JSON error body for a domain error; server faults hide their details."""
-    message = exc.message
-    if exc.fault == "server":
-        log.error("journal request failed: %r", exc)
-        message = "internal error"
-    body = {"error": {"code": exc.code, "message": message}}
-    return web.json_response(body, status=exc.status, headers=_NO_STORE)
-
-
-def _principal(request: web.Request) -> Principal:
-    principal = request.get(PRINCIPAL_KEY)
-    if not isinstance(principal, Principal):
-        raise Unauthenticated("authentication required")
-    return principal
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
+async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
+    """The JSON object body, read with the journal's own size limit; unknown fields refused."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise PayloadTooLarge("request body too large")
+    raw = bytearray()
+    while len(raw) <= MAX_BODY:  # read(n) returns what has arrived, so loop until EOF
+        chunk = await request.content.read(MAX_BODY + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    if len(raw) > MAX_BODY:
+        raise PayloadTooLarge("request body too large")
     try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("request body must be JSON") from None
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("request body must be JSON", code="bad_json") from None
     if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
+        raise BadRequest("request body must be a JSON object", code="bad_json")
+    unknown = set(body) - allowed
+    if unknown:
+        raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
     return body
+
+
+_CLIENT_FIELDS = frozenset({"name", "contact", "anonymous"})
+_NOTE_FIELDS = frozenset({"text", "consultation_id"})
+_ADDENDUM_FIELDS = frozenset({"text"})
+_HOLD_FIELDS = frozenset({"hold", "reason"})
 
 
 def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
@@ -88,7 +89,7 @@ def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = True
     if value is None and not required:
         return None
     if not isinstance(value, kind):
-        raise BadRequest(f"field {name!r} must be a {kind.__name__}")
+        raise BadRequest(f"field {name!r} must be a {kind.__name__}", code="bad_field")
     return value
 
 
@@ -130,19 +131,26 @@ def _download(data: bytes, content_type: str, filename: str) -> web.Response:
 
 
 class _Handlers:
-    def __init__(self, key: web.AppKey[JournalService]) -> None:
+    def __init__(self, key: web.AppKey[JournalService], principal: PrincipalLookup) -> None:
         self._key = key
+        self._principal = principal
 
     def _svc(self, request: web.Request) -> JournalService:
         return request.app[self._key]
 
+    def _who(self, request: web.Request) -> Principal:
+        principal = self._principal(request)
+        if principal is None:
+            raise Unauthenticated("authentication required")
+        return principal
+
     async def list_clients(self, request: web.Request) -> web.StreamResponse:
-        clients = await self._svc(request).list_clients(_principal(request))
+        clients = await self._svc(request).list_clients(self._who(request))
         return _json({"clients": [client_json(c) for c in clients]})
 
     async def create_client(self, request: web.Request) -> web.StreamResponse:
-        principal = _principal(request)
-        body = await _body(request)
+        principal = self._who(request)
+        body = await _body(request, _CLIENT_FIELDS)
         client = await self._svc(request).create_client(
             principal,
             _field(body, "name", str),
@@ -154,13 +162,13 @@ class _Handlers:
     async def read_journal(self, request: web.Request) -> web.StreamResponse:
         purpose = request.query.get("purpose", "care")
         journal = await self._svc(request).read_journal(
-            _principal(request), request.match_info["client_id"], purpose
+            self._who(request), request.match_info["client_id"], purpose
         )
         return _json(journal_json(journal))
 
     async def add_note(self, request: web.Request) -> web.StreamResponse:
-        principal = _principal(request)
-        body = await _body(request)
+        principal = self._who(request)
+        body = await _body(request, _NOTE_FIELDS)
         note = await self._svc(request).add_note(
             principal,
             request.match_info["client_id"],
@@ -170,8 +178,8 @@ class _Handlers:
         return _json(note_json(note), status=201)
 
     async def add_addendum(self, request: web.Request) -> web.StreamResponse:
-        principal = _principal(request)
-        body = await _body(request)
+        principal = self._who(request)
+        body = await _body(request, _ADDENDUM_FIELDS)
         note = await self._svc(request).add_addendum(
             principal,
             request.match_info["client_id"],
@@ -181,8 +189,8 @@ class _Handlers:
         return _json(note_json(note), status=201)
 
     async def set_hold(self, request: web.Request) -> web.StreamResponse:
-        principal = _principal(request)
-        body = await _body(request)
+        principal = self._who(request)
+        body = await _body(request, _HOLD_FIELDS)
         hold = _field(body, "hold", bool)
         await self._svc(request).set_hold(
             principal, request.match_info["client_id"], hold, _field(body, "reason", str)
@@ -191,16 +199,16 @@ class _Handlers:
 
     async def export_json(self, request: web.Request) -> web.StreamResponse:
         client_id = request.match_info["client_id"]
-        data = await self._svc(request).export_json(_principal(request), client_id)
+        data = await self._svc(request).export_json(self._who(request), client_id)
         return _download(data, "application/json", f"journal-{client_id}.json")
 
     async def export_pdf(self, request: web.Request) -> web.StreamResponse:
         client_id = request.match_info["client_id"]
-        data = await self._svc(request).export_pdf(_principal(request), client_id)
+        data = await self._svc(request).export_pdf(self._who(request), client_id)
         return _download(data, "application/pdf", f"journal-{client_id}.pdf")
 
     async def export_all(self, request: web.Request) -> web.StreamResponse:
-        principal = _principal(request)
+        principal = self._who(request)
         chunks = self._svc(request).export_all(principal)
         # Fetch the first chunk before committing to 200, so authorization errors still map.
         first = await anext(chunks)
@@ -212,9 +220,19 @@ class _Handlers:
             }
         )
         await response.prepare(request)
-        await response.write(first)
-        async for chunk in chunks:
-            if chunk:
-                await response.write(chunk)
+        try:
+            await response.write(first)
+            async for chunk in chunks:
+                if chunk:
+                    await response.write(chunk)
+        except ConnectionError:
+            raise  # the client went away
+        except Exception:
+            # The status line is out, so no error body can follow. Cut the connection (no final
+            # chunk) so that a partial archive can never be taken for a complete one.
+            log.exception("export.zip for %s failed after the response started", principal.subject)
+            if request.transport is not None:
+                request.transport.close()
+            return response
         await response.write_eof()
         return response

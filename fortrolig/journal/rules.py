@@ -59,13 +59,17 @@ def validate_id(value: str, what: str) -> str:
 
 
 def validate_text(text: str, *, what: str = "note", limit: int = MAX_NOTE_CHARS) -> str:
-    """A note or addendum: non-blank, at most ``limit`` characters, no control characters."""
+    """A note or addendum: non-blank, at most ``limit`` characters, valid Unicode, no controls."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidEntry(f"{what} text must not be empty")
     if len(text) > limit:
         raise InvalidEntry(f"{what} text is {len(text)} characters; the limit is {limit}")
     if _CONTROL_RE.search(text):
         raise InvalidEntry(f"{what} text contains control characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from "\ud800" in JSON
+        raise InvalidEntry(f"{what} text is not valid Unicode") from None
     return text
 
 

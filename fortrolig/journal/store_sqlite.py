@@ -147,8 +147,8 @@ class SqliteJournalStore:
 
     @property
     def url(self) -> str:
-        """``sqlite:///<path>``."""
-        return f"sqlite:///{self._path}"
+        """``sqlite:///abs/path.db`` or ``sqlite://rel/path.db``, as :func:`open_store` reads it."""
+        return f"sqlite://{self._path}"
 
     @property
     def path(self) -> Path:

@@ -83,6 +83,7 @@ class Participant:
         for track in self.tracks:
             pc.addTransceiver(track, direction="sendonly")
         pc.on("track", self._on_track)
+        self._prepare(pc)
         await pc.setLocalDescription(await pc.createOffer())
         await self.send({"type": "offer", "sdp": pc.localDescription.sdp})
         answer = await self.expect("answer", "error")
@@ -103,6 +104,12 @@ class Participant:
             raise RuntimeError(f"join refused: {joined}")
         await self.publish(welcome)
         return welcome
+
+    def _prepare(self, pc: RTCPeerConnection) -> None:
+        """Called once the publishing transceivers exist, before the offer (for subclasses)."""
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        """Called for every server message as it arrives (for subclasses)."""
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         owner = self._owner_of(track)
@@ -137,6 +144,7 @@ class Participant:
                 break
             msg = json.loads(raw.data)
             self.messages.append(msg)
+            self._on_message(msg)
             if msg["type"] == "offer":
                 self._offers.put_nowait(msg["sdp"])
             else:

@@ -238,3 +238,20 @@ def set_sender_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None
     """
     sender._stream_id = stream_id
     sender._track_id = track_id
+
+
+def set_receiver_payload_types(receiver: RTCRtpReceiver, payload_types: Sequence[int]) -> None:
+    """Route RTP with ``payload_types`` to ``receiver`` (after a renegotiation renumbered them).
+
+    aiortc registers a receiver's payload types with the transport's RTP router only when the
+    receiver starts; packets whose SSRC is known but whose payload type is not registered for
+    that receiver are dropped.
+    """
+    transport = receiver.transport
+    router = getattr(transport, "_rtp_router", None)
+    if router is None:
+        return
+    for receivers in router.payload_type_table.values():
+        receivers.discard(receiver)
+    for pt in payload_types:
+        router.payload_type_table.setdefault(pt, set()).add(receiver)

@@ -31,6 +31,7 @@ from fortrolig.core.errors import BadRequest, Conflict
 
 from . import aiortc_hooks as hooks
 from .counters import MediaCounters
+from .extmap import align_extmap_ids, extmap_ids
 from .forwarding import Codec, Leg, PublishedTrack
 from .settings import MediaSettings
 
@@ -44,6 +45,8 @@ class PeerEvents(Protocol):
     """What a peer tells its owner: offers to deliver and its own failure."""
 
     async def send_offer(self, participant_id: str, sdp: str) -> None: ...
+
+    async def media_connected(self, participant_id: str) -> None: ...
 
     async def media_failed(self, participant_id: str, reason: str) -> None: ...
 
@@ -109,6 +112,8 @@ class Peer:
         self._has_published = False
         self._awaiting_answer = False
         self._needs_offer = False
+        self._extmap_ids: dict[str, int] = {}  # header extension ids of the publish offer
+        self._published_by_mid: dict[str, PublishedTrack] = {}
         self._lock = asyncio.Lock()
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -141,6 +146,7 @@ class Peer:
         if self._has_published:
             raise Conflict("this participant already published", code="already_published")
         desc = parse_sdp(offer_sdp, "offer")
+        self._extmap_ids = extmap_ids(offer_sdp)
         if len(desc.media) > MAX_PUBLISH_MLINES or [m.kind for m in desc.media].count("video") > 1:
             raise BadRequest("publish at most one audio and one video track", code="bad_sdp")
         async with self._lock:
@@ -172,6 +178,7 @@ class Peer:
             except Exception as exc:
                 raise BadRequest(f"answer refused: {exc}", code="bad_sdp") from exc
             self._awaiting_answer = False
+            self._refresh_published_codecs()
         self._kick()
 
     async def add_candidate(self, candidate: str, sdp_mid: str | None, index: int | None) -> None:
@@ -221,10 +228,27 @@ class Peer:
         for slot in gone:
             slot.leg.close()
             slot.transceiver.direction = "inactive"
+            # A participant who resumes keeps its id, and so its msid: the dead m-line must not
+            # carry it too (browsers refuse an SDP with duplicate a=msid lines).
+            sender = slot.transceiver.sender
+            hooks.set_sender_msid(sender, "-", f"gone-{slot.transceiver.mid}-{sender._ssrc}")
             self.slots.remove(slot)
         if gone:
             self._needs_offer = True
             self._kick()
+
+    def _refresh_published_codecs(self) -> None:
+        # aiortc's createOffer renumbers every transceiver's payload types with its defaults; a
+        # browser follows the renumbering in its answer and sends the published media under the
+        # new payload types from then on (Chromium: VP8 96 -> 97, so 97 is no longer RTX).
+        for t in self.pc.getTransceivers():
+            track = self._published_by_mid.get(t.mid) if t.mid is not None else None
+            codec = _negotiated_codec(t) if track is not None else None
+            if track is not None and codec is not None:
+                if codec.mime_type.lower() == track.codec.mime_type.lower():
+                    track.codec = codec
+                    pts = [int(c.payloadType) for c in t._codecs if c.payloadType is not None]
+                    hooks.set_receiver_payload_types(t.receiver, pts)
 
     def _add_published(self, transceiver: RTCRtpTransceiver) -> None:
         codec = _negotiated_codec(transceiver)
@@ -242,6 +266,8 @@ class Peer:
             max_bitrate=self._settings.max_bitrate_bps,
             keyframe_interval_s=self._settings.keyframe_min_interval_ms / 1000,
         )
+        if transceiver.mid is not None:
+            self._published_by_mid[transceiver.mid] = track
 
         def started(params: object) -> None:
             encodings = getattr(params, "encodings", [])
@@ -309,7 +335,9 @@ class Peer:
                 return
             self._needs_offer = False
             offer = await self.pc.createOffer()
-            await self.pc.setLocalDescription(offer)
+            # Keep the extension ids of the first negotiation (browsers refuse a change).
+            sdp = align_extmap_ids(offer.sdp, self._extmap_ids)
+            await self.pc.setLocalDescription(RTCSessionDescription(sdp, "offer"))
             hooks.enforce_aes256_srtp(self.pc)
             self._awaiting_answer = True
             sdp = str(self.pc.localDescription.sdp)
@@ -331,6 +359,8 @@ class Peer:
             if profile != hooks.AES_256_GCM:
                 self._counters.srtp_refused += 1
                 await self._events.media_failed(self.participant_id, "srtp_profile")
+            else:
+                await self._events.media_connected(self.participant_id)
         elif state in ("failed", "closed") and not self.closed:
             self._counters.peers_failed += 1
             await self._events.media_failed(self.participant_id, "ice_or_dtls_failed")

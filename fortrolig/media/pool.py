@@ -44,6 +44,8 @@ class _Worker:
     snapshot: dict[str, Any] | None = None
     alive: bool = True
     task: asyncio.Task[None] | None = None
+    events_task: asyncio.Task[None] | None = None
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -84,7 +86,9 @@ class WorkerPool:
         )
         assert proc.stdin is not None and proc.stdout is not None
         w = _Worker(index, proc, proc.stdout, proc.stdin)
-        w.task = asyncio.get_running_loop().create_task(self._read_loop(w))
+        loop = asyncio.get_running_loop()
+        w.task = loop.create_task(self._read_loop(w))
+        w.events_task = loop.create_task(self._event_loop(w))
         try:
             await asyncio.wait_for(w.ready.wait(), START_TIMEOUT_S)
         except TimeoutError:
@@ -190,7 +194,12 @@ class WorkerPool:
                 if message is None:
                     break
                 if "event" in message:
-                    await self._on_event(w, message)
+                    # Handled by another task, in order: a handler may call back into this
+                    # worker (media_failed → close_peer), whose response this loop must read.
+                    if message["event"] in ("ready", "stats"):
+                        await self._on_event(w, message)
+                    else:
+                        w.events.put_nowait(message)
                     continue
                 future = w.pending.get(int(message.get("id", -1)))
                 if future is None or future.done():
@@ -203,6 +212,14 @@ class WorkerPool:
             log.exception("media worker %d sent garbage", w.index)
         finally:
             await self._on_death(w)
+
+    async def _event_loop(self, w: _Worker) -> None:
+        while True:
+            message = await w.events.get()
+            try:
+                await self._on_event(w, message)
+            except Exception:
+                log.exception("handling media worker event %s failed", message.get("event"))
 
     async def _on_event(self, w: _Worker, message: dict[str, Any]) -> None:
         kind = message["event"]
@@ -249,6 +266,8 @@ class WorkerPool:
             events = self._events.pop((room, pid), None)
             if events is not None:
                 await events.media_failed(pid, "worker_died")
+        if w.events_task is not None:
+            w.events_task.cancel()
         if self.restarts < MAX_RESTARTS:
             self.restarts += 1
             replacement = await self._spawn(w.index)
@@ -304,7 +323,8 @@ class WorkerPool:
                 with contextlib.suppress(ProcessLookupError):
                     w.proc.kill()
                 await w.proc.wait()
-            if w.task is not None:
-                w.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await w.task
+            for task in (w.task, w.events_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task

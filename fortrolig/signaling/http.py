@@ -45,8 +45,13 @@ HTTP_ERROR_CODES = {
 
 
 def error_response(exc: FortroligError) -> web.Response:
-    """The JSON body every API error has: {"error": {"code", "message"}}."""
-    body = {"error": {"code": exc.code, "message": exc.message}}
+    """The JSON body every API error has: {"error": {"code", "message"}}.
+
+    A server fault keeps its code but not its message, which may name internals (paths, record
+    ids); the message is in the log.
+    """
+    message = "internal error" if exc.fault == "server" else exc.message
+    body = {"error": {"code": exc.code, "message": message}}
     return web.json_response(body, status=exc.status)
 
 

@@ -25,7 +25,7 @@ from fortrolig.core.errors import (
     Unauthenticated,
 )
 from fortrolig.core.ids import new_id
-from fortrolig.core.metrics import Sample
+from fortrolig.core.metrics import Histogram, Sample
 
 from . import protocol as p
 from .auth import Claims, Role, TokenIssuer, TokenKind, TokenVerifier
@@ -54,6 +54,9 @@ FATAL_CLOSE: Mapping[str, int] = {
     "room_not_found": CLOSE_FORBIDDEN,
     "unsupported_version": CLOSE_PROTOCOL,
 }
+
+# Join latency (hello received → the participant's peer connected), in seconds.
+JOIN_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 
 # Fatal user errors after whose `error` a `bye` (with this reason) precedes the close.
 BYE_BEFORE_CLOSE: Mapping[str, str] = {"room_closed": "room_ended"}
@@ -101,6 +104,7 @@ class SignalingService:
         self.counters = Counters()
         self.errors_by_code: dict[str, int] = {}
         self.messages_by_type: dict[str, int] = {}
+        self.join_latency = Histogram(JOIN_LATENCY_BUCKETS)
 
     def ice_servers(self, participant_id: str) -> list[dict[str, Any]]:
         """STUN as configured and TURN with credentials minted for this participant."""
@@ -183,6 +187,10 @@ class SignalingService:
                 n,
                 {"code": code},
             )
+        yield self.join_latency.sample(
+            "fortrolig_join_latency_seconds",
+            "Seconds from a participant's hello to its media peer connected",
+        )
 
 
 class Session:
@@ -196,6 +204,7 @@ class Session:
         self.room: Room | None = None
         self.closed = False
         self._published = False
+        self._hello_at: float | None = None  # for the join latency histogram
         now = service.clock.monotonic()
         cfg = service.config.signaling
         self._chat_bucket = TokenBucket(cfg.chat_rate_per_s, cfg.chat_burst, now)
@@ -216,6 +225,7 @@ class Session:
 
     async def hello(self, msg: p.Hello) -> None:
         """Authenticate with a join or resume token; answers ``welcome``."""
+        self._hello_at = self.service.clock.monotonic()
         if msg.v != p.PROTOCOL_VERSION:
             raise ProtocolError(
                 f"protocol version {msg.v} is not supported", code="unsupported_version"
@@ -344,6 +354,12 @@ class Session:
         """The SFU renegotiates: forward its offer to the browser."""
         if not self.closed:
             self.out.send(p.Offer(sdp=sdp))
+
+    async def media_connected(self, participant_id: str) -> None:
+        """The participant's peer connected: that ends its join (observed once per hello)."""
+        if self._hello_at is not None and not self.closed:
+            self.service.join_latency.observe(self.service.clock.monotonic() - self._hello_at)
+            self._hello_at = None
 
     async def media_failed(self, participant_id: str, reason: str) -> None:
         """The participant's peer connection failed: tell it, then close (it may resume)."""

@@ -10,6 +10,7 @@ import pytest
 
 from fortrolig.core.config import (
     Config,
+    JournalConfig,
     MediaConfig,
     ServerConfig,
     load_config,
@@ -40,6 +41,9 @@ def test_defaults() -> None:
     assert config.media.ice_host_addresses == ("127.0.0.1",)
     assert config.media.turn_secret_file is None
     assert config.rooms.default_max_participants == 2
+    assert config.journal == JournalConfig(
+        database_url="", retention_years=5, keyring_path=None, retention_interval_s=86_400.0
+    )
 
 
 def test_layers_in_order(tmp_path: Path) -> None:
@@ -104,6 +108,63 @@ def test_public_url() -> None:
     assert ServerConfig(public_url="https://x.example.eu/").base_url == "https://x.example.eu"
 
 
+# --- journal ---------------------------------------------------------------------------------
+
+
+def test_journal_from_environment() -> None:
+    env = {
+        "FORTROLIG_JOURNAL__DATABASE_URL": "postgresql://fortrolig@db.example.eu:5432/journal",
+        "FORTROLIG_JOURNAL__RETENTION_YEARS": "10",
+        "FORTROLIG_JOURNAL__KEYRING_PATH": "/run/secrets/journal-keyring.json",
+        "FORTROLIG_JOURNAL__RETENTION_INTERVAL_S": "3600",
+    }
+    journal = load_config(None, env).journal
+    assert journal.database_url == "postgresql://fortrolig@db.example.eu:5432/journal"
+    assert journal.retention_years == 10
+    assert journal.keyring_path == Path("/run/secrets/journal-keyring.json")
+    assert journal.retention_interval_s == 3600.0
+
+
+def test_journal_from_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[journal]\ndatabase_url = "sqlite:///var/lib/fortrolig/j.db"\nretention_years = 7\n'
+        'keyring_path = ""\nretention_interval_s = 43200\n',
+    )
+    journal = load_config(path, {}).journal
+    assert journal.database_url == "sqlite:///var/lib/fortrolig/j.db"
+    assert journal.retention_years == 7 and journal.keyring_path is None
+    assert journal.retention_interval_s == 43_200.0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "sqlite:///abs/journal.db",
+        "sqlite://rel/journal.db",
+        "postgres://h/db",
+        "postgresql://h",
+    ],
+)
+def test_journal_database_urls(url: str) -> None:
+    assert load_config(None, {}, {"journal.database_url": url}).journal.database_url == url
+
+
+def test_journal_unknown_key(tmp_path: Path) -> None:
+    config_error(
+        r"journal\.retention: unknown key", write(tmp_path, "[journal]\nretention = 5\n"), {}
+    )
+    config_error(
+        "FORTROLIG_JOURNAL__DB_URL|journal.db_url", None, {"FORTROLIG_JOURNAL__DB_URL": "x"}
+    )
+
+
+def test_journal_retention_message_names_the_rule() -> None:
+    error = config_error(r"journal\.retention_years", None, {}, {"journal.retention_years": 4})
+    assert "at least five years" in error.message
+
+
 # --- unknown keys ----------------------------------------------------------------------------
 
 
@@ -152,6 +213,9 @@ def test_unknown_override(key: str) -> None:
         ("[media]\nice_host_addresses = [1]\n", "media.ice_host_addresses"),
         ("[media]\nturn_secret_file = 5\n", "media.turn_secret_file"),
         ('[server]\ndata_dir = ""\n', "server.data_dir"),
+        ('[journal]\nretention_years = "5"\n', "journal.retention_years"),
+        ("[journal]\nretention_years = 5.5\n", "journal.retention_years"),
+        ("[journal]\ndatabase_url = 1\n", "journal.database_url"),
     ],
 )
 def test_wrong_type_in_file(tmp_path: Path, toml: str, key: str) -> None:
@@ -192,8 +256,22 @@ def test_toml_strings_are_strict_but_env_strings_convert(tmp_path: Path) -> None
         ("media.stun_urls", "http://stun.example.eu"),
         ("media.turn_urls", "stun:x"),
         ("media.min_bitrate_bps", 0),
-        ("media.workers", 0),
+        ("media.workers", -1),
         ("media.keyframe_min_interval_ms", -1),
+        ("journal.retention_years", 4),
+        ("journal.retention_years", 0),
+        ("journal.retention_years", 51),
+        ("journal.retention_interval_s", 0),
+        ("journal.retention_interval_s", 59),
+        ("journal.retention_interval_s", 604_801),
+        ("journal.database_url", "/var/lib/fortrolig/journal.db"),
+        ("journal.database_url", "postgresq://h/db"),
+        ("journal.database_url", "mysql://h/db"),
+        ("journal.database_url", "sqlite://"),
+        ("journal.database_url", "sqlite:///"),
+        ("journal.database_url", "sqlite:///var/lib/"),
+        ("journal.database_url", "postgresql://"),
+        ("journal.keyring_path", 5),
     ],
 )
 def test_invalid_values(key: str, value: object) -> None:
