@@ -68,11 +68,13 @@ class WorkerPool:
         self._ids = itertools.count(1)
         self._closed = False
         self._dead_snapshots: list[dict[str, Any]] = []
+        self._worker_up = asyncio.Event()
 
     async def start(self) -> None:
         """Start every worker and wait until each says ready."""
         for i in range(self.size):
             self._workers.append(await self._spawn(i))
+        self._worker_up.set()
 
     async def _spawn(self, index: int) -> _Worker:
         proc = await asyncio.create_subprocess_exec(
@@ -103,14 +105,25 @@ class WorkerPool:
         self._check_open()
         w = self._room_worker.get(room_id)
         if w is None or not w.alive:
-            live = [x for x in self._workers if x.alive]
-            if not live:
-                raise Conflict("no media worker is available", code="media_unavailable")
-            w = min(live, key=lambda x: x.load)
+            w = await self._least_loaded()
             self._room_worker[room_id] = w
         w.rooms.setdefault(room_id, set()).add(participant_id)
         self._events[(room_id, participant_id)] = events
         await self._call(w, "open_peer", room_id=room_id, participant_id=participant_id)
+
+    async def _least_loaded(self) -> _Worker:
+        # While every worker is being replaced, a join waits for the first one back.
+        live = [x for x in self._workers if x.alive]
+        if not live:
+            self._worker_up.clear()
+            try:
+                await asyncio.wait_for(self._worker_up.wait(), START_TIMEOUT_S)
+            except TimeoutError:
+                raise Conflict("no media worker is available", code="media_unavailable") from None
+            live = [x for x in self._workers if x.alive]
+            if not live:
+                raise Conflict("no media worker is available", code="media_unavailable")
+        return min(live, key=lambda x: x.load)
 
     async def publish(self, room_id: str, participant_id: str, offer_sdp: str) -> str:
         w = self._worker_of(room_id)
@@ -272,6 +285,7 @@ class WorkerPool:
             self.restarts += 1
             replacement = await self._spawn(w.index)
             self._workers[self._workers.index(w)] = replacement
+            self._worker_up.set()
 
     def _worker_of(self, room_id: str) -> _Worker:
         self._check_open()

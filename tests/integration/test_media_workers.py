@@ -16,6 +16,7 @@ from fortrolig.core.errors import BadRequest
 from fortrolig.loadtests.sources import FrameCounter, PatternVideoTrack, ToneAudioTrack
 from fortrolig.media.pool import WorkerPool
 from fortrolig.media.settings import MediaSettings
+from tests.conftest import Server
 
 
 class Client:
@@ -155,3 +156,57 @@ async def test_errors_cross_the_channel_typed(pool: WorkerPool) -> None:
     assert err.value.code == "bad_sdp"
     await pool.close_peer("r9", "x")
     await c.close()
+
+
+def _worker_pids(server_pid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if ppid == server_pid and b"fortrolig.media.worker" in cmd:
+            pids.append(int(entry))
+    return pids
+
+
+async def test_node_survives_a_worker_death_and_participants_resume(server: Server) -> None:
+    from fortrolig.loadtests.participant import Participant
+
+    workers = _worker_pids(server.proc.pid)
+    assert len(workers) == 2  # one per core on this 2-core machine (the default)
+    session = server.session()
+    tracks = lambda c: [PatternVideoTrack(*c, 160, 120, 30), ToneAudioTrack()]  # noqa: E731
+    a = Participant(server.ws_url, session["practitioner_token"], tracks=tracks((82, 90, 240)))
+    b = Participant(server.ws_url, session["client_token"], tracks=tracks((145, 54, 34)))
+    resumed: list[Participant] = []
+    try:
+        await a.start()
+        await b.start()
+        await until(lambda: a.frames_from(b.participant_id or "", "video") > 10, 15)
+        # Kill whichever worker holds the room: both participants are told, then resume.
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        for p in (a, b):
+            err = await p.expect("error", within=10)
+            assert err["code"] == "media_failed"
+            assert (await p.expect("closed", within=5))["code"] == 4500
+        await until(lambda: server.metric("fortrolig_media_workers") == 2, 30)
+        assert len(_worker_pids(server.proc.pid)) == 2
+        assert server.metric("fortrolig_media_worker_restarts_total") == 2
+        for p, colour in ((a, (82, 90, 240)), (b, (145, 54, 34))):
+            again = Participant(server.ws_url, p.resume_token or "", tracks=tracks(colour))
+            resumed.append(again)
+            await again.start()
+        a2, b2 = resumed
+        assert (a2.participant_id, b2.participant_id) == (a.participant_id, b.participant_id)
+        await until(lambda: a2.frames_from(b2.participant_id or "", "video") > 10, 15)
+        await until(lambda: b2.frames_from(a2.participant_id or "", "video") > 10, 15)
+    finally:
+        for p in (a, b, *resumed):
+            await p.close()
