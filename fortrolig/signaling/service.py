@@ -288,14 +288,16 @@ class Session:
 
     async def _on_join(self, msg: p.Join) -> None:
         room, me = self._authed()
+        current = self.service.sessions.get(me.id)
+        if current is self:
+            raise Conflict("already joined", code="already_joined")
+        if current is not None:  # a resumed participant replaces its silently dead connection
+            current.out.close(CLOSE_REPLACED, "replaced by a new connection")
+            await current.close("replaced")
         if me.id in room.participants:
             raise Conflict("already joined", code="already_joined")
         if msg.name:
             me.name = msg.name
-        stale = self.service.sessions.get(me.id)
-        if stale is not None and stale is not self:  # a resumed participant replaces its ghost
-            stale.out.close(CLOSE_REPLACED, "replaced by a new connection")
-            await stale.close("replaced")
         room.admit(me)
         self.service.sessions[me.id] = self
         self.service.counters.joins += 1

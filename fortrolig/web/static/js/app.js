@@ -1,0 +1,576 @@
+// The room page: one page for both roles (the role comes from the link's fragment).
+// Wires the pre-join preview, the call (call.js), the encrypted chat (chat-crypto.js) and the
+// strings (i18n.js) to the DOM. All text goes in through textContent, never as HTML.
+
+import { Call } from "./call.js";
+import { ChatCrypto } from "./chat-crypto.js";
+import { listDevices, openCamera, openMedia, openMicrophone, stopTrack } from "./devices.js";
+import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
+
+const $ = (id) => document.getElementById(id);
+const CHAT_MAX_BYTES_DEFAULT = 4096;
+const MAX_CHAT_LINES = 500;
+
+const ui = {
+  state: "prejoin",
+  endReason: null,
+  role: null,
+  roomId: null,
+  joinToken: null,
+  accessToken: null,
+  cameraId: "",
+  micId: "",
+  audio: null,
+  video: null,
+  hadVideo: false,
+  hadAudio: false,
+  chatMaxBytes: CHAT_MAX_BYTES_DEFAULT,
+  stateLog: [],
+  tiles: new Map(), // participant id -> {root, video, caption, flags, placeholder}
+  chatSeq: 0,
+  call: null,
+  chat: null,
+};
+
+// -- start-up -----------------------------------------------------------------------------------
+
+function readLink() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const parts = location.pathname.split("/").filter(Boolean);
+  ui.roomId = parts[0] === "room" && parts[1] ? decodeURIComponent(parts[1]) : null;
+  const role = params.get("role");
+  ui.joinToken = params.get("token");
+  ui.accessToken = params.get("access_token"); // optional: lets a practitioner end the room
+  const stored = readStored();
+  ui.role = role === "practitioner" || role === "client" ? role : stored?.role ?? null;
+  // Keep tokens out of the address bar, history and any screenshot of it.
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+}
+
+// A reload of the tab resumes the same participant: the join token is single use, so the
+// newest resume token is kept in this tab's sessionStorage (gone when the tab closes).
+function storageKey() {
+  return `fortrolig.resume.${ui.roomId}`;
+}
+
+function readStored() {
+  try {
+    const raw = sessionStorage.getItem(storageKey());
+    return raw ? JSON.parse(raw) : null;
+  } catch {
+    return null;
+  }
+}
+
+function storeResume(token) {
+  try {
+    if (token) sessionStorage.setItem(storageKey(), JSON.stringify({ token, role: ui.role }));
+    else if (ui.state === "ended") sessionStorage.removeItem(storageKey());
+  } catch {
+    // storage disabled: a reload then needs a new link
+  }
+}
+
+async function main() {
+  setLanguage(initialLanguage());
+  readLink();
+  translatePage();
+  bindControls();
+  render();
+  const resume = readStored()?.token ?? null;
+  if (!ui.roomId || (!ui.joinToken && !resume)) {
+    showPrejoinMessage("prejoin.badlink");
+    return;
+  }
+  ui.resumeToken = ui.joinToken ? null : resume;
+  await startPreview();
+  $("join-btn").disabled = false;
+  $("join-btn").focus();
+}
+
+// -- pre-join: preview and devices --------------------------------------------------------------
+
+async function startPreview() {
+  const { audio, video, denied } = await openMedia(ui.cameraId, ui.micId);
+  setLocal(audio, video);
+  ui.hadVideo = Boolean(video);
+  ui.hadAudio = Boolean(audio);
+  await fillDeviceLists();
+  if (!audio && !video) showPrejoinMessage(denied ? "prejoin.denied" : "prejoin.nodevices");
+}
+
+function setLocal(audio, video) {
+  ui.audio = audio;
+  ui.video = video;
+  const stream = new MediaStream([audio, video].filter(Boolean));
+  for (const el of [$("preview"), $("self-video")]) el.srcObject = video ? stream : null;
+  $("preview-off").hidden = Boolean(video);
+  $("self-off").hidden = Boolean(video);
+}
+
+async function fillDeviceLists() {
+  const { cameras, microphones } = await listDevices();
+  fillSelect($("camera-select"), cameras, ui.video);
+  fillSelect($("mic-select"), microphones, ui.audio);
+}
+
+function fillSelect(select, devices, track) {
+  const current = track?.getSettings?.().deviceId ?? "";
+  select.replaceChildren();
+  for (const d of devices) {
+    const opt = new Option(d.label, d.deviceId, false, d.deviceId === current);
+    select.append(opt);
+  }
+  const none = new Option(t("prejoin.none"), "none", false, !track);
+  none.dataset.i18n = "prejoin.none";
+  select.append(none);
+  select.disabled = devices.length === 0;
+}
+
+async function onDeviceChange(kind) {
+  const value = $(kind === "video" ? "camera-select" : "mic-select").value;
+  if (kind === "video") {
+    stopTrack(ui.video);
+    ui.cameraId = value === "none" ? null : value;
+    const track = ui.cameraId === null ? null : await openCamera(ui.cameraId);
+    setLocal(ui.audio, track);
+    ui.hadVideo = Boolean(track);
+  } else {
+    stopTrack(ui.audio);
+    ui.micId = value === "none" ? null : value;
+    const track = ui.micId === null ? null : await openMicrophone(ui.micId);
+    setLocal(track, ui.video);
+    ui.hadAudio = Boolean(track);
+  }
+}
+
+function showPrejoinMessage(key) {
+  const el = $("prejoin-msg");
+  el.textContent = t(key);
+  el.dataset.i18n = key;
+  el.hidden = false;
+}
+
+// -- joining -----------------------------------------------------------------------------------
+
+async function join() {
+  $("join-btn").disabled = true;
+  const name = $("name-input").value.trim().slice(0, 64) || null;
+  ui.chat = new ChatCrypto({
+    send: (text) => ui.call?.sendChat(text, nextChatId()),
+    onMessage: (m) => addChatLine(m),
+    onPeerKey: (k) => onPeerKey(k),
+    onUndecryptable: (m) => addSystemLine("chat.undecryptable", {}, m.ts),
+  });
+  await ui.chat.init();
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  ui.call = new Call({
+    wsUrl: `${scheme}//${location.host}/ws`,
+    joinToken: ui.joinToken,
+    resumeToken: ui.resumeToken,
+    name,
+    hooks: callHooks(),
+  });
+  ui.joinToken = null;
+  ui.resumeToken = null;
+  $("prejoin").hidden = true;
+  $("room").hidden = false;
+  ui.call.start({ audio: ui.audio, video: ui.video, hasAudio: ui.hadAudio, hasVideo: ui.hadVideo });
+  render();
+}
+
+function callHooks() {
+  return {
+    onState: (state, detail) => {
+      ui.state = state;
+      ui.stateLog.push(state);
+      if (ui.stateLog.length > 50) ui.stateLog.shift();
+      if (state === "ended") onEnded(detail);
+      render();
+    },
+    onWelcome: (w) => {
+      ui.role = w.role;
+      ui.chat.setSelf(w.participant_id);
+      if (typeof w.limits?.chat_max_bytes === "number") ui.chatMaxBytes = w.limits.chat_max_bytes;
+      render();
+    },
+    onRoster: (list) => {
+      for (const id of [...ui.tiles.keys()]) if (!list.some((p) => p.id === id)) removeTile(id);
+      for (const p of list) upsertTile(p);
+      renderParticipants();
+      ui.call.sendChat(ui.chat.announcement(), nextChatId());
+    },
+    onParticipantJoined: (p) => {
+      upsertTile(p);
+      renderParticipants();
+      ui.call.sendChat(ui.chat.announcement(), nextChatId()); // re-announce for the newcomer
+    },
+    onParticipantLeft: (id) => {
+      removeTile(id);
+      renderParticipants();
+      renderSafetyCodes();
+      ui.chat.forget(id).catch((err) => console.warn("chat rekey failed", err));
+    },
+    onParticipantUpdated: (p) => {
+      upsertTile(p);
+      renderParticipants();
+    },
+    onRemoteTrack: (id, stream) => attachStream(id, stream),
+    onChat: (msg) => ui.chat.receive(msg),
+    onError: (msg) => {
+      if (msg.ref === "chat") addSystemLine(msg.code === "chat_too_long" ? "chat.toolong" : "chat.notsent");
+    },
+    onResumeToken: (token) => storeResume(token),
+  };
+}
+
+function nextChatId() {
+  ui.chatSeq += 1;
+  return `c-${ui.chatSeq}`;
+}
+
+function onEnded(reason) {
+  ui.endReason = reason || "error";
+  stopTrack(ui.audio);
+  stopTrack(ui.video);
+  for (const id of [...ui.tiles.keys()]) removeTile(id);
+  $("self-video").srcObject = null;
+  storeResume(null);
+  $("room").hidden = true;
+  $("prejoin").hidden = true;
+  $("ended").hidden = false;
+  $("ended-heading").focus?.();
+}
+
+// -- tiles ---------------------------------------------------------------------------------------
+
+function displayName(p) {
+  return p?.name || t(p?.role === "practitioner" ? "role.practitioner" : p?.role === "client" ? "role.client" : "name.unknown");
+}
+
+function upsertTile(p) {
+  let tile = ui.tiles.get(p.id);
+  if (!tile) {
+    const root = document.createElement("figure");
+    root.className = "tile";
+    root.dataset.participantId = p.id;
+    const video = document.createElement("video");
+    video.autoplay = true;
+    video.playsInline = true;
+    const placeholder = document.createElement("div");
+    placeholder.className = "tile__placeholder";
+    placeholder.setAttribute("aria-hidden", "true");
+    const caption = document.createElement("figcaption");
+    caption.className = "tile__caption";
+    const name = document.createElement("span");
+    const flags = document.createElement("span");
+    flags.className = "flags";
+    caption.append(name, " ", flags);
+    root.append(video, placeholder, caption);
+    $("tiles").append(root);
+    tile = { root, video, placeholder, name, flags, info: p };
+    ui.tiles.set(p.id, tile);
+  }
+  tile.info = p;
+  renderTile(tile);
+}
+
+function renderTile(tile) {
+  const p = tile.info;
+  tile.name.textContent = displayName(p);
+  tile.video.setAttribute("aria-label", t("tile.video", { name: displayName(p) }));
+  tile.placeholder.textContent = initials(displayName(p));
+  // Initials until a video track arrives, and whenever the camera is off.
+  tile.placeholder.hidden = p.video === false ? false : Boolean(tile.hasVideo);
+  tile.root.dataset.audio = String(p.audio);
+  tile.root.dataset.video = String(p.video);
+  renderFlags(tile.flags, p.audio, p.video);
+}
+
+function renderFlags(el, audio, video) {
+  const parts = [];
+  if (!audio) parts.push(t("tile.muted"));
+  if (!video) parts.push(t("tile.camoff"));
+  el.textContent = parts.length ? `· ${parts.join(" · ")}` : "";
+}
+
+function initials(name) {
+  return name
+    .split(/\s+/)
+    .filter(Boolean)
+    .slice(0, 2)
+    .map((w) => w[0].toUpperCase())
+    .join("");
+}
+
+function attachStream(id, stream) {
+  const tile = ui.tiles.get(id);
+  if (!tile) {
+    // A track may arrive before participant_joined is processed: make the tile now.
+    upsertTile({ id, role: null, name: null, audio: true, video: true });
+    return attachStream(id, stream);
+  }
+  if (tile.video.srcObject !== stream) tile.video.srcObject = stream;
+  tile.hasVideo = stream.getVideoTracks().length > 0;
+  renderTile(tile);
+  tile.video.play?.().catch(() => {});
+}
+
+function removeTile(id) {
+  const tile = ui.tiles.get(id);
+  if (!tile) return;
+  tile.video.srcObject = null;
+  tile.root.remove();
+  ui.tiles.delete(id);
+}
+
+// -- practitioner panel ------------------------------------------------------------------------
+
+function renderParticipants() {
+  const list = $("participants");
+  list.replaceChildren();
+  if (!ui.call) return;
+  const me = document.createElement("li");
+  me.textContent = `${displayName({ role: ui.role, name: ui.call.name })} ${t("participants.you")}`;
+  list.append(me);
+  for (const p of ui.call.participants.values()) {
+    const li = document.createElement("li");
+    li.dataset.participantId = p.id;
+    const flags = document.createElement("span");
+    flags.className = "flags";
+    renderFlags(flags, p.audio, p.video);
+    li.append(`${displayName(p)} (${t(p.role === "practitioner" ? "role.practitioner" : "role.client")}) `, flags);
+    list.append(li);
+  }
+}
+
+async function endForEveryone() {
+  if (!ui.accessToken || !ui.call?.roomId) return;
+  if (!confirm(t("controls.end.confirm"))) return;
+  try {
+    const resp = await fetch(`/api/v1/rooms/${encodeURIComponent(ui.call.roomId)}`, {
+      method: "DELETE",
+      headers: { Authorization: `Bearer ${ui.accessToken}` },
+      credentials: "omit",
+      cache: "no-store",
+      referrerPolicy: "no-referrer",
+    });
+    if (resp.status !== 204) throw new Error(`status ${resp.status}`);
+    ui.endedByMe = true; // the server now sends `bye room_ended` to everyone
+  } catch (err) {
+    console.warn("ending the room failed", err);
+    addSystemLine("controls.end.failed");
+  }
+}
+
+// -- chat ----------------------------------------------------------------------------------------
+
+async function sendChat(event) {
+  event.preventDefault();
+  const input = $("chat-input");
+  const text = input.value.trim();
+  if (!text || !ui.call?.isJoined()) return;
+  const envelope = await ui.chat.encrypt(text);
+  if (new TextEncoder().encode(envelope).length > ui.chatMaxBytes) {
+    addSystemLine("chat.toolong");
+    return;
+  }
+  if (ui.call.sendChat(envelope, nextChatId())) input.value = "";
+  else addSystemLine("chat.notsent");
+}
+
+function addChatLine({ fromId, text, ts }) {
+  const mine = fromId === ui.call?.selfId;
+  const who = mine ? t("chat.you") : displayName(ui.call?.participants.get(fromId) ?? ui.tiles.get(fromId)?.info);
+  const li = document.createElement("li");
+  li.className = mine ? "chat__line chat__line--mine" : "chat__line";
+  const head = document.createElement("span");
+  head.className = "chat__who";
+  head.textContent = who;
+  const time = document.createElement("time");
+  const when = new Date(typeof ts === "number" ? ts : Date.now());
+  time.dateTime = when.toISOString();
+  time.textContent = when.toLocaleTimeString(language(), { hour: "2-digit", minute: "2-digit" });
+  const body = document.createElement("p");
+  body.className = "chat__text";
+  body.textContent = text;
+  li.append(head, " ", time, body);
+  appendChat(li);
+}
+
+function addSystemLine(key, vars = {}) {
+  const li = document.createElement("li");
+  li.className = "chat__line chat__line--system";
+  li.textContent = t(key, vars);
+  appendChat(li);
+}
+
+function appendChat(li) {
+  const log = $("chat-log");
+  log.append(li);
+  while (log.children.length > MAX_CHAT_LINES) log.firstElementChild.remove();
+  log.scrollTop = log.scrollHeight;
+}
+
+function onPeerKey({ peerId, changed }) {
+  if (changed) addSystemLine("chat.keychanged", { name: displayName(ui.call?.participants.get(peerId)) });
+  renderSafetyCodes();
+}
+
+function renderSafetyCodes() {
+  const list = $("safety-codes");
+  list.replaceChildren();
+  if (!ui.chat) return;
+  const codes = ui.chat.safetyCodes();
+  for (const [id, code] of Object.entries(codes)) {
+    if (!ui.call?.participants.has(id)) continue;
+    const li = document.createElement("li");
+    li.dataset.participantId = id;
+    const label = document.createElement("span");
+    label.textContent = t("chat.safety.with", { name: displayName(ui.call.participants.get(id)) });
+    const strong = document.createElement("strong");
+    strong.className = "safety__code";
+    strong.textContent = code;
+    li.append(label, " ", strong);
+    list.append(li);
+  }
+  if (list.children.length) {
+    const help = document.createElement("li");
+    help.className = "muted small";
+    help.textContent = t("chat.safety.help");
+    list.append(help);
+  }
+}
+
+// -- controls -------------------------------------------------------------------------------
+
+function bindControls() {
+  $("lang-btn").addEventListener("click", () => {
+    setLanguage(language() === "da" ? "en" : "da");
+    translatePage();
+    render();
+  });
+  $("prejoin-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    join().catch((err) => {
+      console.error(err);
+      ui.call?.end("error");
+    });
+  });
+  $("camera-select").addEventListener("change", () => onDeviceChange("video"));
+  $("mic-select").addEventListener("change", () => onDeviceChange("audio"));
+  $("mic-btn").addEventListener("click", toggleMic);
+  $("cam-btn").addEventListener("click", () => toggleCamera().catch((e) => console.warn(e)));
+  $("leave-btn").addEventListener("click", () => ui.call?.leave());
+  $("end-btn").addEventListener("click", endForEveryone);
+  $("chat-form").addEventListener("submit", (e) => sendChat(e).catch((err) => console.warn(err)));
+  $("chat-input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      $("chat-form").requestSubmit();
+    }
+  });
+  $("chat-btn").addEventListener("click", () => {
+    const open = document.body.classList.toggle("chat-open");
+    $("chat-btn").setAttribute("aria-expanded", String(open));
+    if (open) $("chat-input").focus();
+  });
+  // Leaving or closing the tab frees the server side at once.
+  addEventListener("pagehide", () => ui.call?.leave());
+}
+
+function toggleMic() {
+  if (!ui.call || !ui.audio) return;
+  ui.call.setAudioEnabled(!ui.call.mediaState.audio);
+  render();
+}
+
+async function toggleCamera() {
+  if (!ui.call || !ui.hadVideo) return;
+  const btn = $("cam-btn");
+  btn.disabled = true;
+  try {
+    if (ui.call.mediaState.video) {
+      // Camera off: stop the device (its light goes out), send nothing.
+      stopTrack(ui.video);
+      setLocal(ui.audio, null);
+      await ui.call.replaceVideo(null);
+    } else {
+      const track = await openCamera(ui.cameraId);
+      if (!track) return;
+      setLocal(ui.audio, track);
+      await ui.call.replaceVideo(track);
+    }
+  } finally {
+    btn.disabled = false;
+    render();
+  }
+}
+
+// -- rendering -------------------------------------------------------------------------------
+
+function render() {
+  const status = $("status");
+  status.dataset.state = ui.state;
+  status.textContent = t(`state.${ui.state}`);
+  const badge = $("role-badge");
+  badge.hidden = !ui.role;
+  if (ui.role) badge.textContent = t(ui.role === "practitioner" ? "role.practitioner" : "role.client");
+  const practitioner = ui.role === "practitioner";
+  document.body.dataset.role = ui.role || "";
+  $("practitioner-panel").hidden = !practitioner;
+  $("notes-panel").hidden = !practitioner;
+  $("end-btn").hidden = !(practitioner && ui.accessToken);
+  const call = ui.call;
+  const audioOn = Boolean(call?.mediaState.audio);
+  const videoOn = Boolean(call?.mediaState.video);
+  const mic = $("mic-btn");
+  mic.textContent = t(audioOn ? "controls.mute" : "controls.unmute");
+  mic.setAttribute("aria-pressed", String(!audioOn));
+  mic.disabled = !ui.audio;
+  const cam = $("cam-btn");
+  cam.textContent = t(videoOn ? "controls.camoff" : "controls.camon");
+  cam.setAttribute("aria-pressed", String(!videoOn));
+  cam.disabled = !ui.hadVideo;
+  renderFlags($("self-flags"), audioOn, videoOn || !call);
+  $("chat-send").disabled = !(call?.isJoined());
+  for (const tile of ui.tiles.values()) renderTile(tile);
+  renderParticipants();
+  renderSafetyCodes();
+  if (ui.state === "ended") {
+    const reason = ui.endReason === "room_ended" && ui.endedByMe ? "room_ended.self" : ui.endReason;
+    $("ended-msg").textContent = t(`ended.${reason}`);
+  }
+  for (const el of document.querySelectorAll("#prejoin-msg[data-i18n], option[data-i18n]")) el.textContent = t(el.dataset.i18n);
+}
+
+// -- diagnostics ------------------------------------------------------------------------------
+
+// A small handle for tests and support: state and media statistics, nothing secret (no tokens,
+// no keys; safety codes are shown on screen anyway).
+Object.defineProperty(window, "fortrolig", {
+  value: Object.freeze({
+    get state() {
+      return ui.state;
+    },
+    get participantId() {
+      return ui.call?.selfId ?? null;
+    },
+    get role() {
+      return ui.role;
+    },
+    states: () => [...ui.stateLog],
+    participants: () => [...(ui.call?.participants.values() ?? [])].map((p) => ({ ...p })),
+    stats: () => ui.call?.stats() ?? Promise.resolve(null),
+    safetyCodes: () => ui.chat?.safetyCodes() ?? {},
+    dropSignaling: () => ui.call?.dropSignaling(),
+  }),
+});
+
+main().catch((err) => {
+  console.error("fortrolig: start-up failed", err);
+  ui.state = "ended";
+  ui.endReason = "error";
+  onEnded("error");
+  render();
+});

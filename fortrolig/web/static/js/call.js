@@ -1,0 +1,478 @@
+// One participant's connection to a Fortrolig node: the signaling WebSocket (docs/protocol.md),
+// one RTCPeerConnection, and reconnection with the resume token. No DOM here: the page listens
+// to the hooks and drives the controls.
+//
+// Negotiation follows the protocol: after `joined` the page makes exactly one offer publishing
+// its tracks (sendonly), applies the server's answer, and only then answers the server's
+// renegotiation offers, one at a time in the order they came. aiortc has no ICE restart, so a
+// dropped WebSocket or a failed peer connection means: new WebSocket, `hello` with the newest
+// resume token, `join`, a new RTCPeerConnection and a new publish offer.
+
+const PING_EVERY_MS = 10_000; // app-level ping: browsers cannot see WebSocket pings
+const SILENCE_LIMIT_MS = 30_000; // no message for this long: the connection is dead
+const MEDIA_CONNECT_LIMIT_MS = 20_000; // publish answered but no media connection by then
+const DISCONNECTED_GRACE_MS = 4_000; // ICE "disconnected" may recover by itself
+const BACKOFF_MS = [250, 1_000, 2_000, 4_000, 8_000, 15_000];
+
+// Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes").
+const FINAL_CLOSE = { 4401: "auth", 4403: "forbidden", 4409: "replaced", 1002: "error", 1009: "error" };
+
+export class Call {
+  /**
+   * @param {object} opts
+   *   wsUrl, joinToken, resumeToken (optional, from an earlier load of this tab), name
+   *   hooks: onState(state, detail), onWelcome(welcome), onRoster(participants),
+   *          onParticipantJoined(p), onParticipantLeft(id, reason), onParticipantUpdated(p),
+   *          onRemoteTrack(participantId, stream, track), onChat(msg), onError(msg),
+   *          onResumeToken(token | null)
+   */
+  constructor(opts) {
+    this.wsUrl = opts.wsUrl;
+    this.joinToken = opts.joinToken || null;
+    this.resumeToken = opts.resumeToken || null;
+    this.name = opts.name || null;
+    this.hooks = opts.hooks;
+    this.state = "idle";
+    this.endReason = null;
+    this.gen = 0; // bumps on every (re)connection; stale callbacks compare and return
+    this.attempt = 0;
+    this.ws = null;
+    this.pc = null;
+    this.selfId = null;
+    this.roomId = null;
+    this.role = null;
+    this.iceServers = [];
+    this.participants = new Map();
+    this.local = { stream: new MediaStream(), audio: null, video: null, hasAudio: false, hasVideo: false };
+    this.mediaState = { audio: true, video: true };
+    this.senders = { audio: null, video: null };
+    this.trackOwners = new Map(); // remote track id -> participant id
+    this.joinedOnce = false;
+    this.timers = new Set();
+  }
+
+  // -- public API ---------------------------------------------------------------------------
+
+  /** Start with the tracks chosen in the preview (either may be null). */
+  start({ audio, video, hasAudio, hasVideo }) {
+    this.setLocalTracks({ audio, video, hasAudio, hasVideo });
+    this.setState("connecting");
+    this.connect();
+  }
+
+  setLocalTracks({ audio, video, hasAudio, hasVideo }) {
+    this.local.audio = audio || null;
+    this.local.video = video || null;
+    this.local.hasAudio = Boolean(hasAudio || audio);
+    this.local.hasVideo = Boolean(hasVideo || video);
+    this.mediaState = {
+      audio: Boolean(audio && audio.enabled),
+      video: Boolean(video && video.readyState === "live"),
+    };
+  }
+
+  /** Microphone on/off: the track keeps running, muted tracks send silence. */
+  setAudioEnabled(on) {
+    if (this.local.audio) this.local.audio.enabled = on;
+    this.mediaState.audio = Boolean(on && this.local.audio);
+    this.sendMediaState();
+  }
+
+  /** Swap the outgoing camera track (null = camera off); no renegotiation needed. */
+  async replaceVideo(track) {
+    this.local.video = track;
+    if (track) this.local.hasVideo = true;
+    this.mediaState.video = Boolean(track);
+    if (this.senders.video) await this.senders.video.replaceTrack(track);
+    this.sendMediaState();
+  }
+
+  async replaceAudio(track) {
+    if (track) track.enabled = this.mediaState.audio || !this.local.audio;
+    this.local.audio = track;
+    if (this.senders.audio) await this.senders.audio.replaceTrack(track);
+  }
+
+  sendMediaState() {
+    if (this.isJoined()) this.send({ type: "media_state", audio: this.mediaState.audio, video: this.mediaState.video });
+  }
+
+  sendChat(text, id) {
+    if (!this.isJoined()) return false;
+    return this.send({ type: "chat", text, id });
+  }
+
+  /** Leave for good: the server frees everything at once (`leave` → `bye` → close). */
+  leave() {
+    if (this.state === "ended") return;
+    this.send({ type: "leave" });
+    this.end("left");
+  }
+
+  isJoined() {
+    return this.state === "waiting" || this.state === "in_session";
+  }
+
+  // -- connection ---------------------------------------------------------------------------
+
+  connect() {
+    const gen = ++this.gen;
+    this.published = false;
+    this.offers = [];
+    this.negotiating = false;
+    this.lastHeard = Date.now();
+    let ws;
+    try {
+      ws = new WebSocket(this.wsUrl);
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      if (gen !== this.gen) return;
+      const token = this.resumeToken || this.joinToken;
+      if (!token) {
+        this.end("auth");
+        return;
+      }
+      // Both tokens are single use: once sent, only a newer resume token helps.
+      this.resumeToken = null;
+      this.joinToken = null;
+      this.hooks.onResumeToken?.(null);
+      this.send({ type: "hello", v: 1, token });
+      this.every(PING_EVERY_MS, gen, () => {
+        if (Date.now() - this.lastHeard > SILENCE_LIMIT_MS) this.connectionLost(gen, "silence");
+        else this.send({ type: "ping" });
+      });
+    };
+    ws.onmessage = (ev) => {
+      if (gen !== this.gen) return;
+      this.lastHeard = Date.now();
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      this.handle(msg, gen).catch((err) => {
+        console.error("fortrolig: handling", msg.type, err);
+        this.connectionLost(gen, "handler");
+      });
+    };
+    ws.onclose = (ev) => {
+      if (gen !== this.gen || this.state === "ended") return;
+      if (ev.code === 1000 && this.byeReason) this.end(this.byeReason);
+      else if (FINAL_CLOSE[ev.code]) this.end(ev.code === 4401 && this.joinedOnce ? "failed" : FINAL_CLOSE[ev.code]);
+      else this.connectionLost(gen, `close ${ev.code}`);
+    };
+  }
+
+  async handle(msg, gen) {
+    switch (msg.type) {
+      case "welcome":
+        this.selfId = msg.participant_id;
+        this.roomId = msg.room_id;
+        this.role = msg.role;
+        this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
+        this.storeResumeToken(msg.resume_token);
+        this.hooks.onWelcome?.(msg);
+        this.send(this.name ? { type: "join", name: this.name } : { type: "join" });
+        break;
+      case "joined":
+        this.participants = new Map(msg.participants.map((p) => [p.id, p]));
+        this.joinedOnce = true;
+        this.updatePresence(); // joined from here on: the roster hook may already send chat
+        this.hooks.onRoster?.([...this.participants.values()]);
+        this.sendMediaState();
+        await this.publish(gen);
+        break;
+      case "answer":
+        if (this.published || !this.pc) return;
+        await this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+        if (gen !== this.gen) return;
+        this.published = true;
+        await this.pump(gen);
+        break;
+      case "offer":
+        this.offers.push(msg.sdp);
+        await this.pump(gen);
+        break;
+      case "participant_joined":
+        this.participants.set(msg.participant.id, msg.participant);
+        this.hooks.onParticipantJoined?.(msg.participant);
+        this.updatePresence();
+        break;
+      case "participant_left":
+        this.participants.delete(msg.participant_id);
+        this.hooks.onParticipantLeft?.(msg.participant_id, msg.reason);
+        this.updatePresence();
+        break;
+      case "participant_updated":
+        if (msg.participant.id === this.selfId) return;
+        this.participants.set(msg.participant.id, msg.participant);
+        this.hooks.onParticipantUpdated?.(msg.participant);
+        break;
+      case "chat":
+        this.hooks.onChat?.(msg);
+        break;
+      case "resume_token":
+        this.storeResumeToken(msg.token);
+        break;
+      case "bye":
+        this.byeReason = msg.reason;
+        break;
+      case "error":
+        this.onServerError(msg);
+        break;
+      default:
+        break; // pong and anything newer
+    }
+  }
+
+  onServerError(msg) {
+    if (msg.code === "room_closed") this.byeReason = "room_ended";
+    else if (msg.code === "media_failed") this.mediaFailedNotice = true; // close 4500 follows
+    else if (msg.ref === "candidate") return; // e.g. a TCP candidate the server cannot parse
+    else if (msg.ref === "join" && msg.code === "already_joined") {
+      // Our previous connection is still registered (it died silently): try again shortly
+      // with the resume token this welcome gave us.
+      this.connectionLost(this.gen, "join refused: already_joined");
+      return;
+    }
+    else if (msg.ref === "offer" || msg.ref === "answer") console.error("fortrolig: SDP refused", msg.code);
+    this.hooks.onError?.(msg);
+  }
+
+  storeResumeToken(token) {
+    if (typeof token !== "string" || !token) return;
+    this.resumeToken = token;
+    this.hooks.onResumeToken?.(token);
+  }
+
+  updatePresence() {
+    if (this.state === "ended") return;
+    this.setState(this.participants.size > 0 ? "in_session" : "waiting");
+  }
+
+  // -- media --------------------------------------------------------------------------------
+
+  async publish(gen) {
+    this.closePeer();
+    this.trackOwners.clear();
+    // The server's ice_servers is the complete list: never let the browser add a default.
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    this.pc = pc;
+    const stream = this.local.stream;
+    this.senders = { audio: null, video: null };
+    if (this.local.hasAudio) {
+      const tx = pc.addTransceiver(this.local.audio || "audio", { direction: "sendonly", streams: [stream] });
+      this.senders.audio = tx.sender;
+    }
+    if (this.local.hasVideo) {
+      // A camera that is off right now still gets its m-line: turning it on later is a
+      // replaceTrack, and the client never re-offers.
+      const tx = pc.addTransceiver(this.local.video || "video", { direction: "sendonly", streams: [stream] });
+      this.senders.video = tx.sender;
+      if (!this.local.video) await tx.sender.replaceTrack(null);
+    }
+    if (!this.local.hasAudio && !this.local.hasVideo) {
+      pc.addTransceiver("audio", { direction: "recvonly" }); // nothing to send, still receive
+    }
+    pc.ontrack = (ev) => {
+      if (gen !== this.gen) return;
+      const stream = ev.streams[0];
+      if (!stream) return;
+      this.trackOwners.set(ev.track.id, stream.id); // the SFU names the stream by participant id
+      this.hooks.onRemoteTrack?.(stream.id, stream, ev.track);
+    };
+    pc.onicecandidate = (ev) => {
+      if (gen !== this.gen) return;
+      // Only the three protocol fields: unknown fields (usernameFragment) are a protocol error.
+      const c = ev.candidate;
+      if (c && c.candidate) this.send({ type: "candidate", candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex });
+      else if (!c) this.send({ type: "candidate", candidate: "", sdpMid: null, sdpMLineIndex: null });
+    };
+    pc.onconnectionstatechange = () => this.onPeerState(pc, gen);
+    await pc.setLocalDescription(await pc.createOffer());
+    if (gen !== this.gen) return;
+    this.send({ type: "offer", sdp: pc.localDescription.sdp });
+    this.after(MEDIA_CONNECT_LIMIT_MS, gen, () => {
+      if (pc.connectionState !== "connected") this.connectionLost(gen, "media timeout");
+    });
+  }
+
+  /** Answer queued server offers one by one, and only after our publish answer was applied. */
+  async pump(gen) {
+    if (!this.published || this.negotiating) return;
+    this.negotiating = true;
+    try {
+      while (this.offers.length && gen === this.gen) {
+        const sdp = this.offers.shift();
+        const pc = this.pc;
+        await pc.setRemoteDescription({ type: "offer", sdp });
+        await pc.setLocalDescription(await pc.createAnswer());
+        if (gen !== this.gen) return;
+        this.send({ type: "answer", sdp: pc.localDescription.sdp });
+      }
+    } finally {
+      this.negotiating = false;
+    }
+  }
+
+  onPeerState(pc, gen) {
+    if (gen !== this.gen || pc !== this.pc) return;
+    const state = pc.connectionState;
+    if (state === "connected") {
+      this.attempt = 0; // a working session resets the backoff
+      this.hooks.onMediaConnected?.();
+    } else if (state === "failed" || state === "closed") {
+      this.connectionLost(gen, `peer ${state}`);
+    } else if (state === "disconnected") {
+      this.after(DISCONNECTED_GRACE_MS, gen, () => {
+        if (pc.connectionState === "disconnected") this.connectionLost(gen, "peer disconnected");
+      });
+    }
+  }
+
+  // -- failure and reconnection ---------------------------------------------------------------
+
+  connectionLost(gen, why) {
+    if (gen !== this.gen || this.state === "ended") return;
+    console.info("fortrolig: connection lost:", why);
+    this.scheduleReconnect();
+  }
+
+  scheduleReconnect() {
+    this.teardown();
+    if (!this.resumeToken && !this.joinToken) {
+      this.end("failed");
+      return;
+    }
+    this.setState("reconnecting");
+    const base = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    this.attempt += 1;
+    const delay = base / 2 + Math.random() * (base / 2);
+    const gen = this.gen;
+    this.after(delay, gen, () => this.connect());
+  }
+
+  /** Close the WebSocket and peer connection of the current attempt; no state change. */
+  teardown() {
+    this.gen += 1;
+    for (const id of this.timers) {
+      clearTimeout(id);
+      clearInterval(id);
+    }
+    this.timers.clear();
+    this.closePeer();
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(1000);
+    }
+    this.published = false;
+    this.offers = [];
+  }
+
+  closePeer() {
+    if (!this.pc) return;
+    const pc = this.pc;
+    this.pc = null;
+    pc.ontrack = pc.onicecandidate = pc.onconnectionstatechange = null;
+    pc.close();
+  }
+
+  end(reason) {
+    if (this.state === "ended") return;
+    this.endReason = reason;
+    this.teardown();
+    this.resumeToken = null;
+    this.hooks.onResumeToken?.(null);
+    this.setState("ended", reason);
+  }
+
+  setState(state, detail) {
+    if (this.state === state && !detail) return;
+    this.state = state;
+    this.hooks.onState?.(state, detail);
+  }
+
+  send(msg) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  after(ms, gen, fn) {
+    const id = setTimeout(() => {
+      this.timers.delete(id);
+      if (gen === this.gen) fn();
+    }, ms);
+    this.timers.add(id);
+  }
+
+  every(ms, gen, fn) {
+    const id = setInterval(() => (gen === this.gen ? fn() : clearInterval(id)), ms);
+    this.timers.add(id);
+  }
+
+  // -- diagnostics (window.fortrolig) ---------------------------------------------------------
+
+  /** A summary of getStats(): what the tests and a support person need, nothing secret. */
+  async stats() {
+    const pc = this.pc;
+    if (!pc) return null;
+    const report = await pc.getStats();
+    const out = { connectionState: pc.connectionState, inbound: [], outbound: [], transport: null, pair: null };
+    for (const s of report.values()) {
+      if (s.type === "inbound-rtp") {
+        out.inbound.push({
+          kind: s.kind,
+          participantId: this.trackOwners.get(s.trackIdentifier) || null,
+          packetsReceived: s.packetsReceived,
+          bytesReceived: s.bytesReceived,
+          framesDecoded: s.framesDecoded,
+          frameWidth: s.frameWidth,
+          frameHeight: s.frameHeight,
+          totalSamplesReceived: s.totalSamplesReceived,
+          audioLevel: s.audioLevel,
+          totalAudioEnergy: s.totalAudioEnergy,
+        });
+      } else if (s.type === "outbound-rtp") {
+        out.outbound.push({
+          kind: s.kind,
+          bytesSent: s.bytesSent,
+          packetsSent: s.packetsSent,
+          framesEncoded: s.framesEncoded,
+          frameWidth: s.frameWidth,
+          frameHeight: s.frameHeight,
+          targetBitrate: s.targetBitrate,
+          qualityLimitationReason: s.qualityLimitationReason,
+          timestamp: s.timestamp,
+        });
+      } else if (s.type === "transport") {
+        out.transport = {
+          srtpCipher: s.srtpCipher,
+          dtlsCipher: s.dtlsCipher,
+          tlsVersion: s.tlsVersion,
+          dtlsState: s.dtlsState,
+          iceState: s.iceState,
+        };
+      } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        out.pair = {
+          availableOutgoingBitrate: s.availableOutgoingBitrate,
+          currentRoundTripTime: s.currentRoundTripTime,
+        };
+      }
+    }
+    return out;
+  }
+
+  /** Drop the signaling connection as a network failure would (tests, support). */
+  dropSignaling() {
+    if (this.ws) this.ws.close(4000, "dropped by the page");
+  }
+}

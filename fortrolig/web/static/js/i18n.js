@@ -1,0 +1,190 @@
+// Danish and English strings. The language follows navigator.languages (Danish when the
+// browser prefers it, English otherwise) and can be switched on the page; the choice is kept
+// in localStorage (it is not personal data).
+
+const STRINGS = {
+  en: {
+    "app.title": "Fortrolig consultation",
+    "app.skip": "Skip to content",
+    "stage.heading": "Video",
+    "ended.room_ended.self": "You ended the consultation for everyone.",
+    "lang.switch": "Dansk",
+    "lang.switch.label": "Skift til dansk",
+    "role.practitioner": "Practitioner",
+    "role.client": "Client",
+    "prejoin.heading": "Check your camera and microphone",
+    "prejoin.camera": "Camera",
+    "prejoin.microphone": "Microphone",
+    "prejoin.none": "None",
+    "prejoin.name": "Your name (optional)",
+    "prejoin.join": "Join consultation",
+    "prejoin.preview": "Your camera preview",
+    "prejoin.nodevices": "No camera or microphone could be opened. You can still join and see and hear the others.",
+    "prejoin.denied": "Access to the camera or microphone was refused. Allow it in the browser to be seen and heard.",
+    "prejoin.badlink": "This link is incomplete. Open the link from your invitation again.",
+    "state.prejoin": "Not connected yet",
+    "state.connecting": "Connecting…",
+    "state.waiting": "Waiting for the other participant…",
+    "state.in_session": "In session",
+    "state.reconnecting": "Connection lost – reconnecting…",
+    "state.ended": "The consultation has ended",
+    "ended.left": "You left the consultation.",
+    "ended.room_ended": "The practitioner ended the consultation.",
+    "ended.auth": "This link has expired or was already used.",
+    "ended.forbidden": "You cannot join this consultation (it is full or no longer exists).",
+    "ended.replaced": "You opened the consultation in another window.",
+    "ended.failed": "The connection could not be restored.",
+    "ended.error": "Something went wrong. Please reload the page.",
+    "controls.label": "Call controls",
+    "controls.mute": "Mute microphone",
+    "controls.unmute": "Unmute microphone",
+    "controls.camoff": "Turn camera off",
+    "controls.camon": "Turn camera on",
+    "controls.leave": "Leave",
+    "controls.end": "End for everyone",
+    "controls.end.confirm": "End the consultation for everyone?",
+    "controls.end.failed": "The consultation could not be ended.",
+    "controls.chat": "Chat",
+    "tile.you": "You",
+    "tile.muted": "Microphone off",
+    "tile.camoff": "Camera off",
+    "tile.video": "Video of {name}",
+    "participants.heading": "Participants",
+    "participants.you": "(you)",
+    "waiting.heading": "Waiting room",
+    "waiting.soon": "The waiting room comes in a later version.",
+    "notes.heading": "Notes",
+    "notes.soon": "Session notes come in a later version.",
+    "chat.heading": "Chat",
+    "chat.input": "Message",
+    "chat.send": "Send",
+    "chat.e2ee": "Messages are end-to-end encrypted (AES-256-GCM).",
+    "chat.waitingkey": "Waiting for the other participant's key…",
+    "chat.safety.with": "Safety code with {name}:",
+    "chat.safety.help": "Read the code aloud; it must be the same on both screens.",
+    "chat.keychanged": "The safety code with {name} changed. Compare it again.",
+    "chat.undecryptable": "A message could not be decrypted.",
+    "chat.toolong": "The message is too long.",
+    "chat.notsent": "The message could not be sent.",
+    "chat.you": "You",
+    "name.unknown": "Participant",
+  },
+  da: {
+    "app.title": "Fortrolig konsultation",
+    "app.skip": "Gå til indhold",
+    "stage.heading": "Video",
+    "ended.room_ended.self": "Du har afsluttet konsultationen for alle.",
+    "lang.switch": "English",
+    "lang.switch.label": "Switch to English",
+    "role.practitioner": "Behandler",
+    "role.client": "Klient",
+    "prejoin.heading": "Tjek dit kamera og din mikrofon",
+    "prejoin.camera": "Kamera",
+    "prejoin.microphone": "Mikrofon",
+    "prejoin.none": "Ingen",
+    "prejoin.name": "Dit navn (valgfrit)",
+    "prejoin.join": "Deltag i konsultationen",
+    "prejoin.preview": "Forhåndsvisning af dit kamera",
+    "prejoin.nodevices": "Der kunne ikke åbnes et kamera eller en mikrofon. Du kan stadig deltage og se og høre de andre.",
+    "prejoin.denied": "Adgang til kamera eller mikrofon blev afvist. Tillad det i browseren for at blive set og hørt.",
+    "prejoin.badlink": "Linket er ufuldstændigt. Åbn linket fra din invitation igen.",
+    "state.prejoin": "Ikke forbundet endnu",
+    "state.connecting": "Forbinder…",
+    "state.waiting": "Venter på den anden deltager…",
+    "state.in_session": "I samtale",
+    "state.reconnecting": "Forbindelsen blev afbrudt – forbinder igen…",
+    "state.ended": "Konsultationen er slut",
+    "ended.left": "Du har forladt konsultationen.",
+    "ended.room_ended": "Behandleren har afsluttet konsultationen.",
+    "ended.auth": "Linket er udløbet eller allerede brugt.",
+    "ended.forbidden": "Du kan ikke deltage i denne konsultation (den er fuld eller findes ikke længere).",
+    "ended.replaced": "Du har åbnet konsultationen i et andet vindue.",
+    "ended.failed": "Forbindelsen kunne ikke genoprettes.",
+    "ended.error": "Noget gik galt. Genindlæs siden.",
+    "controls.label": "Opkaldsknapper",
+    "controls.mute": "Slå mikrofonen fra",
+    "controls.unmute": "Slå mikrofonen til",
+    "controls.camoff": "Slå kameraet fra",
+    "controls.camon": "Slå kameraet til",
+    "controls.leave": "Forlad",
+    "controls.end": "Afslut for alle",
+    "controls.end.confirm": "Afslut konsultationen for alle?",
+    "controls.end.failed": "Konsultationen kunne ikke afsluttes.",
+    "controls.chat": "Chat",
+    "tile.you": "Dig",
+    "tile.muted": "Mikrofon slået fra",
+    "tile.camoff": "Kamera slået fra",
+    "tile.video": "Video af {name}",
+    "participants.heading": "Deltagere",
+    "participants.you": "(dig)",
+    "waiting.heading": "Venteværelse",
+    "waiting.soon": "Venteværelset kommer i en senere version.",
+    "notes.heading": "Notater",
+    "notes.soon": "Notater til samtalen kommer i en senere version.",
+    "chat.heading": "Chat",
+    "chat.input": "Besked",
+    "chat.send": "Send",
+    "chat.e2ee": "Beskeder er krypteret fra ende til ende (AES-256-GCM).",
+    "chat.waitingkey": "Venter på den anden deltagers nøgle…",
+    "chat.safety.with": "Sikkerhedskode med {name}:",
+    "chat.safety.help": "Læs koden højt; den skal være ens på begge skærme.",
+    "chat.keychanged": "Sikkerhedskoden med {name} er ændret. Sammenlign den igen.",
+    "chat.undecryptable": "En besked kunne ikke dekrypteres.",
+    "chat.toolong": "Beskeden er for lang.",
+    "chat.notsent": "Beskeden kunne ikke sendes.",
+    "chat.you": "Dig",
+    "name.unknown": "Deltager",
+  },
+};
+
+const STORAGE_KEY = "fortrolig.lang";
+
+/** The language to start with: a stored choice, else the first of navigator.languages we speak. */
+export function initialLanguage() {
+  try {
+    const stored = localStorage.getItem(STORAGE_KEY);
+    if (stored && stored in STRINGS) return stored;
+  } catch {
+    // storage may be disabled; fall through
+  }
+  for (const tag of navigator.languages || [navigator.language || "en"]) {
+    const base = String(tag).toLowerCase().split("-")[0];
+    if (base === "da" || base === "nb" || base === "no" || base === "nn") return "da";
+    if (base === "en") return "en";
+  }
+  return "en";
+}
+
+let current = "en";
+
+export function setLanguage(lang) {
+  current = lang in STRINGS ? lang : "en";
+  document.documentElement.lang = current;
+  try {
+    localStorage.setItem(STORAGE_KEY, current);
+  } catch {
+    // not persisted; fine
+  }
+}
+
+export function language() {
+  return current;
+}
+
+/** The string for ``key`` with {placeholders} filled in (textContent only, never HTML). */
+export function t(key, vars = {}) {
+  const text = STRINGS[current][key] ?? STRINGS.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => (name in vars ? String(vars[name]) : ""));
+}
+
+/** Fill every [data-i18n] (text), [data-i18n-label] (aria-label) and [data-i18n-placeholder]. */
+export function translatePage(root = document) {
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-label]")) {
+    el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+  }
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
+    el.setAttribute("placeholder", t(el.dataset.i18nPlaceholder));
+  }
+  document.title = t("app.title");
+}
