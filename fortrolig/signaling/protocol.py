@@ -125,6 +125,13 @@ class Leave:
 
 
 @dataclass(frozen=True, slots=True)
+class EndRoom:
+    """A practitioner in the room ends the consultation for everyone."""
+
+    type: ClassVar[str] = "end_room"
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Application-level ping; the server answers ``pong``."""
 
@@ -237,7 +244,7 @@ class ResumeToken:
 
 
 ClientMessage: TypeAlias = (
-    Hello | Join | Offer | Answer | Candidate | Chat | MediaState | Leave | Ping
+    Hello | Join | Offer | Answer | Candidate | Chat | MediaState | Leave | Ping | EndRoom
 )
 ServerMessage: TypeAlias = (
     Welcome
@@ -255,7 +262,8 @@ ServerMessage: TypeAlias = (
 )
 
 CLIENT_MESSAGES: Final[Mapping[str, type[Any]]] = {
-    cls.type: cls for cls in (Hello, Join, Offer, Answer, Candidate, Chat, MediaState, Leave, Ping)
+    cls.type: cls
+    for cls in (Hello, Join, Offer, Answer, Candidate, Chat, MediaState, Leave, Ping, EndRoom)
 }
 SERVER_MESSAGES: Final[Mapping[str, type[Any]]] = {
     cls.type: cls

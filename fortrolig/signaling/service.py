@@ -20,6 +20,7 @@ from fortrolig.core.config import Config
 from fortrolig.core.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     ProtocolError,
     RateLimited,
     Unauthenticated,
@@ -217,6 +218,7 @@ class Session:
             p.MediaState: self._on_media_state,
             p.Leave: self._on_leave,
             p.Ping: self._on_ping,
+            p.EndRoom: self._on_end_room,
         }
 
     @property
@@ -346,6 +348,14 @@ class Session:
         self.out.send(p.Bye(reason="left"))
         self.out.close(CLOSE_NORMAL, "left")
         await self.close("left")
+
+    async def _on_end_room(self, msg: p.EndRoom) -> None:
+        room, me = self._joined()
+        if me.role != Role.PRACTITIONER.value:
+            raise Forbidden(
+                "only a practitioner can end the consultation", code="practitioner_only"
+            )
+        await self.service.end_room(room.id, "room_ended")
 
     async def _on_ping(self, msg: p.Ping) -> None:
         self.out.send(p.Pong())

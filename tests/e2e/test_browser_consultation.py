@@ -310,8 +310,7 @@ async def test_practitioner_ends_the_consultation_for_everyone(
     server: Server, browsers: Browsers, tmp_path: Path
 ) -> None:
     session = server.session()
-    url = session["practitioner_url"] + "&access_token=" + session["access_token"]
-    practitioner = await browsers.open(url, "Dr. Ørsted", locale="da-DK")
+    practitioner = await browsers.open(session["practitioner_url"], "Dr. Ørsted", locale="da-DK")
     client = await browsers.open(session["client_url"], "Klient", viewport=(390, 844))
     await practitioner.wait_state("in_session")
     await client.wait_state("in_session")

@@ -32,6 +32,7 @@ PARTICIPANT = {
 CLIENT_SAMPLES: dict[str, dict[str, Any]] = {
     "hello": {"type": "hello", "v": 1, "token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln"},
     "join": {"type": "join", "name": "Anna"},
+    "end_room": {"type": "end_room"},
     "offer": {"type": "offer", "sdp": SDP},
     "answer": {"type": "answer", "sdp": SDP},
     "candidate": {"type": "candidate", "candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0},

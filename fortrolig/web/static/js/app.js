@@ -17,7 +17,6 @@ const ui = {
   role: null,
   roomId: null,
   joinToken: null,
-  accessToken: null,
   cameraId: "",
   micId: "",
   audio: null,
@@ -40,7 +39,6 @@ function readLink() {
   ui.roomId = parts[0] === "room" && parts[1] ? decodeURIComponent(parts[1]) : null;
   const role = params.get("role");
   ui.joinToken = params.get("token");
-  ui.accessToken = params.get("access_token"); // optional: lets a practitioner end the room
   const stored = readStored();
   ui.role = role === "practitioner" || role === "client" ? role : stored?.role ?? null;
   // Keep tokens out of the address bar, history and any screenshot of it.
@@ -344,23 +342,12 @@ function renderParticipants() {
   }
 }
 
-async function endForEveryone() {
-  if (!ui.accessToken || !ui.call?.roomId) return;
+function endForEveryone() {
+  if (!ui.call?.isJoined()) return;
   if (!confirm(t("controls.end.confirm"))) return;
-  try {
-    const resp = await fetch(`/api/v1/rooms/${encodeURIComponent(ui.call.roomId)}`, {
-      method: "DELETE",
-      headers: { Authorization: `Bearer ${ui.accessToken}` },
-      credentials: "omit",
-      cache: "no-store",
-      referrerPolicy: "no-referrer",
-    });
-    if (resp.status !== 204) throw new Error(`status ${resp.status}`);
-    ui.endedByMe = true; // the server now sends `bye room_ended` to everyone
-  } catch (err) {
-    console.warn("ending the room failed", err);
-    addSystemLine("controls.end.failed");
-  }
+  // The server answers every participant (this page too) with `bye room_ended`.
+  if (ui.call.send({ type: "end_room" })) ui.endedByMe = true;
+  else addSystemLine("controls.end.failed");
 }
 
 // -- chat ----------------------------------------------------------------------------------------
@@ -520,7 +507,7 @@ function render() {
   document.body.dataset.role = ui.role || "";
   $("practitioner-panel").hidden = !practitioner;
   $("notes-panel").hidden = !practitioner;
-  $("end-btn").hidden = !(practitioner && ui.accessToken);
+  $("end-btn").hidden = !practitioner;
   const call = ui.call;
   const audioOn = Boolean(call?.mediaState.audio);
   const videoOn = Boolean(call?.mediaState.video);
