@@ -229,5 +229,8 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    media = request.app[MEDIA_KEY]
+    if isinstance(media, WorkerPool):
+        await media.refresh()  # exact counters from every worker, not last second's push
     body = request.app[METRICS_KEY].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

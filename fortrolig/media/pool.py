@@ -300,6 +300,16 @@ class WorkerPool:
 
     # -- observability and lifecycle -----------------------------------------------------
 
+    async def refresh(self) -> None:
+        """Fetch a fresh snapshot from every live worker (called before /metrics renders, so a
+        scrape is exact rather than up to one push interval old)."""
+
+        async def one(w: _Worker) -> None:
+            with contextlib.suppress(Exception):
+                w.snapshot = await asyncio.wait_for(self._call(w, "snapshot"), 2.0)
+
+        await asyncio.gather(*(one(w) for w in self._workers if w.alive))
+
     def worker_pids(self) -> list[int]:
         """PIDs of the live workers (for operators and tests)."""
         return [w.proc.pid for w in self._workers if w.alive]
