@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class Server:
     data_dir: Path
     proc: subprocess.Popen[bytes]
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # what the node was started with
 
     @property
     def ws_url(self) -> str:
@@ -60,7 +61,14 @@ class Server:
         ]
         if max_participants is not None:
             cmd += ["--max-participants", str(max_participants)]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True)
+        out = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            env={**os.environ, **self.env},
+        )
         return dict(json.loads(out.stdout))
 
     def metrics(self) -> dict[str, float]:
@@ -120,7 +128,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
                 proc.kill()
                 raise RuntimeError(f"server did not start: {log_path.read_text()}") from None
             time.sleep(0.1)
-    return Server(base, data, proc, log_path)
+    return Server(base, data, proc, log_path, dict(extra_env or {}))
 
 
 def stop_server(server: Server) -> None:

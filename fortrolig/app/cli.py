@@ -21,6 +21,8 @@ from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.journal import cli as journal_cli
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 
+from .cli_accounts import add_parsers as add_account_parsers
+from .cli_accounts import ensure_dev_subscription
 from .server import build_app, public_url
 
 DEV_PRACTITIONER = "dev-practitioner"
@@ -62,6 +64,7 @@ async def _create_session(
     config: Config, base_url: str, max_participants: int | None
 ) -> dict[str, Any]:
     signing_key, _ = load_or_create_signing_keys(config.server.data_dir)
+    await ensure_dev_subscription(config, DEV_PRACTITIONER)
     issuer = TokenIssuer(signing_key, config.auth.issuer, SystemClock())
     access = issuer.issue(
         TokenKind.ACCESS, DEV_PRACTITIONER, Role.PRACTITIONER, ttl_s=config.auth.access_token_ttl_s
@@ -89,6 +92,50 @@ async def _create_session(
     }
 
 
+async def _create_consultation(
+    config: Config, base_url: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """A consultation with an invite (the client verifies, then waits to be admitted)."""
+    signing_key, _ = load_or_create_signing_keys(config.server.data_dir)
+    await ensure_dev_subscription(config, DEV_PRACTITIONER)
+    issuer = TokenIssuer(signing_key, config.auth.issuer, SystemClock())
+    access = issuer.issue(
+        TokenKind.ACCESS, DEV_PRACTITIONER, Role.PRACTITIONER, ttl_s=config.auth.access_token_ttl_s
+    )
+    body: dict[str, Any] = {"verification": args.verification}
+    for key, value in (
+        ("client_email", args.client_email),
+        ("client_name", args.client_name),
+        ("max_participants", args.max_participants),
+    ):
+        if value is not None:
+            body[key] = value
+    if args.send_invite:
+        body["send_invite"] = True
+    async with ClientSession(headers={"Authorization": f"Bearer {access}"}) as http:
+        async with http.post(f"{base_url}/api/v1/consultations", json=body) as resp:
+            consultation = await _checked(resp)
+        room_id = consultation["room_id"]
+        async with http.post(
+            f"{base_url}/api/v1/rooms/{room_id}/tokens", json={"role": "practitioner"}
+        ) as resp:
+            practitioner = await _checked(resp)
+    invite = consultation["invite"]
+    return {
+        "room_id": room_id,
+        "consultation_id": consultation["consultation_id"],
+        "verification": consultation["verification"],
+        "practitioner_url": practitioner["url"],
+        "practitioner_token": practitioner["token"],
+        "invite_url": invite["url"],
+        "client_url": invite["url"],
+        "invite_sent": invite["sent"],
+        "invite_expires_at": invite["expires_at"],
+        "expires_at": practitioner["expires_at"],
+        "access_token": access,
+    }
+
+
 async def _checked(resp: Any) -> dict[str, Any]:
     data: dict[str, Any] = await resp.json()
     if resp.status >= 400:
@@ -97,10 +144,20 @@ async def _checked(resp: Any) -> dict[str, Any]:
 
 
 def cmd_session_create(args: argparse.Namespace) -> int:
-    """Create a room on a running node (signing as the dev practitioner) and print its links."""
+    """Create a room on a running node (signing as the dev practitioner) and print its links.
+
+    ``--verification none`` (the default) keeps the direct links of before: the client's link
+    joins at once, no waiting room. Any other mode creates a consultation: the client opens an
+    invite link, verifies, and waits until the practitioner admits it.
+    """
     config = _config(args)
     base = (args.base_url or public_url(config)).rstrip("/")
-    result = asyncio.run(_create_session(config, base, args.max_participants))
+    if args.verification == "none":
+        if args.client_email or args.client_name or args.send_invite:
+            raise RuntimeError("--client-email/--client-name/--send-invite need --verification")
+        result = asyncio.run(_create_session(config, base, args.max_participants))
+    else:
+        result = asyncio.run(_create_consultation(config, base, args))
     if args.json:
         print(json.dumps(result))
     else:
@@ -181,6 +238,15 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--config", type=Path)
     create.add_argument("--base-url")
     create.add_argument("--max-participants", type=int)
+    create.add_argument(
+        "--verification",
+        choices=("none", "email_code", "anonymous", "eid"),
+        default="none",
+        help="how the client verifies (none: a direct client link, no waiting room)",
+    )
+    create.add_argument("--client-email", help="where the e-mail code (and invite) goes")
+    create.add_argument("--client-name")
+    create.add_argument("--send-invite", action="store_true", help="e-mail the invite link")
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(func=cmd_session_create)
 
@@ -206,6 +272,7 @@ def parser() -> argparse.ArgumentParser:
         cmd_journal_retention,
     )
     retention.add_argument("--dry-run", action="store_true", help="only list what would go")
+    add_account_parsers(sub)
     return top
 
 

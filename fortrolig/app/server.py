@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from fortrolig.core.clock import SystemClock
-from fortrolig.core.config import Config, read_secret_file
+from fortrolig.core.config import Config, read_private_file, read_secret_file
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.core.metrics import CONTENT_TYPE, Metrics, Sample
 from fortrolig.journal.factory import open_journal, retention_loop
@@ -28,9 +28,14 @@ from fortrolig.media.settings import IceServer, MediaSettings
 from fortrolig.media.sfu import Sfu
 from fortrolig.signaling.auth import MemoryJtiStore, TokenIssuer, TokenVerifier
 from fortrolig.signaling.http import PRINCIPAL, auth_middleware, error_middleware, room_routes
+from fortrolig.signaling.invite_http import invite_routes
+from fortrolig.signaling.invites import InviteService, MemoryInviteStore
+from fortrolig.signaling.mailer import SmtpMailer
 from fortrolig.signaling.service import SignalingService
 from fortrolig.signaling.ws import handle_ws
 from fortrolig.web.http import web_routes
+
+from .gate import gate_ctx, gate_middleware, gate_routes
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,7 @@ SHUTTING_DOWN_KEY = web.AppKey("shutting_down", list)
 # /readyz refuses above this event-loop lag (proposed config key: server.ready_max_loop_lag_s).
 READY_MAX_LOOP_LAG_S = 1.0
 JOURNAL_KEY = web.AppKey("journal", JournalService)
+INVITES_KEY = web.AppKey("invites", InviteService)
 
 
 def public_url(config: Config) -> str:
@@ -78,6 +84,18 @@ def media_backend(config: Config) -> Sfu | WorkerPool:
     return WorkerPool(media_settings(config), n)
 
 
+def mailer(config: Config) -> SmtpMailer | None:
+    """The SMTP mailer when ``smtp.host`` is set (its password read from a private file)."""
+    smtp = config.smtp
+    if not smtp.enabled:
+        return None
+    password = None
+    if smtp.password_file is not None:
+        raw = read_private_file(smtp.password_file, "SMTP password file")
+        password = raw.decode("utf-8").rstrip("\r\n")
+    return SmtpMailer(smtp, password)
+
+
 def build_app(config: Config) -> web.Application:
     """The whole node: signaling API and WebSocket, the in-process SFU, health and metrics."""
     clock = SystemClock()
@@ -92,20 +110,31 @@ def build_app(config: Config) -> web.Application:
     if config.media.turn_secret_file is not None:
         secret = read_secret_file(config.media.turn_secret_file)
     service = SignalingService(config, sfu, issuer, verifier, clock, turn_secret=secret)
+    # In memory for now (lost on restart); see docs/security.md, "Invites and verification".
+    invites = InviteService(
+        service,
+        MemoryInviteStore(clock),
+        mailer(config),
+        clock,
+        invite_ttl_s=config.invites.ttl_s,
+        public_url=public_url(config),
+    )
     metrics = Metrics({"region": config.server.region})
 
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(service)],  # type: ignore[list-item]
+        middlewares=[error_middleware, auth_middleware(service), gate_middleware(config)],  # type: ignore[list-item]
         client_max_size=64 * 1024,
     )
     app[CONFIG_KEY] = config
     app[MEDIA_KEY] = sfu
     app[SIGNALING_KEY] = service
+    app[INVITES_KEY] = invites
     app[METRICS_KEY] = metrics
     app[LOOP_LAG_KEY] = [0.0]
     app[SHUTTING_DOWN_KEY] = [False]
     app.on_shutdown.append(_mark_shutting_down)
     metrics.add_source(service.samples)
+    metrics.add_source(invites.samples)
     metrics.add_source(sfu.samples)
     metrics.add_source(lambda: _process_samples(app))
 
@@ -117,9 +146,12 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.add_routes(room_routes(service, public_url(config)))
+    app.add_routes(invite_routes(invites))
     app.add_routes(journal_routes(JOURNAL_KEY, lambda request: request.get(PRINCIPAL)))
     app.add_routes(web_routes())
+    app.add_routes(gate_routes())
     app.cleanup_ctx.append(_journal_ctx(config))
+    app.cleanup_ctx.append(gate_ctx(config, issuer, service))
     app.cleanup_ctx.append(_sfu_ctx)
     app.cleanup_ctx.append(_loop_lag_ctx)
     return app

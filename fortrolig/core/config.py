@@ -199,6 +199,49 @@ _DB_SCHEMES = ("sqlite://", "postgresql://", "postgres://")
 
 
 @dataclass(frozen=True, slots=True)
+class AccountsConfig:
+    """Practitioner accounts: their database and the keyring sealing TOTP secrets.
+
+    An empty ``database_url`` is SQLite at ``<data_dir>/accounts.db`` (subscriptions share it).
+    """
+
+    database_url: str = ""
+    keyring_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            _is_database_url(self.database_url),
+            "accounts.database_url",
+            f"must be empty (SQLite in the data dir) or a URL starting with one of {_DB_SCHEMES}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BillingConfig:
+    """The subscription gate and the billing provider's webhook.
+
+    ``enforce`` makes every session need an active subscription; it is on by itself as soon as
+    a webhook secret is configured. A self-hosted single practice runs without it.
+    """
+
+    enforce: bool = False
+    webhook_secret_files: tuple[str, ...] = ()
+    sweep_interval_s: float = 2.0
+
+    @property
+    def enforced(self) -> bool:
+        """Whether sessions and exports are gated on the subscription."""
+        return self.enforce or bool(self.webhook_secret_files)
+
+    def __post_init__(self) -> None:
+        _require(
+            0.5 <= self.sweep_interval_s <= 60,
+            "billing.sweep_interval_s",
+            "must be between 0.5 and 60 (suspension must end live sessions within seconds)",
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class JournalConfig:
     """The encrypted journal: its database, keyring, and retention.
 
@@ -243,6 +286,97 @@ def _is_database_url(url: str) -> bool:
     return bool(rest)
 
 
+MIN_INVITE_TTL_S = 300
+MAX_INVITE_TTL_S = 7 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class InvitesConfig:
+    """Client invite links: how long one stays redeemable (seconds).
+
+    The e-mail code that follows (6 digits, 10 minutes, 5 attempts) is fixed by the security
+    baseline, not configured.
+    """
+
+    ttl_s: int = 86_400
+
+    def __post_init__(self) -> None:
+        _require(
+            MIN_INVITE_TTL_S <= self.ttl_s <= MAX_INVITE_TTL_S,
+            "invites.ttl_s",
+            f"must be in {MIN_INVITE_TTL_S}..{MAX_INVITE_TTL_S} (five minutes to one week)",
+        )
+
+
+_EMAIL_RE = re.compile(r"^[^@\s<>\x00-\x1f\x7f]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+_LOOPBACK_HOSTS = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_email_address(text: str) -> bool:
+    """A plain ``local@domain.tld`` address (no display name, no spaces or control characters)."""
+    return len(text) <= 254 and bool(_EMAIL_RE.match(text))
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP address."""
+    if host.lower() in _LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """The SMTP server that sends invites and e-mail codes; an empty ``host`` sends nothing.
+
+    Invite e-mails carry a bearer link, so the connection must use STARTTLS unless the server is
+    on this machine (a local relay). Authentication needs STARTTLS too; the password comes from a
+    private file.
+    """
+
+    host: str = ""
+    port: int = 587
+    from_address: str = ""
+    starttls: bool = True
+    username: str = ""
+    password_file: Path | None = None
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.port <= 65535, "smtp.port", "must be in 1..65535")
+        _require(1 <= self.timeout_s <= 120, "smtp.timeout_s", "must be in 1..120")
+        _require(
+            self.from_address == "" or is_email_address(self.from_address),
+            "smtp.from_address",
+            "must be a plain e-mail address (local@domain.tld)",
+        )
+        _require(
+            (self.username == "") == (self.password_file is None),
+            "smtp.password_file",
+            "username and password_file go together",
+        )
+        if not self.host:
+            return
+        _require(bool(self.from_address), "smtp.from_address", "required when smtp.host is set")
+        _require(
+            self.starttls or is_loopback_host(self.host),
+            "smtp.starttls",
+            "may be false only for a server on this machine (invite e-mails carry bearer links)",
+        )
+        _require(
+            self.starttls or not self.username,
+            "smtp.starttls",
+            "authentication needs STARTTLS",
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether e-mail can be sent at all."""
+        return bool(self.host)
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -261,6 +395,10 @@ class Config:
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    billing: BillingConfig = field(default_factory=BillingConfig)
+    invites: InvitesConfig = field(default_factory=InvitesConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
 
 
 SECTIONS: Mapping[str, type[Any]] = {
@@ -270,6 +408,10 @@ SECTIONS: Mapping[str, type[Any]] = {
     "rooms": RoomsConfig,
     "media": MediaConfig,
     "journal": JournalConfig,
+    "accounts": AccountsConfig,
+    "billing": BillingConfig,
+    "invites": InvitesConfig,
+    "smtp": SmtpConfig,
 }
 
 # --- type conversion -------------------------------------------------------------------------

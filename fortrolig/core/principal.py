@@ -15,3 +15,4 @@ class Principal:
 
     subject: str
     role: str
+    issued_at: float | None = None  # the token's iat: tokens from before a revocation are refused

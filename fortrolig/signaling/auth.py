@@ -76,8 +76,17 @@ class Role(StrEnum):
     CLIENT = "client"
 
 
+class VerificationMode(StrEnum):
+    """How a client proved who they are before its join token was issued (claim ``vm``)."""
+
+    EMAIL_CODE = "email_code"
+    ANONYMOUS = "anonymous"
+    EID = "eid"
+
+
 _ROLES: Final = frozenset(role.value for role in Role)
 _KINDS: Final = frozenset(kind.value for kind in TokenKind)
+_MODES: Final = frozenset(mode.value for mode in VerificationMode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,11 @@ class Claims:
     exp: int
     kind: TokenKind
     name: str | None
+    # The client's verification (claims ``vm`` and ``vn``): the mode, and the verified e-mail
+    # (email_code), the verified name (eid) or a pseudonym (anonymous). None on tokens that were
+    # not issued through an invite (practitioners, direct links).
+    verification: VerificationMode | None = None
+    verified: str | None = None
 
 
 def _fail(code: str, message: str) -> Unauthenticated:
@@ -150,12 +164,16 @@ class TokenIssuer:
         ttl_s: int,
         room: str | None = None,
         name: str | None = None,
+        verification: VerificationMode | None = None,
+        verified: str | None = None,
     ) -> tuple[str, Claims]:
         """Return a signed token and the claims it carries (for ``expires_at`` and the jti)."""
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
         iat = int(self._clock.now())
-        claims = Claims(sub, role, room, random_token(16), iat, iat + ttl_s, kind, name)
+        claims = Claims(
+            sub, role, room, random_token(16), iat, iat + ttl_s, kind, name, verification, verified
+        )
         payload: dict[str, Any] = {
             "iss": self._issuer,
             "sub": sub,
@@ -166,7 +184,8 @@ class TokenIssuer:
             "tk": kind.value,
             "role": role.value,
         }
-        payload.update({k: v for k, v in (("room", room), ("name", name)) if v is not None})
+        optional = (("room", room), ("name", name), ("vm", verification), ("vn", verified))
+        payload.update({k: str(v) for k, v in optional if v is not None})
         headers = {"kid": self._key.kid, "typ": "JWT"}
         token = jwt.encode(payload, self._key.private_key, algorithm=ALGORITHM, headers=headers)
         return token, claims
@@ -180,9 +199,20 @@ class TokenIssuer:
         ttl_s: int,
         room: str | None = None,
         name: str | None = None,
+        verification: VerificationMode | None = None,
+        verified: str | None = None,
     ) -> str:
         """Return a signed token of ``kind`` for ``sub``, valid for ``ttl_s`` seconds."""
-        return self.mint(kind, sub, role, ttl_s=ttl_s, room=room, name=name)[0]
+        return self.mint(
+            kind,
+            sub,
+            role,
+            ttl_s=ttl_s,
+            room=room,
+            name=name,
+            verification=verification,
+            verified=verified,
+        )[0]
 
 
 class TokenVerifier:
@@ -285,13 +315,14 @@ def _typed_claims(payload: dict[str, Any]) -> Claims:
     if missing:
         raise _fail("token_claims", f"missing claims: {', '.join(missing)}")
     strings = ("iss", "aud", "sub", "jti", "role", "tk")
-    optional = ("room", "name")
+    optional = ("room", "name", "vm", "vn")
     if (
         not all(isinstance(payload[n], str) and payload[n] for n in strings)
         or not all(_is_int(payload[n]) for n in ("iat", "exp"))
         or not all(isinstance(payload.get(n), str | None) for n in optional)
         or payload["role"] not in _ROLES
         or payload["tk"] not in _KINDS
+        or payload.get("vm", "email_code") not in _MODES
     ):
         raise _fail("token_claims", "claims have wrong types or values")
     return Claims(
@@ -303,6 +334,8 @@ def _typed_claims(payload: dict[str, Any]) -> Claims:
         exp=payload["exp"],
         kind=TokenKind(payload["tk"]),
         name=payload.get("name"),
+        verification=VerificationMode(payload["vm"]) if "vm" in payload else None,
+        verified=payload.get("vn"),
     )
 
 

@@ -30,6 +30,9 @@ from .service import SignalingService
 log = logging.getLogger(__name__)
 
 PRINCIPAL = web.RequestKey("fortrolig.principal", Principal)
+# The client's side of invites: no access token (the invite secret or the verification handle in
+# the body is the credential).
+PUBLIC_API_PREFIX = "/api/v1/invite/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 16 * 1024
 HTTP_ERROR_CODES = {
@@ -51,7 +54,11 @@ def error_response(exc: FortroligError) -> web.Response:
     ids); the message is in the log.
     """
     message = "internal error" if exc.fault == "server" else exc.message
-    body = {"error": {"code": exc.code, "message": message}}
+    error: dict[str, Any] = {"code": exc.code, "message": message}
+    details = getattr(exc, "details", None)  # e.g. attempts_left of a wrong e-mail code
+    if isinstance(details, dict) and exc.fault != "server":
+        error.update({k: val for k, val in details.items() if k not in error})
+    body = {"error": error}
     return web.json_response(body, status=exc.status)
 
 
@@ -85,13 +92,15 @@ def auth_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/api/"):
+        if request.path.startswith("/api/") and not request.path.startswith(PUBLIC_API_PREFIX):
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token:
                 raise Unauthenticated("a Bearer access token is required", code="token_missing")
             claims = await service.verifier.verify(token.strip(), TokenKind.ACCESS, consume=False)
-            request[PRINCIPAL] = Principal(subject=claims.sub, role=claims.role.value)
+            request[PRINCIPAL] = Principal(
+                subject=claims.sub, role=claims.role.value, issued_at=float(claims.iat)
+            )
         return await handler(request)
 
     return middleware
@@ -102,6 +111,16 @@ def _principal(request: web.Request) -> Principal:
     if principal.role != Role.PRACTITIONER.value:
         raise Forbidden("practitioners only", code="practitioner_only")
     return principal
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body ({} when empty); ``too_large`` / ``bad_json``."""
+    return await _json_body(request)
+
+
+def principal(request: web.Request) -> Principal:
+    """The authenticated practitioner of an /api/ request (``practitioner_only`` otherwise)."""
+    return _principal(request)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -146,11 +165,20 @@ def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef
     async def create_room(request: web.Request) -> web.Response:
         who = _principal(request)
         data = await _json_body(request)
-        unknown = set(data) - {"max_participants"}
+        unknown = set(data) - {"max_participants", "waiting_room"}
         if unknown:
             raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
-        room = service.create_room(who.subject, _optional_int(data, "max_participants"))
-        body = {"room_id": room.id, "max_participants": room.max_participants}
+        waiting_room = data.get("waiting_room", False)
+        if not isinstance(waiting_room, bool):
+            raise BadRequest("waiting_room must be a boolean", code="bad_field")
+        room = service.create_room(
+            who.subject, _optional_int(data, "max_participants"), waiting_room
+        )
+        body = {
+            "room_id": room.id,
+            "max_participants": room.max_participants,
+            "waiting_room": room.waiting_room,
+        }
         return web.json_response(body, status=201)
 
     async def create_token(request: web.Request) -> web.Response:
@@ -183,10 +211,16 @@ def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef
             {"id": x.id, "role": x.role, "name": x.name, "audio": x.audio, "video": x.video}
             for x in room.participants.values()
         ]
+        waiting = [
+            {"id": x.id, "name": x.name, "verification": x.verification or "none"}
+            for x in room.waiting.values()
+        ]
         body = {
             "room_id": room.id,
             "max_participants": room.max_participants,
             "participants": people,
+            "waiting_room": room.waiting_room,
+            "waiting": waiting,
         }
         return web.json_response(body)
 

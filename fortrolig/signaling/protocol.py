@@ -34,6 +34,8 @@ CODE_MAX: Final = 64
 TEXT_MAX: Final = 1024
 MAX_ITEMS: Final = 64
 ROLES: Final = ("practitioner", "client")
+VERIFICATIONS: Final = ("email_code", "anonymous", "eid", "none")
+VERIFIED_MAX: Final = 320  # an e-mail address (RFC 5321 path limit is 256; names are shorter)
 
 
 def _s(max_len: int = TEXT_MAX, *, default: Any = dataclasses.MISSING) -> Any:
@@ -46,6 +48,10 @@ def _i(lo: int, hi: int, *, default: Any = dataclasses.MISSING) -> Any:
 
 def _role() -> Any:
     return field(metadata={"choices": ROLES})
+
+
+def _verification() -> Any:
+    return field(metadata={"choices": VERIFICATIONS})
 
 
 # --- client → server -------------------------------------------------------------------------
@@ -132,6 +138,22 @@ class EndRoom:
 
 
 @dataclass(frozen=True, slots=True)
+class Admit:
+    """A practitioner in the room lets a waiting client in."""
+
+    type: ClassVar[str] = "admit"
+    participant_id: str = _s(ID_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """A practitioner in the room turns a waiting client away (``bye denied``, close 1000)."""
+
+    type: ClassVar[str] = "deny"
+    participant_id: str = _s(ID_MAX)
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Application-level ping; the server answers ``pong``."""
 
@@ -150,6 +172,21 @@ class ParticipantInfo:
     name: str | None = _s(NAME_MAX, default=None)
     audio: bool = True
     video: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingClient:
+    """A client in the waiting room as practitioners see it: how it proved who it is.
+
+    ``verification`` is ``none`` for a client whose token came from a direct link rather than
+    an invite; ``verified`` is the verified e-mail (email_code), the verified name (eid), a
+    pseudonym (anonymous) or null (none).
+    """
+
+    id: str = _s(ID_MAX)
+    verification: str = _verification()
+    name: str | None = _s(NAME_MAX, default=None)
+    verified: str | None = _s(VERIFIED_MAX, default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +273,21 @@ class Bye:
 
 
 @dataclass(frozen=True, slots=True)
+class Waiting:
+    """To a client after ``join`` in a room with a waiting room: wait to be admitted."""
+
+    type: ClassVar[str] = "waiting"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingRoom:
+    """To practitioners in the room: every client waiting now, in arrival order."""
+
+    type: ClassVar[str] = "waiting_room"
+    clients: tuple[WaitingClient, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ResumeToken:
     """A fresh single-use resume token, sent every half resume-token lifetime."""
 
@@ -244,7 +296,18 @@ class ResumeToken:
 
 
 ClientMessage: TypeAlias = (
-    Hello | Join | Offer | Answer | Candidate | Chat | MediaState | Leave | Ping | EndRoom
+    Hello
+    | Join
+    | Offer
+    | Answer
+    | Candidate
+    | Chat
+    | MediaState
+    | Leave
+    | Ping
+    | EndRoom
+    | Admit
+    | Deny
 )
 ServerMessage: TypeAlias = (
     Welcome
@@ -259,11 +322,26 @@ ServerMessage: TypeAlias = (
     | Pong
     | Bye
     | ResumeToken
+    | Waiting
+    | WaitingRoom
 )
 
 CLIENT_MESSAGES: Final[Mapping[str, type[Any]]] = {
     cls.type: cls
-    for cls in (Hello, Join, Offer, Answer, Candidate, Chat, MediaState, Leave, Ping, EndRoom)
+    for cls in (
+        Hello,
+        Join,
+        Offer,
+        Answer,
+        Candidate,
+        Chat,
+        MediaState,
+        Leave,
+        Ping,
+        EndRoom,
+        Admit,
+        Deny,
+    )
 }
 SERVER_MESSAGES: Final[Mapping[str, type[Any]]] = {
     cls.type: cls
@@ -280,6 +358,8 @@ SERVER_MESSAGES: Final[Mapping[str, type[Any]]] = {
         Pong,
         Bye,
         ResumeToken,
+        Waiting,
+        WaitingRoom,
     )
 }
 
@@ -357,7 +437,12 @@ def _field_specs(cls: type[Any]) -> tuple[_FieldSpec, ...]:
 # Resolved once at import: type hints are strings under ``from __future__ import annotations``.
 _SPECS: Final[Mapping[type[Any], tuple[_FieldSpec, ...]]] = {
     cls: _field_specs(cls)
-    for cls in (*CLIENT_MESSAGES.values(), *SERVER_MESSAGES.values(), ParticipantInfo)
+    for cls in (
+        *CLIENT_MESSAGES.values(),
+        *SERVER_MESSAGES.values(),
+        ParticipantInfo,
+        WaitingClient,
+    )
 }
 
 

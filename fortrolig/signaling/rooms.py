@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from fortrolig.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from fortrolig.core.ids import new_id
 
+WAITING_MAX = 16
+"""Clients that may wait in one room at a time (a consultation has one or a few)."""
+
 
 @dataclass
 class Participant:
@@ -17,11 +20,21 @@ class Participant:
     name: str | None = None
     audio: bool = True
     video: bool = True
+    # How the client was verified (None: a direct link, not an invite) and the verified e-mail,
+    # name or pseudonym; shown to practitioners in the waiting room.
+    verification: str | None = None
+    verified: str | None = None
 
 
 @dataclass
 class Room:
-    """A consultation room owned by one practitioner, with a participant limit."""
+    """A consultation room owned by one practitioner, with a participant limit.
+
+    With ``waiting_room`` on, a client's ``join`` puts it in ``waiting`` (arrival order) until a
+    practitioner admits it (its id is then remembered in ``admitted``, so that a reconnect goes
+    straight back in) or denies it (remembered in ``denied``: it cannot wait again).
+    Practitioners always join directly.
+    """
 
     id: str
     owner: str
@@ -29,16 +42,69 @@ class Room:
     created_at: float
     closed: bool = False
     participants: dict[str, Participant] = field(default_factory=dict)
+    waiting_room: bool = False
+    waiting: dict[str, Participant] = field(default_factory=dict)
+    admitted: set[str] = field(default_factory=set)
+    denied: set[str] = field(default_factory=set)
 
     def admit(self, participant: Participant) -> None:
         """Add ``participant``; refuses when the room is closed or full."""
+        self.check_can_enter(participant.id)
+        self.participants[participant.id] = participant
+
+    def check_can_enter(self, participant_id: str) -> None:
+        """Raise the error :meth:`admit` would raise for ``participant_id``, changing nothing."""
         if self.closed:
             raise Conflict("the room has ended", code="room_closed")
-        if participant.id in self.participants:
+        if participant_id in self.participants:
             raise Conflict("already in the room", code="already_joined")
         if len(self.participants) >= self.max_participants:
             raise Conflict("the room is full", code="room_full")
-        self.participants[participant.id] = participant
+
+    def must_wait(self, participant: Participant) -> bool:
+        """Whether this participant's ``join`` goes to the waiting room rather than in."""
+        return (
+            self.waiting_room
+            and participant.role == "client"
+            and participant.id not in self.admitted
+        )
+
+    def enqueue(self, participant: Participant) -> None:
+        """Put a client in the waiting room; refuses when closed, denied or too many wait."""
+        if self.closed:
+            raise Conflict("the room has ended", code="room_closed")
+        if participant.id in self.denied:
+            raise Forbidden("the practitioner did not admit you", code="denied")
+        if participant.id in self.waiting or participant.id in self.participants:
+            raise Conflict("already waiting", code="already_joined")
+        if len(self.waiting) >= WAITING_MAX:
+            raise Conflict("too many clients are waiting", code="waiting_room_full")
+        self.waiting[participant.id] = participant
+
+    def waiting_client(self, participant_id: str) -> Participant:
+        """The waiting client ``participant_id``; ``not_waiting`` if nobody by that id waits."""
+        found = self.waiting.get(participant_id)
+        if found is None:
+            raise NotFound("no such client in the waiting room", code="not_waiting")
+        return found
+
+    def let_in(self, participant_id: str) -> Participant:
+        """Move a waiting client into the room (capacity checked first: nothing changes if full)."""
+        client = self.waiting_client(participant_id)
+        if len(self.participants) >= self.max_participants:
+            # Not `room_full`, which ends the connection of whoever joins a full room.
+            raise Conflict("the room is full; the client keeps waiting", code="room_at_capacity")
+        self.check_can_enter(participant_id)
+        del self.waiting[participant_id]
+        self.admitted.add(participant_id)
+        self.participants[participant_id] = client
+        return client
+
+    def turn_away(self, participant_id: str) -> Participant:
+        """Mark a waiting client denied: it may not wait again (its session removes it)."""
+        client = self.waiting_client(participant_id)
+        self.denied.add(participant_id)
+        return client
 
     def remove(self, participant_id: str) -> Participant | None:
         """Remove a participant; None if it was not there."""
@@ -62,16 +128,27 @@ class RoomRegistry:
         self._default_max = default_max
         self._limit = limit
 
-    def create(self, owner: str, now: float, max_participants: int | None = None) -> Room:
+    def create(
+        self,
+        owner: str,
+        now: float,
+        max_participants: int | None = None,
+        waiting_room: bool = False,
+    ) -> Room:
         """A new open room owned by practitioner ``owner``."""
+        size = self.check_size(max_participants)
+        room = Room(new_id("room"), owner, size, now, waiting_room=waiting_room)
+        self._rooms[room.id] = room
+        return room
+
+    def check_size(self, max_participants: int | None) -> int:
+        """The room size to use for ``max_participants`` (None: the default); ``bad_room_size``."""
         size = self._default_max if max_participants is None else max_participants
         if not 2 <= size <= self._limit:
             raise BadRequest(
                 f"max_participants must be between 2 and {self._limit}", code="bad_room_size"
             )
-        room = Room(new_id("room"), owner, size, now)
-        self._rooms[room.id] = room
-        return room
+        return size
 
     def get(self, room_id: str) -> Room:
         """The open room ``room_id``."""
@@ -87,12 +164,24 @@ class RoomRegistry:
         del self._rooms[room_id]
         return room
 
+    def all(self) -> list[Room]:
+        """Every open room."""
+        return list(self._rooms.values())
+
+    def owned_by(self, owner: str) -> list[Room]:
+        """The open rooms of practitioner ``owner``."""
+        return [r for r in self._rooms.values() if r.owner == owner]
+
     def __len__(self) -> int:
         return len(self._rooms)
 
     def participant_count(self) -> int:
         """Participants over every room."""
         return sum(len(r.participants) for r in self._rooms.values())
+
+    def waiting_count(self) -> int:
+        """Clients in waiting rooms over every room."""
+        return sum(len(r.waiting) for r in self._rooms.values())
 
 
 class TokenBucket:

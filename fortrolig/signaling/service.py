@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from fortrolig.core.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    NotFound,
     ProtocolError,
     RateLimited,
     Unauthenticated,
@@ -29,7 +30,7 @@ from fortrolig.core.ids import new_id
 from fortrolig.core.metrics import Histogram, Sample
 
 from . import protocol as p
-from .auth import Claims, Role, TokenIssuer, TokenKind, TokenVerifier
+from .auth import Claims, Role, TokenIssuer, TokenKind, TokenVerifier, VerificationMode
 from .ports import MediaBackend
 from .rooms import Participant, Room, RoomRegistry, TokenBucket
 from .turn import ice_servers_for
@@ -54,13 +55,16 @@ FATAL_CLOSE: Mapping[str, int] = {
     "room_closed": CLOSE_NORMAL,  # the room ended: a normal end (docs/protocol.md)
     "room_not_found": CLOSE_FORBIDDEN,
     "unsupported_version": CLOSE_PROTOCOL,
+    "denied": CLOSE_NORMAL,  # a practitioner turned this client away earlier
+    "waiting_room_full": CLOSE_FORBIDDEN,
+    "subscription_required": CLOSE_FORBIDDEN,
 }
 
 # Join latency (hello received → the participant's peer connected), in seconds.
 JOIN_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 
 # Fatal user errors after whose `error` a `bye` (with this reason) precedes the close.
-BYE_BEFORE_CLOSE: Mapping[str, str] = {"room_closed": "room_ended"}
+BYE_BEFORE_CLOSE: Mapping[str, str] = {"room_closed": "room_ended", "denied": "denied"}
 
 
 class Outbound(Protocol):
@@ -98,6 +102,9 @@ class SignalingService:
         self.verifier = verifier
         self.clock = clock
         self.turn_secret = turn_secret
+        # Set by the composition root when subscriptions are enforced: raises (Forbidden,
+        # code subscription_required) unless the practitioner may hold sessions.
+        self.access_gate: Callable[[str], Awaitable[None]] | None = None
         self.rooms = RoomRegistry(
             config.rooms.default_max_participants, config.rooms.max_participants_limit
         )
@@ -124,9 +131,28 @@ class SignalingService:
         self.counters.sessions_opened += 1
         return Session(self, out)
 
-    def create_room(self, owner: str, max_participants: int | None) -> Room:
-        """A new room for practitioner ``owner``."""
-        return self.rooms.create(owner, self.clock.now(), max_participants)
+    async def check_owner_access(self, owner: str) -> None:
+        """Refuse (typed error) when the room owner's subscription does not allow sessions."""
+        if self.access_gate is not None:
+            await self.access_gate(owner)
+
+    async def end_rooms_of(self, owner: str, reason: str) -> int:
+        """End every live room of ``owner`` (suspension, subscription end); how many ended."""
+        ended = 0
+        for room in self.rooms.owned_by(owner):
+            await self.end_room(room.id, reason)
+            ended += 1
+        return ended
+
+    def room_owners(self) -> set[str]:
+        """Practitioners with at least one live room."""
+        return {room.owner for room in self.rooms.all()}
+
+    def create_room(
+        self, owner: str, max_participants: int | None, waiting_room: bool = False
+    ) -> Room:
+        """A new room for ``owner``; with ``waiting_room`` on, clients wait to be let in."""
+        return self.rooms.create(owner, self.clock.now(), max_participants, waiting_room)
 
     def issue_join_token(self, room: Room, role: Role, name: str | None) -> tuple[str, Claims]:
         """A single-use join token for ``room``."""
@@ -139,10 +165,39 @@ class SignalingService:
             name=name,
         )
 
+    def issue_client_token(
+        self,
+        room: Room,
+        verification: VerificationMode,
+        verified: str | None,
+        name: str | None,
+    ) -> tuple[str, Claims]:
+        """A single-use client join token carrying how the client was verified."""
+        return self.issuer.mint(
+            TokenKind.JOIN,
+            new_id("sub"),
+            Role.CLIENT,
+            ttl_s=self.config.auth.join_token_ttl_s,
+            room=room.id,
+            name=name,
+            verification=verification,
+            verified=verified,
+        )
+
+    def notify_waiting_room(self, room: Room) -> None:
+        """Tell every practitioner in ``room`` who waits now."""
+        if not room.waiting_room or room.closed:
+            return
+        msg = p.WaitingRoom(clients=tuple(_waiting_info(x) for x in room.waiting.values()))
+        for participant in room.participants.values():
+            session = self.sessions.get(participant.id)
+            if participant.role == Role.PRACTITIONER.value and session and not session.closed:
+                session.out.send(msg)
+
     async def end_room(self, room_id: str, reason: str) -> None:
-        """End a room for everyone: ``bye`` then close 1000, media closed."""
+        """End a room for everyone (waiting clients too): ``bye`` then close 1000, media closed."""
         room = self.rooms.close(room_id)
-        for pid in list(room.participants):
+        for pid in [*room.participants, *room.waiting]:
             session = self.sessions.get(pid)
             if session is not None:
                 session.out.send(p.Bye(reason=reason))
@@ -167,6 +222,12 @@ class SignalingService:
         )
         yield Sample(
             "fortrolig_ws_sessions", "Open signaling sessions", "gauge", len(self.sessions)
+        )
+        yield Sample(
+            "fortrolig_waiting_clients",
+            "Clients in waiting rooms (not yet admitted)",
+            "gauge",
+            self.rooms.waiting_count(),
         )
         yield Sample("fortrolig_joins_total", "Room joins", "counter", self.counters.joins)
         yield Sample(
@@ -219,6 +280,8 @@ class Session:
             p.Leave: self._on_leave,
             p.Ping: self._on_ping,
             p.EndRoom: self._on_end_room,
+            p.Admit: self._on_admit,
+            p.Deny: self._on_deny,
         }
 
     @property
@@ -234,9 +297,16 @@ class Session:
             )
         claims, participant_id = await self._verify(msg.token)
         room = self.service.rooms.get(claims.room or "")
+        await self.service.check_owner_access(room.owner)
         self.claims = claims
         self.room = room
-        self.participant = Participant(participant_id, claims.role.value, claims.name)
+        self.participant = Participant(
+            participant_id,
+            claims.role.value,
+            claims.name,
+            verification=claims.verification.value if claims.verification else None,
+            verified=claims.verified,
+        )
         self.out.send(
             p.Welcome(
                 v=p.PROTOCOL_VERSION,
@@ -278,6 +348,8 @@ class Session:
             ttl_s=self.service.config.auth.resume_token_ttl_s,
             room=self.claims.room,
             name=self.participant.name,
+            verification=self.claims.verification,
+            verified=self.claims.verified,
         )
 
     async def handle(self, msg: p.ClientMessage) -> None:
@@ -296,12 +368,27 @@ class Session:
         if current is not None:  # a resumed participant replaces its silently dead connection
             current.out.close(CLOSE_REPLACED, "replaced by a new connection")
             await current.close("replaced")
-        if me.id in room.participants:
+        if me.id in room.participants or me.id in room.waiting:
             raise Conflict("already joined", code="already_joined")
         if msg.name:
             me.name = msg.name
+        if room.must_wait(me):
+            # Not the media path: no peer, no offer accepted until a practitioner admits.
+            room.enqueue(me)
+            self.service.sessions[me.id] = self
+            self.out.send(p.Waiting())
+            self.service.notify_waiting_room(room)
+            return
         room.admit(me)
         self.service.sessions[me.id] = self
+        await self._enter(room, me)
+        if me.role == Role.PRACTITIONER.value and room.waiting_room:
+            self.out.send(
+                p.WaitingRoom(clients=tuple(_waiting_info(x) for x in room.waiting.values()))
+            )
+
+    async def _enter(self, room: Room, me: Participant) -> None:
+        """The participant is in the room: open its media peer and tell everyone."""
         self.service.counters.joins += 1
         await self.service.media.open_peer(room.id, me.id, self)
         self.out.send(p.Joined(participants=tuple(_info(x) for x in room.others(me.id))))
@@ -357,6 +444,34 @@ class Session:
             )
         await self.service.end_room(room.id, "room_ended")
 
+    async def _on_admit(self, msg: p.Admit) -> None:
+        room = self._practitioner_in_room("admit")
+        target = self._waiting_session(room, msg.participant_id)
+        client = room.let_in(msg.participant_id)  # room_full: nothing changes, it keeps waiting
+        await target._enter(room, client)
+        self.service.notify_waiting_room(room)
+
+    async def _on_deny(self, msg: p.Deny) -> None:
+        room = self._practitioner_in_room("deny")
+        target = self._waiting_session(room, msg.participant_id)
+        room.turn_away(msg.participant_id)
+        target.out.send(p.Bye(reason="denied"))
+        target.out.close(CLOSE_NORMAL, "denied")
+        await target.close("denied")  # leaves the waiting list; practitioners are told
+
+    def _practitioner_in_room(self, what: str) -> Room:
+        room, me = self._joined()
+        if me.role != Role.PRACTITIONER.value:
+            raise Forbidden(f"only a practitioner can {what} clients", code="practitioner_only")
+        return room
+
+    def _waiting_session(self, room: Room, participant_id: str) -> Session:
+        room.waiting_client(participant_id)  # not_waiting unless that client waits here
+        session = self.service.sessions.get(participant_id)
+        if session is None or session.closed:
+            raise NotFound("no such client in the waiting room", code="not_waiting")
+        return session
+
     async def _on_ping(self, msg: p.Ping) -> None:
         self.out.send(p.Pong())
 
@@ -391,6 +506,8 @@ class Session:
 
     def _joined(self) -> tuple[Room, Participant]:
         room, me = self._authed()
+        if me.id in room.waiting and self.service.sessions.get(me.id) is self:
+            raise Conflict("wait until the practitioner lets you in", code="not_admitted")
         if me.id not in room.participants or self.service.sessions.get(me.id) is not self:
             raise Conflict("join the room first", code="not_joined")
         return room, me
@@ -413,6 +530,9 @@ class Session:
         if room is None or me is None or self.service.sessions.get(me.id) is not self:
             return
         del self.service.sessions[me.id]
+        if room.waiting.pop(me.id, None) is not None:  # it never reached the media path
+            self.service.notify_waiting_room(room)
+            return
         room.remove(me.id)
         await self.service.media.close_peer(room.id, me.id)
         if room.closed:  # the room ended: everyone gets `bye room_ended`, not participant_left
@@ -430,3 +550,9 @@ def _is_control(c: str) -> bool:
 
 def _info(x: Participant) -> p.ParticipantInfo:
     return p.ParticipantInfo(id=x.id, role=x.role, name=x.name, audio=x.audio, video=x.video)
+
+
+def _waiting_info(x: Participant) -> p.WaitingClient:
+    return p.WaitingClient(
+        id=x.id, verification=x.verification or "none", name=x.name, verified=x.verified
+    )

@@ -28,7 +28,7 @@ PAGE_HEADERS = {
 
 
 def web_routes() -> list[web.AbstractRouteDef]:
-    """The room page at /room/{room_id} and static assets under /static/."""
+    """The room page at /room/{room_id}, the invite page at /invite, static assets."""
 
     async def room_page(request: web.Request) -> web.StreamResponse:
         page = STATIC_DIR / "room.html"
@@ -36,7 +36,15 @@ def web_routes() -> list[web.AbstractRouteDef]:
             raise web.HTTPNotFound(text="the browser client is not installed")
         return web.FileResponse(page, headers=PAGE_HEADERS)
 
+    async def invite_page(request: web.Request) -> web.StreamResponse:
+        # The invite secret is in the fragment (/invite#<secret>): this request never carries it.
+        page = STATIC_DIR / "invite.html"
+        if not page.is_file():
+            raise web.HTTPNotFound(text="the browser client is not installed")
+        return web.FileResponse(page, headers=PAGE_HEADERS)
+
     return [
         web.get("/room/{room_id}", room_page),
+        web.get("/invite", invite_page),
         web.static("/static", STATIC_DIR, follow_symlinks=False),
     ]

@@ -118,6 +118,34 @@ class Browsers:
         viewport: tuple[int, int] = (1280, 800),
         locale: str = "en-GB",
     ) -> RoomPage:
+        room = await self.new_page(name, viewport, locale)
+        await room.page.goto(url)
+        await self.prejoin(room, join, camera, microphone)
+        return room
+
+    async def prejoin(
+        self,
+        room: RoomPage,
+        join: bool = True,
+        camera: str | None = "",
+        microphone: str | None = "",
+    ) -> None:
+        """On the room page: wait for the preview, choose devices, type the name, join."""
+        page = room.page
+        await page.wait_for_function("window.fortrolig !== undefined")
+        await page.wait_for_selector("#join-btn:not([disabled])")
+        if camera is None:
+            await page.select_option("#camera-select", "none")
+        if microphone is None:
+            await page.select_option("#mic-select", "none")
+        await page.fill("#name-input", room.name)
+        if join:
+            await page.click("#join-btn")
+
+    async def new_page(
+        self, name: str, viewport: tuple[int, int] = (1280, 800), locale: str = "en-GB"
+    ) -> RoomPage:
+        """A page in its own browser context, its WebSocket recorded, not navigated yet."""
         context = await self.browser.new_context(
             viewport={"width": viewport[0], "height": viewport[1]}, locale=locale
         )
@@ -143,16 +171,6 @@ class Browsers:
             server.on_message(from_server)
 
         await page.route_web_socket("**/ws", route)
-        await page.goto(url)
-        await page.wait_for_function("window.fortrolig !== undefined")
-        await page.wait_for_selector("#join-btn:not([disabled])")
-        if camera is None:
-            await page.select_option("#camera-select", "none")
-        if microphone is None:
-            await page.select_option("#mic-select", "none")
-        await page.fill("#name-input", name)
-        if join:
-            await page.click("#join-btn")
         self.pages.append(room)
         return room
 

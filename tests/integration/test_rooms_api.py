@@ -321,7 +321,7 @@ async def test_create_room_with_bad_size_is_400_bad_room_size(
 async def test_create_room_at_the_size_bounds_is_201(api: Api, size: int) -> None:
     status, body = await api.call("POST", "/api/v1/rooms", {"max_participants": size})
     assert status == 201
-    assert set(body) == {"room_id", "max_participants"}
+    assert set(body) == {"room_id", "max_participants", "waiting_room"}
     assert body["max_participants"] == size
 
 

@@ -26,6 +26,7 @@ from fortrolig.signaling.auth import (
     TokenIssuer,
     TokenKind,
     TokenVerifier,
+    VerificationMode,
 )
 
 ISSUER = "fortrolig-test"
@@ -118,6 +119,32 @@ async def test_optional_claims_absent(issuer: TokenIssuer, verifier: TokenVerifi
     assert "room" not in jwt.decode(token, options={"verify_signature": False})
     got = await verifier.verify(token, TokenKind.ACCESS, consume=False)
     assert got.room is None and got.name is None
+
+
+@pytest.mark.parametrize("mode", list(VerificationMode))
+async def test_verification_claims_round_trip(
+    issuer: TokenIssuer, verifier: TokenVerifier, mode: VerificationMode
+) -> None:
+    token, minted = issuer.mint(
+        TokenKind.JOIN,
+        "c-1",
+        Role.CLIENT,
+        ttl_s=60,
+        room="room_x",
+        verification=mode,
+        verified="anna@example.eu",
+    )
+    payload = jwt.decode(token, options={"verify_signature": False})
+    assert (payload["vm"], payload["vn"]) == (mode.value, "anna@example.eu")
+    got = await verifier.verify(token, TokenKind.JOIN, consume=True)
+    assert got == minted and got.verification is mode and got.verified == "anna@example.eu"
+
+
+async def test_verification_claims_absent(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
+    token = issuer.issue(TokenKind.JOIN, "c-1", Role.CLIENT, ttl_s=60, room="room_x")
+    assert {"vm", "vn"}.isdisjoint(jwt.decode(token, options={"verify_signature": False}))
+    got = await verifier.verify(token, TokenKind.JOIN, consume=False)
+    assert got.verification is None and got.verified is None
 
 
 def test_issue_rejects_nonpositive_ttl(issuer: TokenIssuer) -> None:
@@ -382,6 +409,9 @@ async def test_missing_required_claim(key: SigningKey, verifier: TokenVerifier, 
         {"exp": True},
         {"room": 3},
         {"name": ["x"]},
+        {"vm": "sms"},
+        {"vm": 3},
+        {"vn": 5},
     ],
 )
 async def test_bad_claim_values(

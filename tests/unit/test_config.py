@@ -347,3 +347,64 @@ def test_secret_symlink_refused(tmp_path: Path) -> None:
     link.symlink_to(target)
     with pytest.raises(ConfigError, match="cannot open"):
         read_secret_file(link)
+
+
+def test_invites_and_smtp_defaults_and_values(tmp_path: Path) -> None:
+    config = load_config(None, {})
+    assert config.invites.ttl_s == 86_400
+    assert config.smtp.host == "" and not config.smtp.enabled and config.smtp.starttls
+    path = write(
+        tmp_path,
+        '[invites]\nttl_s = 3600\n[smtp]\nhost = "mail.example.eu"\nport = 587\n'
+        'from_address = "noreply@example.eu"\nusername = "fortrolig"\n'
+        'password_file = "/run/secrets/smtp"\n',
+    )
+    config = load_config(path, {})
+    assert config.invites.ttl_s == 3600
+    assert config.smtp.enabled and config.smtp.password_file == Path("/run/secrets/smtp")
+    local = load_config(
+        None,
+        {
+            "FORTROLIG_SMTP__HOST": "127.0.0.1",
+            "FORTROLIG_SMTP__STARTTLS": "false",
+            "FORTROLIG_SMTP__FROM_ADDRESS": "noreply@example.eu",
+        },
+    )
+    assert local.smtp.enabled and not local.smtp.starttls
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"FORTROLIG_INVITES__TTL_S": "299"}, "invites.ttl_s"),
+        ({"FORTROLIG_INVITES__TTL_S": "604801"}, "invites.ttl_s"),
+        ({"FORTROLIG_INVITES__CODE_TTL_S": "60"}, "invites.code_ttl_s: unknown key"),
+        ({"FORTROLIG_SMTP__HOST": "mail.example.eu"}, "smtp.from_address: required"),
+        ({"FORTROLIG_SMTP__FROM_ADDRESS": "Fortrolig <a@b.eu>"}, "smtp.from_address"),
+        ({"FORTROLIG_SMTP__PORT": "0"}, "smtp.port"),
+        ({"FORTROLIG_SMTP__TIMEOUT_S": "0.5"}, "smtp.timeout_s"),
+        ({"FORTROLIG_SMTP__USERNAME": "u"}, "smtp.password_file"),
+        ({"FORTROLIG_SMTP__PASSWORD_FILE": "/run/secrets/smtp"}, "smtp.password_file"),
+        (
+            {
+                "FORTROLIG_SMTP__HOST": "mail.example.eu",
+                "FORTROLIG_SMTP__FROM_ADDRESS": "a@example.eu",
+                "FORTROLIG_SMTP__STARTTLS": "false",
+            },
+            "smtp.starttls: may be false only",
+        ),
+        (
+            {
+                "FORTROLIG_SMTP__HOST": "localhost",
+                "FORTROLIG_SMTP__FROM_ADDRESS": "a@example.eu",
+                "FORTROLIG_SMTP__STARTTLS": "false",
+                "FORTROLIG_SMTP__USERNAME": "u",
+                "FORTROLIG_SMTP__PASSWORD_FILE": "/run/secrets/smtp",
+            },
+            "smtp.starttls: authentication needs STARTTLS",
+        ),
+        ({"FORTROLIG_SMTP__STARTTLS": "maybe"}, "smtp.starttls"),
+    ],
+)
+def test_invites_and_smtp_validation(env: dict[str, str], match: str) -> None:
+    config_error(match, None, env)

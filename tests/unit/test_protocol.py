@@ -33,6 +33,8 @@ CLIENT_SAMPLES: dict[str, dict[str, Any]] = {
     "hello": {"type": "hello", "v": 1, "token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln"},
     "join": {"type": "join", "name": "Anna"},
     "end_room": {"type": "end_room"},
+    "admit": {"type": "admit", "participant_id": "p_7kq2"},
+    "deny": {"type": "deny", "participant_id": "p_7kq2"},
     "offer": {"type": "offer", "sdp": SDP},
     "answer": {"type": "answer", "sdp": SDP},
     "candidate": {"type": "candidate", "candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0},
@@ -74,6 +76,20 @@ SERVER_SAMPLES: dict[str, dict[str, Any]] = {
     "pong": {"type": "pong"},
     "bye": {"type": "bye", "reason": "room_ended"},
     "resume_token": {"type": "resume_token", "token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln"},
+    "waiting": {"type": "waiting"},
+    "waiting_room": {
+        "type": "waiting_room",
+        "clients": [
+            {
+                "id": "p_7kq2",
+                "verification": "email_code",
+                "name": "Anna",
+                "verified": "anna@example.eu",
+            },
+            {"id": "p_9xx1", "verification": "anonymous", "name": None, "verified": "Anonym K7QF"},
+            {"id": "p_3abc", "verification": "none", "name": "Bo", "verified": None},
+        ],
+    },
 }
 
 
@@ -315,3 +331,27 @@ def test_chat_round_trip(text: str, ident: str) -> None:
     else:
         assert msg == p.Chat(text=text, id=ident)
         assert p.parse(p.dump(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"type":"admit"}',
+        '{"type":"admit","participant_id":5}',
+        '{"type":"deny","participant_id":"' + "x" * 65 + '"}',
+        '{"type":"deny","participant_id":"p_1","reason":"no"}',
+    ],
+)
+def test_bad_admit_and_deny(raw: str) -> None:
+    assert code_of(raw) == "bad_field"
+
+
+def test_waiting_room_client_fields_are_checked() -> None:
+    for client in (
+        {"id": "p_1", "verification": "sms"},
+        {"id": "p_1"},
+        {"id": "p_1", "verification": "none", "verified": "x" * 321},
+    ):
+        with pytest.raises(ProtocolError) as info:
+            p.parse_server(json.dumps({"type": "waiting_room", "clients": [client]}))
+        assert info.value.code == "bad_field"

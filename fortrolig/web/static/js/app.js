@@ -26,6 +26,7 @@ const ui = {
   chatMaxBytes: CHAT_MAX_BYTES_DEFAULT,
   stateLog: [],
   tiles: new Map(), // participant id -> {root, video, caption, flags, placeholder}
+  waiting: [], // practitioners: clients in the waiting room (server's `waiting_room`)
   chatSeq: 0,
   call: null,
   chat: null,
@@ -219,6 +220,10 @@ function callHooks() {
       if (msg.ref === "chat") addSystemLine(msg.code === "chat_too_long" ? "chat.toolong" : "chat.notsent");
     },
     onResumeToken: (token) => storeResume(token),
+    onWaitingRoom: (clients) => {
+      ui.waiting = clients;
+      renderWaitingRoom();
+    },
   };
 }
 
@@ -342,6 +347,59 @@ function renderParticipants() {
   }
 }
 
+// The waiting room: who waits, how each proved who they are, admit / deny.
+const VERIFICATION_KEYS = {
+  email_code: "waiting.how.email_code",
+  eid: "waiting.how.eid",
+  anonymous: "waiting.how.anonymous",
+  none: "waiting.how.none",
+};
+
+function renderWaitingRoom() {
+  const list = $("waiting-list");
+  list.replaceChildren();
+  const clients = ui.state === "ended" ? [] : ui.waiting;
+  $("waiting-empty").hidden = clients.length > 0;
+  for (const c of clients) {
+    const name = c.name || (c.verification === "anonymous" && c.verified) || t("role.client");
+    const li = document.createElement("li");
+    li.dataset.participantId = c.id;
+    li.dataset.verification = c.verification;
+    const who = document.createElement("span");
+    who.className = "waiting__who";
+    const strong = document.createElement("span");
+    strong.className = "waiting__name";
+    strong.textContent = name;
+    const how = document.createElement("span");
+    how.className = "waiting__how";
+    how.dataset.verification = c.verification;
+    how.textContent = t(VERIFICATION_KEYS[c.verification] || "waiting.how.none", { verified: c.verified || "" });
+    who.append(strong, how);
+    li.append(who, waitingButton("admit", c.id, name), waitingButton("deny", c.id, name));
+    list.append(li);
+  }
+}
+
+function waitingButton(action, id, name) {
+  const btn = document.createElement("button");
+  btn.type = "button";
+  btn.className = action === "admit" ? "btn btn--primary" : "btn btn--danger-outline";
+  btn.dataset.action = action;
+  btn.dataset.participantId = id;
+  btn.textContent = t(`waiting.${action}`);
+  btn.setAttribute("aria-label", t(`waiting.${action}.label`, { name }));
+  return btn;
+}
+
+function onWaitingClick(event) {
+  const btn = event.target.closest("button[data-action]");
+  if (!btn || !ui.call) return;
+  btn.disabled = true; // one click, one message; the server's next waiting_room redraws
+  const id = btn.dataset.participantId;
+  const sent = btn.dataset.action === "admit" ? ui.call.admit(id) : ui.call.deny(id);
+  if (!sent) btn.disabled = false;
+}
+
 function endForEveryone() {
   if (!ui.call?.isJoined()) return;
   if (!confirm(t("controls.end.confirm"))) return;
@@ -450,6 +508,7 @@ function bindControls() {
   $("cam-btn").addEventListener("click", () => toggleCamera().catch((e) => console.warn(e)));
   $("leave-btn").addEventListener("click", () => ui.call?.leave());
   $("end-btn").addEventListener("click", endForEveryone);
+  $("waiting-list").addEventListener("click", onWaitingClick);
   $("chat-form").addEventListener("submit", (e) => sendChat(e).catch((err) => console.warn(err)));
   $("chat-input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
@@ -521,6 +580,8 @@ function render() {
   cam.disabled = !ui.hadVideo;
   renderFlags($("self-flags"), audioOn, videoOn || !call);
   $("chat-send").disabled = !(call?.isJoined());
+  $("lobby").hidden = ui.state !== "waiting_room";
+  renderWaitingRoom();
   for (const tile of ui.tiles.values()) renderTile(tile);
   renderParticipants();
   renderSafetyCodes();
@@ -548,6 +609,7 @@ Object.defineProperty(window, "fortrolig", {
     },
     states: () => [...ui.stateLog],
     participants: () => [...(ui.call?.participants.values() ?? [])].map((p) => ({ ...p })),
+    waiting: () => ui.waiting.map((c) => ({ ...c })),
     stats: () => ui.call?.stats() ?? Promise.resolve(null),
     safetyCodes: () => ui.chat?.safetyCodes() ?? {},
     dropSignaling: () => ui.call?.dropSignaling(),

@@ -24,7 +24,7 @@ export class Call {
    *   hooks: onState(state, detail), onWelcome(welcome), onRoster(participants),
    *          onParticipantJoined(p), onParticipantLeft(id, reason), onParticipantUpdated(p),
    *          onRemoteTrack(participantId, stream, track), onChat(msg), onError(msg),
-   *          onResumeToken(token | null)
+   *          onResumeToken(token | null), onWaitingRoom(clients) (practitioners)
    */
   constructor(opts) {
     this.wsUrl = opts.wsUrl;
@@ -100,6 +100,15 @@ export class Call {
   sendChat(text, id) {
     if (!this.isJoined()) return false;
     return this.send({ type: "chat", text, id });
+  }
+
+  /** A practitioner lets a waiting client in (`admit`) or turns it away (`deny`). */
+  admit(participantId) {
+    return this.isJoined() && this.send({ type: "admit", participant_id: participantId });
+  }
+
+  deny(participantId) {
+    return this.isJoined() && this.send({ type: "deny", participant_id: participantId });
   }
 
   /** Leave for good: the server frees everything at once (`leave` → `bye` → close). */
@@ -178,6 +187,14 @@ export class Call {
         this.storeResumeToken(msg.resume_token);
         this.hooks.onWelcome?.(msg);
         this.send(this.name ? { type: "join", name: this.name } : { type: "join" });
+        break;
+      case "waiting":
+        // A client in a room with a waiting room: no peer connection until `joined`.
+        this.closePeer();
+        this.setState("waiting_room");
+        break;
+      case "waiting_room":
+        this.hooks.onWaitingRoom?.(Array.isArray(msg.clients) ? msg.clients : []);
         break;
       case "joined":
         this.participants = new Map(msg.participants.map((p) => [p.id, p]));

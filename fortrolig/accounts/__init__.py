@@ -1,0 +1,1 @@
+"""Practitioner accounts and subscriptions: identity, login, second factor, access gate."""

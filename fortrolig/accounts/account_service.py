@@ -1,0 +1,466 @@
+"""Practitioner accounts: sign-up, TOTP enrolment, login, refresh, logout, password change.
+
+The service is transport-free (the HTTP routes and the admin CLI call it). It never imports the
+token machinery of ``signaling``: the composition root passes an :class:`AccessTokenMinter`.
+
+Authentication paths share one shape (:meth:`AccountService._authenticate`): count the attempt
+under the e-mail's and the client address's throttle keys (refused with ``login_throttled`` while
+a backoff runs), verify the password (against a dummy hash when the e-mail is unknown, so that
+timing tells nothing), then the TOTP code, spending its time step atomically. Every failure is the
+same ``invalid_credentials``; success clears the counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Protocol, TypeVar
+
+from fortrolig.accounts.account_store import AccountStore, open_account_store
+from fortrolig.accounts.passwords import (
+    DEFAULT_PARAMETERS,
+    Argon2Parameters,
+    PasswordHasher,
+    WeakPassword,
+    check_password_policy,
+)
+from fortrolig.accounts.practitioners import (
+    ACCESS_TTL_S,
+    REFRESH_TTL_S,
+    AccountNotFound,
+    AccountState,
+    BackoffPolicy,
+    EnrolmentRequired,
+    InvalidCredentials,
+    InvalidEmail,
+    InvalidRefreshToken,
+    LoginThrottled,
+    NoPendingEnrolment,
+    PractitionerRow,
+    RefreshVerdict,
+    ThrottleKey,
+    email_throttle_key,
+    ip_throttle_key,
+    new_refresh_token,
+    normalize_display_name,
+    normalize_email,
+    plausible_refresh_token,
+    refresh_token_hash,
+)
+from fortrolig.accounts.totp import (
+    KeyringSealer,
+    SecretSealer,
+    matching_step,
+    new_secret,
+    provisioning_uri,
+    secret_base32,
+)
+from fortrolig.core.aead import FileKeyring
+from fortrolig.core.clock import Clock, SystemClock
+from fortrolig.core.errors import ConfigError
+from fortrolig.core.ids import new_id
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DB_FILE: Final = "accounts.db"
+KEYRING_FILE: Final = "keys/accounts-keyring.json"
+OTPAUTH_ISSUER: Final = "Fortrolig"
+PURGE_KEEP_S: Final = 30 * 86_400.0
+"""Dead refresh families stay this long after expiry/revocation (reuse is still recognised)."""
+
+
+class AccessTokenMinter(Protocol):
+    """Issues practitioner ACCESS tokens (the app wires it to signaling's TokenIssuer)."""
+
+    def mint_access(self, subject: str, ttl_s: int) -> tuple[str, int]:
+        """Return ``(token, expires_at)`` for a practitioner access token of ``ttl_s`` seconds."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LockoutPolicy:
+    """Backoff per account (e-mail), per client address for logins, and per address for sign-up."""
+
+    account: BackoffPolicy = field(default_factory=BackoffPolicy)
+    address: BackoffPolicy = field(default_factory=BackoffPolicy)
+    signup_address: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(threshold=10))
+
+
+@dataclass(frozen=True, slots=True)
+class SignUpResult:
+    """A new account, waiting for its second factor."""
+
+    practitioner_id: str
+    email: str
+    display_name: str
+    state: AccountState
+
+
+@dataclass(frozen=True, slots=True)
+class TotpEnrolment:
+    """What the authenticator app needs: the URI (for a QR code) and the base32 secret."""
+
+    otpauth_uri: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Tokens after login or refresh. Times are unix seconds."""
+
+    practitioner_id: str
+    access_token: str
+    expires_at: int
+    refresh_token: str
+    refresh_expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    row: PractitionerRow
+    keys: list[str]
+
+
+class AccountService:
+    """Practitioner accounts on an :class:`AccountStore`.
+
+    ``hash_parameters`` below the Argon2 baseline are refused unless ``allow_weak_hashing``
+    (tests). ``minter`` may be None for administrator commands, which issue no tokens.
+    """
+
+    def __init__(
+        self,
+        store: AccountStore,
+        sealer: SecretSealer,
+        minter: AccessTokenMinter | None,
+        clock: Clock,
+        *,
+        access_ttl_s: int = ACCESS_TTL_S,
+        refresh_ttl_s: int = REFRESH_TTL_S,
+        hash_parameters: Argon2Parameters = DEFAULT_PARAMETERS,
+        allow_weak_hashing: bool = False,
+        lockout: LockoutPolicy = LockoutPolicy(),
+        max_parallel_hashes: int = 2,
+        otpauth_issuer: str = OTPAUTH_ISSUER,
+    ) -> None:
+        if not hash_parameters.meets_baseline() and not allow_weak_hashing:
+            raise ConfigError("Argon2 parameters are below the baseline (m=19 MiB, t=2, p=1)")
+        if access_ttl_s < 1 or refresh_ttl_s <= access_ttl_s:
+            raise ConfigError("need 1 <= access_ttl_s < refresh_ttl_s")
+        self.store = store
+        self._sealer = sealer
+        self._minter = minter
+        self._clock = clock
+        self._access_ttl = access_ttl_s
+        self._refresh_ttl = refresh_ttl_s
+        self._hasher = PasswordHasher(hash_parameters)
+        self._lockout = lockout
+        self._issuer = otpauth_issuer
+        self._hash_slots = asyncio.Semaphore(max_parallel_hashes)
+        self._dummy_hash = ""
+
+    async def start(self) -> None:
+        """Open the store (migrating it) and prepare the dummy hash."""
+        await self.store.open()
+        self._dummy_hash = await self._in_thread(self._hasher.dummy_hash)
+
+    async def close(self) -> None:
+        """Close the store; idempotent."""
+        await self.store.close()
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        # Argon2 costs ~64 MiB and ~150 ms per call: bound how many run at once.
+        async with self._hash_slots:
+            return await asyncio.to_thread(fn)
+
+    # --- sign-up and enrolment -----------------------------------------------------------------
+
+    async def sign_up(
+        self, email: str, display_name: str, password: str, *, client_ip: str | None = None
+    ) -> SignUpResult:
+        """Create an account that must enrol its second factor before it can log in.
+
+        Raises ``invalid_email``, ``invalid_display_name``, ``weak_password`` or ``email_taken``.
+        Sign-ups count under the client address's own throttle key (never cleared by success):
+        ``email_taken`` reveals that an address has an account, so probing it is rate-limited.
+        """
+        address = normalize_email(email)
+        name = normalize_display_name(display_name)
+        check_password_policy(password, address)
+        keys = self._keys(None, client_ip, self._lockout.signup_address, "signup")
+        await self._register(keys)
+        password_hash = await self._in_thread(lambda: self._hasher.hash(password))
+        row = PractitionerRow(
+            id=new_id("prac"),
+            email=address,
+            display_name=name,
+            password_hash=password_hash,
+            totp_sealed=None,
+            totp_enrolled=False,
+            totp_last_step=None,
+            created_at=self._clock.now(),
+            revoked_after=None,
+        )
+        await self.store.create_practitioner(row)
+        log.info("practitioner account %s created", row.id)
+        return SignUpResult(row.id, row.email, row.display_name, row.state)
+
+    async def enrol_totp(
+        self, email: str, password: str, *, client_ip: str | None = None
+    ) -> TotpEnrolment:
+        """Start (or restart) TOTP enrolment; only before the first code is confirmed.
+
+        Once enrolled, this answers ``invalid_credentials`` like a wrong password (and counts as
+        a failure): a distinct answer would make this route a password oracle that skips the
+        second factor. Re-enrolment needs an administrator's :meth:`reset_totp`.
+        """
+        verified = await self._check_password(email, password, client_ip)
+        row = verified.row
+        if row.totp_enrolled:
+            raise InvalidCredentials()
+        secret = new_secret()
+        if not await self.store.set_pending_totp(row.id, self._sealer.seal(row.id, secret)):
+            raise InvalidCredentials()  # confirmed concurrently
+        await self.store.clear_attempts(verified.keys)
+        return TotpEnrolment(
+            provisioning_uri(secret, row.email, self._issuer), secret_base32(secret)
+        )
+
+    async def confirm_totp(
+        self, email: str, password: str, code: str, *, client_ip: str | None = None
+    ) -> AccountState:
+        """Finish enrolment with the first code from the app; the account becomes active.
+
+        On an enrolled account this is ``invalid_credentials``, as in :meth:`enrol_totp`.
+        """
+        verified = await self._check_password(email, password, client_ip)
+        row = verified.row
+        if row.totp_enrolled:
+            raise InvalidCredentials()
+        if row.totp_sealed is None:
+            raise NoPendingEnrolment("start the enrolment first (POST /auth/totp/enrol)")
+        secret = self._sealer.open(row.id, row.totp_sealed)
+        step = matching_step(secret, code, self._clock.now())
+        if step is None or not await self.store.confirm_totp(row.id, row.totp_sealed, step):
+            raise InvalidCredentials()
+        await self.store.clear_attempts(verified.keys)
+        log.info("practitioner account %s enrolled its second factor", row.id)
+        return AccountState.ACTIVE
+
+    # --- login, refresh, logout ----------------------------------------------------------------
+
+    async def login(
+        self, email: str, password: str, code: str, *, client_ip: str | None = None
+    ) -> Session:
+        """Password and TOTP code → an access token and a new refresh family."""
+        minter = self._require_minter()
+        row = await self._authenticate(email, password, code, client_ip)
+        now = self._clock.now()
+        refresh = new_refresh_token()
+        expires = now + self._refresh_ttl
+        await self.store.start_family(
+            new_id("rf"), row.id, refresh_token_hash(refresh), now, expires
+        )
+        token, access_expires = minter.mint_access(row.id, self._access_ttl)
+        return Session(row.id, token, access_expires, refresh, math.floor(expires))
+
+    async def refresh(self, refresh_token: str) -> Session:
+        """Rotate a refresh token: a new access token and the family's next refresh token.
+
+        Presenting a token that was already rotated revokes its whole family (someone holds a
+        copy), and both holders must log in again.
+        """
+        minter = self._require_minter()
+        if not plausible_refresh_token(refresh_token):
+            raise InvalidRefreshToken()
+        successor = new_refresh_token()
+        outcome = await self.store.rotate_refresh(
+            refresh_token_hash(refresh_token), refresh_token_hash(successor), self._clock.now()
+        )
+        if outcome.verdict is RefreshVerdict.REUSED:
+            log.warning("refresh token reuse for %s: session revoked", outcome.practitioner_id)
+        if outcome.verdict is not RefreshVerdict.ROTATE or outcome.practitioner_id is None:
+            raise InvalidRefreshToken()
+        token, access_expires = minter.mint_access(outcome.practitioner_id, self._access_ttl)
+        return Session(
+            outcome.practitioner_id,
+            token,
+            access_expires,
+            successor,
+            math.floor(outcome.family_expires_at),
+        )
+
+    async def logout(self, refresh_token: str) -> None:
+        """End the session (refresh family) the token belongs to; unknown tokens are ignored."""
+        if plausible_refresh_token(refresh_token):
+            await self.store.revoke_family_of(refresh_token_hash(refresh_token), self._clock.now())
+
+    async def change_password(
+        self,
+        email: str,
+        current_password: str,
+        code: str,
+        new_password: str,
+        *,
+        client_ip: str | None = None,
+    ) -> None:
+        """Replace the password (current password and TOTP required) and end every session.
+
+        Access tokens issued before now are to be refused (:meth:`revoked_after`).
+        """
+        row = await self._authenticate(email, current_password, code, client_ip)
+        check_password_policy(new_password, row.email)
+        if new_password == current_password:
+            raise WeakPassword("the new password must differ from the current one")
+        new_hash = await self._in_thread(lambda: self._hasher.hash(new_password))
+        now = self._clock.now()
+        if not await self.store.change_password(
+            row.id, row.password_hash, new_hash, math.floor(now), now
+        ):
+            raise InvalidCredentials()  # changed concurrently: the "current" one is not any more
+        log.info("practitioner %s changed the password; sessions revoked", row.id)
+
+    async def revoked_after(self, practitioner_id: str) -> float | None:
+        """Whole unix seconds: refuse this practitioner's access tokens with ``iat`` below it."""
+        return await self.store.revoked_after(practitioner_id)
+
+    async def purge(self) -> int:
+        """Remove long-dead refresh families and stale throttle counters (a periodic task)."""
+        return await self.store.purge(self._clock.now(), PURGE_KEEP_S)
+
+    # --- administrators ------------------------------------------------------------------------
+
+    async def reset_totp(self, email: str) -> str:
+        """Forget an account's second factor and end its sessions; returns the account id."""
+        row = await self.store.find_by_email(normalize_email(email))
+        if row is None:
+            raise AccountNotFound("no account with this e-mail")
+        now = self._clock.now()
+        await self.store.reset_totp(row.id, math.floor(now), now)
+        log.warning("second factor of %s reset by an administrator", row.id)
+        return row.id
+
+    # --- the shared checks ---------------------------------------------------------------------
+
+    async def _authenticate(
+        self, email: str, password: str, code: str, client_ip: str | None
+    ) -> PractitionerRow:
+        verified = await self._check_password(email, password, client_ip)
+        row = verified.row
+        if not row.totp_enrolled or row.totp_sealed is None:
+            # The password was right and is this account's only factor so far.
+            await self.store.clear_attempts(verified.keys)
+            raise EnrolmentRequired("enrol the second factor first (POST /auth/totp/enrol)")
+        secret = self._sealer.open(row.id, row.totp_sealed)
+        step = matching_step(secret, code, self._clock.now())
+        if step is None or not await self.store.consume_totp_step(row.id, step):
+            raise InvalidCredentials()
+        await self.store.clear_attempts(verified.keys)
+        await self._maybe_rehash(row, password)
+        return row
+
+    async def _check_password(self, email: str, password: str, client_ip: str | None) -> _Verified:
+        try:
+            address = normalize_email(email)
+        except InvalidEmail:
+            address = ""  # still costs one Argon2 verification, like an unknown address
+        keys = self._keys(address or None, client_ip, self._lockout.address, "login")
+        await self._register(keys)
+        row = await self.store.find_by_email(address) if address else None
+        stored = row.password_hash if row is not None else self._dummy_hash
+        ok = await self._in_thread(lambda: self._hasher.verify(stored, password))
+        if row is None or not ok:
+            raise InvalidCredentials()
+        return _Verified(row, [k.key for k in keys])
+
+    def _keys(
+        self, email: str | None, client_ip: str | None, address: BackoffPolicy, purpose: str
+    ) -> list[ThrottleKey]:
+        keys = []
+        if email is not None:
+            keys.append(ThrottleKey(email_throttle_key(email), self._lockout.account))
+        ip_key = ip_throttle_key(client_ip, purpose) if client_ip else None
+        if ip_key is not None:
+            keys.append(ThrottleKey(ip_key, address))
+        return keys
+
+    async def _register(self, keys: list[ThrottleKey]) -> None:
+        if not keys:
+            return
+        wait = await self.store.register_attempt(keys, self._clock.now())
+        if wait > 0:
+            raise LoginThrottled(wait)
+
+    async def _maybe_rehash(self, row: PractitionerRow, password: str) -> None:
+        if not self._hasher.needs_rehash(row.password_hash):
+            return
+        new_hash = await self._in_thread(lambda: self._hasher.hash(password))
+        if await self.store.replace_password_hash(row.id, row.password_hash, new_hash):
+            log.info("password hash of %s upgraded to the current parameters", row.id)
+
+    def _require_minter(self) -> AccessTokenMinter:
+        if self._minter is None:
+            raise ConfigError("this account service was built without a token minter")
+        return self._minter
+
+
+# --- building one ------------------------------------------------------------------------------
+
+
+def default_database_url(data_dir: Path) -> str:
+    """The embedded default: ``sqlite:///<absolute data_dir>/accounts.db``."""
+    return f"sqlite://{(data_dir / DB_FILE).resolve()}"
+
+
+def default_keyring_path(data_dir: Path) -> Path:
+    """``<data_dir>/keys/accounts-keyring.json`` (mode 0600, created on first start)."""
+    return data_dir / KEYRING_FILE
+
+
+async def open_accounts(
+    data_dir: Path,
+    minter: AccessTokenMinter | None,
+    *,
+    database_url: str | None = None,
+    keyring_path: Path | None = None,
+    sealer: SecretSealer | None = None,
+    clock: Clock | None = None,
+    access_ttl_s: int = ACCESS_TTL_S,
+    lockout: LockoutPolicy = LockoutPolicy(),
+    create: bool = True,
+) -> AccountService:
+    """Open (creating and migrating as needed) the account service; ``await close()`` it.
+
+    TOTP secrets are sealed with ``sealer`` when given (e.g. a
+    :class:`~fortrolig.accounts.totp.StaticKeySealer` over a key passed in), else with a keyring
+    file (``keyring_path``, default in ``data_dir``; created mode 0600 when ``create``; refused
+    when group/other-readable).
+    """
+    if sealer is None:
+        path = keyring_path or default_keyring_path(data_dir)
+        sealer = KeyringSealer(FileKeyring.open(path, create=create))
+    store = open_account_store(database_url or default_database_url(data_dir))
+    service = AccountService(
+        store, sealer, minter, clock or SystemClock(), access_ttl_s=access_ttl_s, lockout=lockout
+    )
+    try:
+        await service.start()
+    except BaseException:
+        await service.close()
+        raise
+    return service
+
+
+async def purge_loop(service: AccountService, interval_s: float = 3600.0) -> None:
+    """Purge every ``interval_s`` until cancelled (an app cleanup_ctx task); errors are logged."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await service.purge()
+        except Exception:
+            log.exception("account purge failed; retrying in %.0f s", interval_s)
