@@ -94,8 +94,10 @@ class Server:
         return total
 
 
-def start_server(tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
-    port = free_port()
+def start_server(
+    tmp: Path, extra_env: dict[str, str] | None = None, *, port: int | None = None
+) -> Server:
+    port = port or free_port()
     data = tmp / "data"
     log_path = tmp / "server.log"
     env = {**os.environ, **(extra_env or {})}

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, load_config
@@ -45,6 +48,21 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, os.environ, overrides)
 
 
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log lines without query strings: callbacks carry one-time codes and states, and
+    a health-data service logs no more than it needs."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %d %.3fs',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time,
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the node until interrupted."""
     config = _config(args)
@@ -56,7 +74,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(
         f"fortrolig serving on {public_url(config)} (data dir {config.server.data_dir})", flush=True
     )
-    web.run_app(app, host=config.server.host, port=config.server.port, print=None)
+    web.run_app(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        print=None,
+        access_log_class=PathOnlyAccessLogger,
+    )
     return 0
 
 

@@ -27,8 +27,9 @@ from fortrolig.media.pool import WorkerPool
 from fortrolig.media.settings import IceServer, MediaSettings
 from fortrolig.media.sfu import Sfu
 from fortrolig.signaling.auth import MemoryJtiStore, TokenIssuer, TokenVerifier
+from fortrolig.signaling.eid import load_client_auth, settings_from_config
 from fortrolig.signaling.http import PRINCIPAL, auth_middleware, error_middleware, room_routes
-from fortrolig.signaling.invite_http import invite_routes
+from fortrolig.signaling.invite_http import eid_ctx, invite_routes
 from fortrolig.signaling.invites import InviteService, MemoryInviteStore
 from fortrolig.signaling.mailer import SmtpMailer
 from fortrolig.signaling.service import SignalingService
@@ -147,6 +148,9 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.add_routes(room_routes(service, public_url(config)))
     app.add_routes(invite_routes(invites))
+    if config.eid.enabled:  # else eID invites answer verification_unavailable
+        eid_settings = settings_from_config(config.eid, public_url(config))
+        app.cleanup_ctx.append(eid_ctx(invites, eid_settings, load_client_auth(eid_settings)))
     app.add_routes(journal_routes(JOURNAL_KEY, lambda request: request.get(PRINCIPAL)))
     app.add_routes(web_routes())
     app.add_routes(gate_routes())

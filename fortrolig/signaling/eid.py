@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fortrolig.core.clock import Clock
-from fortrolig.core.config import read_private_file, read_secret_file
+from fortrolig.core.config import EidConfig, read_private_file, read_secret_file
 from fortrolig.core.errors import ConfigError, FortroligError, RateLimited, Unauthenticated
 from fortrolig.core.ids import random_token
 
@@ -355,6 +355,41 @@ def _thumbprint(jwk: Mapping[str, str]) -> str:
     canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
     digest = hashlib.sha256(canonical.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def settings_from_config(config: EidConfig, base_url: str) -> EidSettings:
+    """The relying party's settings from the ``[eid]`` section (which must be ``enabled``); an
+    unset ``redirect_uri`` is ``<base_url>/eid/callback``. Raises ``ConfigError``."""
+    if not config.enabled:
+        raise ConfigError("config key eid.issuer: eID is not configured")
+    return EidSettings(
+        issuer=config.issuer,
+        client_id=config.client_id,
+        redirect_uri=config.callback_url(base_url),
+        client_auth=config.client_auth,
+        client_secret_file=config.client_secret_file,
+        private_key_file=config.private_key_file,
+        private_key_alg=config.private_key_alg,
+        scopes=config.scopes,
+        acr_values=config.acr_values,
+        min_acr=config.min_acr,
+        acr_order=config.acr_order,
+        id_token_algs=config.id_token_algs,
+        allow_cpr=config.allow_cpr,
+        cpr_scope=config.cpr_scope,
+        cpr_claim=config.cpr_claim,
+        name_claim=config.name_claim,
+        prompt_login=config.prompt_login,
+        ui_locales=config.ui_locales,
+        allow_insecure_loopback=config.allow_insecure_loopback,
+        skew_s=config.skew_s,
+        id_token_max_age_s=config.id_token_max_age_s,
+        pending_ttl_s=config.pending_ttl_s,
+        max_pending=config.max_pending,
+        discovery_ttl_s=config.discovery_ttl_s,
+        jwks_min_refresh_s=config.jwks_min_refresh_s,
+        http_timeout_s=config.http_timeout_s,
+    )
 
 
 def load_client_auth(settings: EidSettings) -> ClientAuth:

@@ -4,27 +4,43 @@ Practitioner routes sit under the access-token middleware; the client's two rout
 (``/api/v1/invite/redeem`` and ``/api/v1/invite/verify``) are public: the invite secret or the
 verification handle in the POST body is the credential, so it never appears in a URL, a log line
 or a Referer. Every response that carries a secret is ``Cache-Control: no-store``.
+
+``GET /eid/callback`` is the eID broker's redirect back (the registered ``redirect_uri``): it
+finishes the login, claims the invite and answers 303 to the room page with the join token in the
+fragment, or 303 to the invite page with ``#error=<code>``. :func:`eid_ctx` opens the eID client
+(and its HTTP session) for the application's lifetime.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
-from fortrolig.core.errors import BadRequest
+from fortrolig.core.clock import SystemClock
+from fortrolig.core.errors import BadRequest, Conflict, FortroligError
 
+from .eid import ClientAuth, EidClient, EidRejected, EidSettings
+from .eid_http import AiohttpEidHttp
 from .http import json_body, principal
 from .invites import (
+    EID_RETURN_TO,
     CodeSent,
     Consultation,
+    EidRedirect,
     InviteService,
     IssuedInvite,
     JoinGrant,
     parse_consultation_request,
 )
 
+log = logging.getLogger(__name__)
+
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+EID_CALLBACK_PARAMS = ("code", "state", "iss", "error")
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
@@ -93,6 +109,8 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
         data = await json_body(request)
         _only(data, {"invite"})
         result = await invites.redeem(data.get("invite"))
+        if isinstance(result, EidRedirect):
+            return _json({"status": "eid_redirect", "verification": "eid", "redirect": result.url})
         if isinstance(result, CodeSent):
             return _json(
                 {
@@ -112,10 +130,59 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
         grant = await invites.verify_code(data.get("handle"), data.get("code"))
         return _json(_grant_body(grant))
 
+    async def eid_callback(request: web.Request) -> web.Response:
+        # Whatever happens, the answer is a 303 the browser follows: to the room page with the
+        # join token in the fragment, or back to the invite page with an error code.
+        try:
+            location = (await _finish_eid(invites, request)).room_url
+        except FortroligError as exc:
+            reason = getattr(exc, "reason", None)
+            log.info("eID callback refused: %s%s", exc.code, f" ({reason})" if reason else "")
+            location = f"{EID_RETURN_TO}#error={exc.code}"
+        except Exception:
+            log.exception("eID callback failed")
+            location = f"{EID_RETURN_TO}#error=internal_error"
+        return web.Response(status=303, headers={"Location": location, **NO_STORE})
+
     return [
         web.post("/api/v1/consultations", create),
         web.get("/api/v1/consultations/{consultation_id}", show),
         web.post("/api/v1/consultations/{consultation_id}/invites", reissue),
         web.post("/api/v1/invite/redeem", redeem),
         web.post("/api/v1/invite/verify", verify),
+        # GET only: a HEAD (a link checker, a prefetch) must not spend the one-time state.
+        web.get("/eid/callback", eid_callback, allow_head=False),
     ]
+
+
+async def _finish_eid(invites: InviteService, request: web.Request) -> JoinGrant:
+    """The broker's redirect back: ``code``/``state``/``iss``, or ``error``/``state``."""
+    query = request.query
+    eid = invites.eid
+    if eid is None:
+        raise Conflict("eID verification is not configured", code="verification_unavailable")
+    if any(len(query.getall(name, [])) > 1 for name in EID_CALLBACK_PARAMS):
+        raise EidRejected("repeated callback parameter", code="eid_callback_invalid")
+    state = query.get("state", "")
+    if "error" in query:
+        raise await eid.abort(state, query.get("error"))
+    identity = await eid.finish(query.get("code", ""), state, iss=query.get("iss"))
+    return await invites.complete_eid(identity)
+
+
+def eid_ctx(
+    invites: InviteService, settings: EidSettings, credentials: ClientAuth
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` that gives ``invites`` an :class:`EidClient` with its own HTTP session
+    (no cookies, no proxy from the environment) while the application runs."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+            http = AiohttpEidHttp(session, timeout_s=settings.http_timeout_s)
+            invites.eid = EidClient(settings, http, SystemClock(), credentials)
+            try:
+                yield
+            finally:
+                invites.eid = None
+
+    return ctx

@@ -1,9 +1,12 @@
 """Consultations, single-use invite links and client verification (docs/protocol.md, "Invites").
 
 A practitioner creates a consultation (a room with a waiting room) for a client and chooses how
-the client proves who they are: ``email_code``, ``anonymous`` (only when chosen) or ``eid`` (the
-OIDC flow is a separate module; until it exists such an invite answers
-``verification_unavailable``). The client gets a link ``/invite#<secret>``: 256 random bits of
+the client proves who they are: ``email_code``, ``anonymous`` (only when chosen) or ``eid``
+(MitID through an OIDC broker, :mod:`fortrolig.signaling.eid`; without an ``[eid]`` section such
+an invite answers ``verification_unavailable``). Redeeming an ``eid`` invite claims nothing yet:
+it starts an eID login, and the invite is claimed only when the broker's callback comes back with
+a verified identity (:meth:`InviteService.complete_eid`), so a failed or abandoned login leaves
+the invite redeemable. The client gets a link ``/invite#<secret>``: 256 random bits of
 which only the SHA-256 is stored, expiring after ``invites.ttl_s``, redeemed once, atomically, by
 POST. Redeeming leads to a client join token whose ``vm``/``vn`` claims carry the verification
 result; the client then waits in the room's waiting room until a practitioner admits it.
@@ -41,6 +44,7 @@ from fortrolig.core.metrics import Sample
 
 from . import verification as v
 from .auth import VerificationMode
+from .eid import EidClient, VerifiedIdentity
 from .mailer import Mailer, code_email, invite_email
 from .protocol import NAME_MAX
 from .rooms import Room
@@ -154,6 +158,36 @@ class JoinGrant:
     def room_url(self) -> str:
         """The room page with the token in the fragment (relative: same origin)."""
         return f"/room/{self.room_id}#role=client&token={self.token}"
+
+
+@dataclass(frozen=True, slots=True)
+class EidRedirect:
+    """Redeeming an ``eid`` invite: the browser goes to the broker's authorization URL."""
+
+    url: str
+
+
+EID_RETURN_TO = "/invite"
+"""Where an eID login started from an invite returns (the page shows errors there)."""
+EID_LABEL_MAX = 64
+"""UTF-8 bytes of the verified name a join token carries (the protocol's name limit)."""
+
+
+def _clip_utf8(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore").rstrip()
+
+
+def eid_label(identity: VerifiedIdentity) -> str:
+    """What the practitioner sees for an eID client: the verified name (control characters
+    dropped, at most 64 UTF-8 bytes), or, when the broker sent none, a short label derived from
+    the pseudonymous subject. Never the CPR number."""
+    name = "".join(c for c in identity.name or "" if unicodedata.category(c) != "Cc").strip()
+    if name:
+        return _clip_utf8(name, EID_LABEL_MAX)
+    return "MitID " + v.digest(identity.subject)[:8].upper()
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +433,7 @@ class InviteService:
         *,
         invite_ttl_s: int,
         public_url: str,
+        eid: EidClient | None = None,
     ) -> None:
         self.signaling = signaling
         self.store = store
@@ -406,6 +441,7 @@ class InviteService:
         self.clock = clock
         self.invite_ttl_s = invite_ttl_s
         self.public_url = public_url.rstrip("/")
+        self.eid = eid  # None: eID invites answer verification_unavailable
         self.counters = InviteCounters()
 
     def samples(self) -> Iterator[Sample]:
@@ -497,8 +533,9 @@ class InviteService:
 
     # -- client side ------------------------------------------------------------------------
 
-    async def redeem(self, secret: object) -> CodeSent | JoinGrant:
-        """Redeem an invite once: an anonymous join grant, or an e-mail code sent."""
+    async def redeem(self, secret: object) -> CodeSent | JoinGrant | EidRedirect:
+        """Redeem an invite once: an anonymous join grant, an e-mail code sent, or (``eid``) the
+        broker's authorization URL; an ``eid`` invite is claimed later, by :meth:`complete_eid`."""
         if not v.is_secret(secret):
             raise BadRequest("not an invite secret", code="invite_malformed")
         assert isinstance(secret, str)
@@ -510,7 +547,14 @@ class InviteService:
         consultation = await self._consultation(invite.consultation_id)
         room = self._room_of(consultation)
         if consultation.verification is VerificationMode.EID:
-            raise Conflict("eID verification is not available yet", code="verification_unavailable")
+            if self.eid is None:
+                raise Conflict(
+                    "eID verification is not configured on this node",
+                    code="verification_unavailable",
+                )
+            # The consultation reference is the invite's digest, never the secret.
+            url, _ = await self.eid.start(EID_RETURN_TO, consultation_ref=key)
+            return EidRedirect(url)
         if await self.store.claim_invite(key, now) is None:  # lost a race with another POST
             self._check_open(await self.store.invite(key), now)
             raise Conflict("the invite was already used", code="invite_used")
@@ -530,6 +574,33 @@ class InviteService:
             raise
         self.counters.invites_redeemed += 1
         return sent
+
+    async def complete_eid(self, identity: VerifiedIdentity) -> JoinGrant:
+        """A verified eID login came back: claim its invite (atomically; the loser of a race gets
+        ``invite_used``) and issue the client's join token with mode ``eid`` and the verified
+        name. Only the name (or a label from the pseudonymous subject) enters the token."""
+        key = identity.consultation_ref
+        now = self.clock.now()
+        invite = await self.store.invite(key)
+        self._check_open(invite, now)
+        assert invite is not None
+        consultation = await self._consultation(invite.consultation_id)
+        if consultation.verification is not VerificationMode.EID:  # pragma: no cover - refs
+            raise Conflict("not an eID consultation", code="verification_unavailable")
+        room = self._room_of(consultation)
+        if await self.store.claim_invite(key, now) is None:
+            self._check_open(await self.store.invite(key), now)
+            raise Conflict("the invite was already used", code="invite_used")
+        label = eid_label(identity)
+        try:
+            token, claims = self.signaling.issue_client_token(
+                room, VerificationMode.EID, label, label
+            )
+        except BaseException:
+            await self.store.release_invite(key)
+            raise
+        self.counters.invites_redeemed += 1
+        return JoinGrant(token, room.id, claims.exp, VerificationMode.EID, claims.verified)
 
     def _check_open(self, invite: Invite | None, now: float) -> None:
         if invite is None:

@@ -6,6 +6,7 @@ the browser and speaks docs/protocol.md over /ws.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -28,7 +29,7 @@ PAGE_HEADERS = {
 
 
 def web_routes() -> list[web.AbstractRouteDef]:
-    """The room page at /room/{room_id}, the invite page at /invite, static assets."""
+    """The room page at /room/{room_id}, the invite page at /invite, /login, /practice, assets."""
 
     async def room_page(request: web.Request) -> web.StreamResponse:
         page = STATIC_DIR / "room.html"
@@ -43,8 +44,20 @@ def web_routes() -> list[web.AbstractRouteDef]:
             raise web.HTTPNotFound(text="the browser client is not installed")
         return web.FileResponse(page, headers=PAGE_HEADERS)
 
+    def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            path = STATIC_DIR / name
+            if not path.is_file():
+                raise web.HTTPNotFound(text="the browser client is not installed")
+            return web.FileResponse(path, headers=PAGE_HEADERS)
+
+        return handler
+
     return [
         web.get("/room/{room_id}", room_page),
         web.get("/invite", invite_page),
+        # The practitioner's login and dashboard; tokens stay in the tab's sessionStorage.
+        web.get("/login", page("login.html")),
+        web.get("/practice", page("practice.html")),
         web.static("/static", STATIC_DIR, follow_symlinks=False),
     ]

@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -74,45 +75,16 @@ def _npm_ci() -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+@contextmanager
+def run_provider(work: Path, port: int, clients: list[dict[str, Any]]) -> Iterator[str]:
+    """tests/oidc/provider.js on 127.0.0.1:``port`` with ``clients`` (metadata as the provider
+    takes it); yields its issuer once it serves discovery, stops it by PID afterwards."""
     _npm_ci()
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is needed to run the test OpenID Provider")
-    port = _free_port()
     issuer = f"http://127.0.0.1:{port}"
-    # Nothing listens on the callback: the browser stops at the redirect to it.
-    redirect_uri = f"http://127.0.0.1:{_free_port()}/eid/callback"
-    secret = secrets.token_urlsafe(36)
-    es_key = PrivateKeyJwt.from_key(ec.generate_private_key(ec.SECP256R1()), "ES256")
-    common = {
-        "redirect_uris": [redirect_uri],
-        "grant_types": ["authorization_code"],
-        "response_types": ["code"],
-        "subject_type": "pairwise",
-    }
-    config = {
-        "port": port,
-        "clients": [
-            {
-                **common,
-                "client_id": "fortrolig-basic",
-                "client_secret": secret,
-                "token_endpoint_auth_method": "client_secret_basic",
-            },
-            {
-                **common,
-                "client_id": "fortrolig-pkjwt",
-                "token_endpoint_auth_method": "private_key_jwt",
-                "token_endpoint_auth_signing_alg": "ES256",
-                "id_token_signed_response_alg": "ES256",
-                "jwks": {"keys": [es_key.public_jwk()]},
-            },
-        ],
-    }
-    work = tmp_path_factory.mktemp("oidc")
-    (work / "config.json").write_text(json.dumps(config))
+    (work / "config.json").write_text(json.dumps({"port": port, "clients": clients}))
     log = (work / "provider.log").open("wb")
     proc = subprocess.Popen(
         [node, str(OIDC_DIR / "provider.js"), str(work / "config.json")],
@@ -134,7 +106,7 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
                 if time.monotonic() > deadline:
                     pytest.fail("OpenID Provider did not serve its discovery document in 20 s")
                 time.sleep(0.1)
-        yield Provider(issuer, redirect_uri, secret, es_key.key)
+        yield issuer
     finally:
         proc.terminate()
         try:
@@ -143,6 +115,39 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
             proc.kill()
             proc.wait(timeout=5)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    # Nothing listens on the callback: the browser stops at the redirect to it.
+    redirect_uri = f"http://127.0.0.1:{_free_port()}/eid/callback"
+    secret = secrets.token_urlsafe(36)
+    es_key = PrivateKeyJwt.from_key(ec.generate_private_key(ec.SECP256R1()), "ES256")
+    common = {
+        "redirect_uris": [redirect_uri],
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+        "subject_type": "pairwise",
+    }
+    clients = [
+        {
+            **common,
+            "client_id": "fortrolig-basic",
+            "client_secret": secret,
+            "token_endpoint_auth_method": "client_secret_basic",
+        },
+        {
+            **common,
+            "client_id": "fortrolig-pkjwt",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "token_endpoint_auth_signing_alg": "ES256",
+            "id_token_signed_response_alg": "ES256",
+            "jwks": {"keys": [es_key.public_jwk()]},
+        },
+    ]
+    work = tmp_path_factory.mktemp("oidc")
+    with run_provider(work, _free_port(), clients) as issuer:
+        yield Provider(issuer, redirect_uri, secret, es_key.key)
 
 
 class _Form(HTMLParser):

@@ -10,6 +10,7 @@ import pytest
 
 from fortrolig.core.config import (
     Config,
+    EidConfig,
     JournalConfig,
     MediaConfig,
     ServerConfig,
@@ -407,4 +408,100 @@ def test_invites_and_smtp_defaults_and_values(tmp_path: Path) -> None:
     ],
 )
 def test_invites_and_smtp_validation(env: dict[str, str], match: str) -> None:
+    config_error(match, None, env)
+
+
+EID = {
+    "FORTROLIG_EID__ISSUER": "https://broker.example.eu",
+    "FORTROLIG_EID__CLIENT_ID": "fortrolig",
+    "FORTROLIG_EID__CLIENT_SECRET_FILE": "/run/secrets/eid",
+}
+
+
+def test_eid_defaults_and_values(tmp_path: Path) -> None:
+    config = load_config(None, {})
+    assert config.eid == EidConfig() and not config.eid.enabled
+    assert config.eid.client_auth == "client_secret_basic" and not config.eid.allow_cpr
+    assert not config.eid.allow_insecure_loopback
+    assert config.eid.id_token_algs == ("RS256", "PS256", "ES256")
+    path = write(
+        tmp_path,
+        '[server]\npublic_url = "https://fortrolig.example.eu/"\n'
+        '[eid]\nissuer = "https://broker.example.eu"\nclient_id = "fortrolig"\n'
+        'client_auth = "private_key_jwt"\nprivate_key_file = "/run/secrets/eid.pem"\n'
+        'scopes = ["profile"]\n'
+        'acr_values = ["https://data.gov.dk/concept/core/nsis/loa/Substantial"]\n'
+        'min_acr = "https://data.gov.dk/concept/core/nsis/loa/High"\n'
+        'id_token_algs = ["ES256"]\n',
+    )
+    eid = load_config(path, {}).eid
+    assert eid.enabled and eid.private_key_file == Path("/run/secrets/eid.pem")
+    assert eid.scopes == ("profile",) and eid.id_token_algs == ("ES256",)
+    assert eid.callback_url("https://fortrolig.example.eu/") == (
+        "https://fortrolig.example.eu/eid/callback"
+    )
+    env = {**EID, "FORTROLIG_EID__REDIRECT_URI": "https://other.example.eu/cb"}
+    assert load_config(None, env).eid.callback_url("https://x.example.eu") == (
+        "https://other.example.eu/cb"
+    )
+    loopback = {
+        **EID,
+        "FORTROLIG_EID__ISSUER": "http://127.0.0.1:9999",
+        "FORTROLIG_EID__ALLOW_INSECURE_LOOPBACK": "true",
+        "FORTROLIG_EID__ALLOW_CPR": "true",
+        "FORTROLIG_EID__SCOPES": "profile,ssn",
+    }
+    eid = load_config(None, loopback).eid
+    assert eid.enabled and eid.allow_cpr and eid.scopes == ("profile", "ssn")
+
+
+def test_eid_settings_from_config(tmp_path: Path) -> None:
+    from fortrolig.signaling.eid import settings_from_config
+
+    settings = settings_from_config(load_config(None, EID).eid, "https://fortrolig.example.eu/")
+    assert settings.redirect_uri == "https://fortrolig.example.eu/eid/callback"
+    assert settings.scope == "openid" and settings.client_secret_file == Path("/run/secrets/eid")
+    with pytest.raises(ConfigError, match=r"eid\.redirect_uri"):  # http public URL, no loopback
+        settings_from_config(load_config(None, EID).eid, "http://fortrolig.example.eu")
+    with pytest.raises(ConfigError, match="not configured"):
+        settings_from_config(EidConfig(), "https://fortrolig.example.eu")
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"FORTROLIG_EID__ISSUER": "https://broker.example.eu"}, "eid.client_id: .* go together"),
+        ({"FORTROLIG_EID__CLIENT_ID": "fortrolig"}, "eid.issuer: .* go together"),
+        ({**EID, "FORTROLIG_EID__ISSUER": "http://broker.example.eu"}, "eid.issuer: must be an"),
+        (
+            {
+                **EID,
+                "FORTROLIG_EID__ISSUER": "http://broker.example.eu",
+                "FORTROLIG_EID__ALLOW_INSECURE_LOOPBACK": "true",
+            },
+            "eid.issuer",
+        ),
+        ({**EID, "FORTROLIG_EID__ISSUER": "http://127.0.0.1:9999"}, "eid.issuer"),
+        (
+            {**EID, "FORTROLIG_EID__REDIRECT_URI": "http://fortrolig.example.eu/eid/callback"},
+            "eid.redirect_uri",
+        ),
+        ({**EID, "FORTROLIG_EID__CLIENT_SECRET_FILE": ""}, "eid.client_secret_file: required"),
+        (
+            {**EID, "FORTROLIG_EID__CLIENT_AUTH": "private_key_jwt"},
+            "eid.private_key_file: required",
+        ),
+        ({**EID, "FORTROLIG_EID__CLIENT_AUTH": "client_secret_post"}, "eid.client_auth"),
+        ({**EID, "FORTROLIG_EID__ID_TOKEN_ALGS": "RS256,HS256"}, "eid.id_token_algs"),
+        ({**EID, "FORTROLIG_EID__ID_TOKEN_ALGS": "none"}, "eid.id_token_algs"),
+        ({**EID, "FORTROLIG_EID__ID_TOKEN_ALGS": ""}, "eid.id_token_algs"),
+        ({**EID, "FORTROLIG_EID__SCOPES": "profile,ssn"}, "eid.scopes: 'ssn' .* allow_cpr"),
+        ({**EID, "FORTROLIG_EID__MIN_ACR": "urn:other"}, "eid.min_acr"),
+        ({**EID, "FORTROLIG_EID__PENDING_TTL_S": "0"}, "eid.pending_ttl_s"),
+        ({**EID, "FORTROLIG_EID__SKEW_S": "-1"}, "eid.skew_s"),
+        ({**EID, "FORTROLIG_EID__ALLOW_CPR": "perhaps"}, "eid.allow_cpr"),
+        ({**EID, "FORTROLIG_EID__CPR": "1"}, "eid.cpr: unknown key"),
+    ],
+)
+def test_eid_validation(env: dict[str, str], match: str) -> None:
     config_error(match, None, env)

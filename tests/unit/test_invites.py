@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -25,11 +25,14 @@ from fortrolig.signaling.auth import (
     TokenVerifier,
     VerificationMode,
 )
+from fortrolig.signaling.eid import VerifiedIdentity
 from fortrolig.signaling.invites import (
     CodeSent,
+    EidRedirect,
     InviteService,
     JoinGrant,
     MemoryInviteStore,
+    eid_label,
     parse_consultation_request,
 )
 from fortrolig.signaling.mailer import EmailFailed
@@ -266,3 +269,75 @@ async def test_concurrent_redemptions_one_wins(world: World) -> None:
     wins = [r for r in results if isinstance(r, CodeSent)]
     losses = {r.code for r in results if isinstance(r, FortroligError)}
     assert len(wins) == 1 and losses == {"invite_used"} and len(world.mailer.sent) == 1
+
+
+@dataclass
+class FakeEid:
+    """Stands for EidClient: records start(); the tests build the identity finish() would."""
+
+    started: list[tuple[str, str]] = field(default_factory=list)
+
+    async def start(self, return_to: str, consultation_ref: str) -> tuple[str, None]:
+        self.started.append((return_to, consultation_ref))
+        return f"https://broker.example.eu/authorize?state={len(self.started)}", None
+
+
+def identity(ref: str, name: str | None = "Anna Testesen", subject: str = "p" * 64) -> Any:
+    return VerifiedIdentity(
+        subject=subject,
+        issuer="https://broker.example.eu",
+        name=name,
+        acr=None,
+        auth_time=None,
+        consultation_ref=ref,
+        return_to="/invite",
+        verified_at=NOW,
+        cpr="0101901234",
+    )
+
+
+async def test_eid_redeem_starts_a_login_and_the_callback_claims_once(world: World) -> None:
+    eid = FakeEid()
+    world.service.eid = cast(Any, eid)
+    secret = await world.consultation("eid")
+    ref = v.digest(secret)
+    for _ in range(2):  # starting a login claims nothing
+        result = await world.service.redeem(secret)
+        assert isinstance(result, EidRedirect) and result.url.startswith("https://broker.")
+    assert eid.started == [("/invite", ref)] * 2  # the digest, never the secret
+    invite = await world.store.invite(ref)
+    assert invite is not None and invite.redeemed_at is None
+
+    grant = await world.service.complete_eid(identity(ref))
+    assert grant.verification is VerificationMode.EID and grant.verified == "Anna Testesen"
+    claims = await world.verifier.verify(grant.token, TokenKind.JOIN, consume=False)
+    assert claims.verification is VerificationMode.EID and claims.name == "Anna Testesen"
+    assert "0101901234" not in repr(claims) and "p" * 64 not in repr(claims)
+    assert await code_of(world.service.complete_eid(identity(ref))) == "invite_used"
+    assert await code_of(world.service.redeem(secret)) == "invite_used"
+
+
+async def test_eid_callback_after_expiry_or_reissue_is_refused(world: World) -> None:
+    world.service.eid = cast(Any, FakeEid())
+    secret = await world.consultation("eid")
+    await world.service.redeem(secret)
+    consultation = next(iter(world.store._consultations.values()))
+    await world.service.reissue("dr-a", consultation.id, False)
+    assert await code_of(world.service.complete_eid(identity(v.digest(secret)))) == (
+        "invite_revoked"
+    )
+    other = await world.consultation("eid")
+    world.clock.advance(TTL)
+    assert await code_of(world.service.complete_eid(identity(v.digest(other)))) == (
+        "invite_expired"
+    )
+    assert await code_of(world.service.complete_eid(identity("0" * 64))) == "invite_not_found"
+
+
+def test_eid_label_is_the_verified_name_or_a_pseudonym_label() -> None:
+    assert eid_label(identity("r", name=" Bo Prøvesen\u0007 ")) == "Bo Prøvesen"
+    long = eid_label(identity("r", name="Ø" * 100))
+    assert len(long.encode("utf-8")) <= 64 and set(long) == {"Ø"}
+    label = eid_label(identity("r", name=None))
+    assert re.fullmatch(r"MitID [0-9A-F]{8}", label) and label == eid_label(identity("x", None))
+    assert eid_label(identity("r", name=None, subject="q")) != label

@@ -6,6 +6,8 @@ import { Call } from "./call.js";
 import { ChatCrypto } from "./chat-crypto.js";
 import { listDevices, openCamera, openMedia, openMicrophone, stopTrack } from "./devices.js";
 import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
+import { consultationOfRoom, NotesPanel } from "./notes.js";
+import { keepAlive, onSignedOut, signedIn } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const CHAT_MAX_BYTES_DEFAULT = 4096;
@@ -30,6 +32,7 @@ const ui = {
   chatSeq: 0,
   call: null,
   chat: null,
+  notes: null, // the practitioner's notes panel (notes.js), when this tab is logged in
 };
 
 // -- start-up -----------------------------------------------------------------------------------
@@ -242,6 +245,7 @@ function onEnded(reason) {
   $("room").hidden = true;
   $("prejoin").hidden = true;
   $("ended").hidden = false;
+  if (ui.notes) $("ended").append($("notes-panel")); // notes stay usable after the end
   $("ended-heading").focus?.();
 }
 
@@ -398,6 +402,21 @@ function onWaitingClick(event) {
   const id = btn.dataset.participantId;
   const sent = btn.dataset.action === "admit" ? ui.call.admit(id) : ui.call.deny(id);
   if (!sent) btn.disabled = false;
+}
+
+// The journal of this consultation's client: the consultation id is known when /practice made
+// the consultation in this tab; otherwise notes are written without it.
+function mountNotes() {
+  keepAlive();
+  onSignedOut(() => render());
+  const c = consultationOfRoom(ui.roomId);
+  ui.notes = new NotesPanel($("notes-root"), {
+    consultationId: c?.consultation_id ?? null,
+    contextKey: `room.${ui.roomId}`,
+    suggestedName: c?.client_name ?? null,
+    suggestedContact: c?.client_email ?? null,
+  });
+  ui.notes.load().catch((err) => console.warn("notes failed to load", err));
 }
 
 function endForEveryone() {
@@ -565,7 +584,8 @@ function render() {
   const practitioner = ui.role === "practitioner";
   document.body.dataset.role = ui.role || "";
   $("practitioner-panel").hidden = !practitioner;
-  $("notes-panel").hidden = !practitioner;
+  $("notes-panel").hidden = !practitioner || !signedIn();
+  if (practitioner && !ui.notes && signedIn()) mountNotes();
   $("end-btn").hidden = !practitioner;
   const call = ui.call;
   const audioOn = Boolean(call?.mediaState.audio);

@@ -79,7 +79,15 @@ const STRINGS = {
     "invite.err.invite_revoked": "This invitation was replaced by a newer one. Use the newest link you received.",
     "invite.err.invite_not_found": "This invitation is not valid. Check that you opened the whole link.",
     "invite.err.invite_malformed": "This link is incomplete. Open the link from your invitation again.",
-    "invite.err.verification_unavailable": "Verification with MitID is not available yet. Contact your practitioner.",
+    "invite.err.verification_unavailable": "Verification with MitID is not available. Contact your practitioner.",
+    "invite.eid.redirecting": "Opening MitID…",
+    "invite.err.eid_authorization_denied": "The MitID login was cancelled. Open the invitation link again to try again.",
+    "invite.err.eid_state_expired": "The MitID login took too long. Open the invitation link again to try again.",
+    "invite.err.eid_state_unknown": "This MitID login is no longer valid. Open the invitation link again to try again.",
+    "invite.err.eid_acr_insufficient": "The MitID login was not at the level this consultation requires. Open the invitation link again to try again.",
+    "invite.err.eid_unavailable": "MitID cannot be reached right now. Try again in a moment with the invitation link.",
+    "invite.err.eid_failed": "The MitID login could not be completed. Open the invitation link again to try again.",
+    "invite.err.internal_error": "Something went wrong. Open the invitation link again to try again.",
     "invite.err.consultation_ended": "This consultation has ended.",
     "invite.err.email_failed": "We could not send the e-mail. Try again in a moment.",
     "invite.err.verification_not_found": "This verification is no longer valid. Open your invitation link again.",
@@ -181,7 +189,15 @@ const STRINGS = {
     "invite.err.invite_revoked": "Invitationen er erstattet af en nyere. Brug det nyeste link, du har fået.",
     "invite.err.invite_not_found": "Invitationen er ikke gyldig. Tjek, at du har åbnet hele linket.",
     "invite.err.invite_malformed": "Linket er ufuldstændigt. Åbn linket fra din invitation igen.",
-    "invite.err.verification_unavailable": "Bekræftelse med MitID er ikke tilgængelig endnu. Kontakt din behandler.",
+    "invite.err.verification_unavailable": "Bekræftelse med MitID er ikke tilgængelig. Kontakt din behandler.",
+    "invite.eid.redirecting": "Åbner MitID…",
+    "invite.err.eid_authorization_denied": "MitID-login blev afbrudt. Åbn invitationslinket igen for at prøve igen.",
+    "invite.err.eid_state_expired": "MitID-login udløb. Åbn invitationslinket igen for at prøve igen.",
+    "invite.err.eid_state_unknown": "Dette MitID-login er ikke længere gyldigt. Åbn invitationslinket igen for at prøve igen.",
+    "invite.err.eid_acr_insufficient": "MitID-login var ikke på det sikringsniveau, konsultationen kræver. Åbn invitationslinket igen for at prøve igen.",
+    "invite.err.eid_unavailable": "MitID kan ikke nås lige nu. Prøv igen om lidt med invitationslinket.",
+    "invite.err.eid_failed": "MitID-login kunne ikke gennemføres. Åbn invitationslinket igen for at prøve igen.",
+    "invite.err.internal_error": "Noget gik galt. Åbn invitationslinket igen for at prøve igen.",
     "invite.err.consultation_ended": "Konsultationen er slut.",
     "invite.err.email_failed": "Vi kunne ikke sende e-mailen. Prøv igen om lidt.",
     "invite.err.verification_not_found": "Bekræftelsen er ikke længere gyldig. Åbn dit invitationslink igen.",
@@ -259,4 +275,11 @@ export function translatePage(root = document) {
     el.setAttribute("placeholder", t(el.dataset.i18nPlaceholder));
   }
   document.title = t("app.title");
+}
+
+/** Add a page's own strings ({en: {...}, da: {...}}); existing keys are kept. */
+export function addStrings(table) {
+  for (const [lang, strings] of Object.entries(table)) {
+    if (lang in STRINGS) STRINGS[lang] = { ...strings, ...STRINGS[lang] };
+  }
 }

@@ -1,6 +1,8 @@
 // The invite page (/invite#<secret>): redeems the single-use invite by POST, shows the
-// verification the practitioner chose (an e-mail code, or an anonymous notice) and continues to
-// the room page with the join token it obtained (in the fragment, as a direct link would).
+// verification the practitioner chose (an e-mail code, an anonymous notice, or MitID: the page
+// goes on to the broker, which comes back to /eid/callback) and continues to the room page with
+// the join token it obtained (in the fragment, as a direct link would). After a failed MitID
+// login the server sends the browser back here with /invite#error=<code>; the page shows it.
 // The secret never travels in a URL the server sees, and it leaves the address bar at once.
 
 import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
@@ -10,10 +12,12 @@ const PENDING_KEY = "fortrolig.invite.pending"; // a code was sent: reloading ke
 
 const ui = { state: "checking", grant: null, pending: null, error: null, message: null };
 
-function readSecret() {
-  const secret = location.hash.slice(1);
+// The fragment is the invite secret (43 base64url characters: never "="), or error=<code>.
+function readFragment() {
+  const fragment = location.hash.slice(1);
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
-  return secret;
+  const error = /^error=([a-z0-9_]{1,64})$/.exec(fragment);
+  return error ? { error: error[1] } : { secret: fragment };
 }
 
 async function post(path, body) {
@@ -42,6 +46,12 @@ async function post(path, body) {
 async function redeem(secret) {
   const res = await post("/api/v1/invite/redeem", { invite: secret });
   if (!res.ok) return fail(res.error.code);
+  if (res.data.status === "eid_redirect") {
+    storePending(null);
+    setState("eid");
+    // To the broker's MitID login; it comes back to /eid/callback, which continues to the room.
+    return location.assign(res.data.redirect);
+  }
   if (res.data.status === "code_sent") {
     ui.pending = { handle: res.data.handle, hint: res.data.email_hint };
     storePending(ui.pending);
@@ -95,9 +105,14 @@ function goToRoom(grant) {
   location.replace(grant.room_url);
 }
 
+// The broker could not be used (not the user's doing): one message for these.
+const EID_UNAVAILABLE = new Set(["eid_discovery_failed", "eid_jwks_failed", "eid_too_many_pending"]);
+
 function fail(code) {
-  const key = `invite.err.${code}`;
-  ui.error = t(key) === key ? "invite.err.other" : key;
+  const key = EID_UNAVAILABLE.has(code) ? "invite.err.eid_unavailable" : `invite.err.${code}`;
+  const fallback = code.startsWith("eid_") ? "invite.err.eid_failed" : "invite.err.other";
+  ui.error = t(key) === key ? fallback : key;
+  window.fortroligInvite.lastError = code;
   setState("failed");
 }
 
@@ -127,7 +142,7 @@ function render() {
   err.hidden = ui.state !== "failed" || !ui.error;
   err.textContent = ui.error ? t(ui.error) : "";
   if (ui.message) codeMessage(...ui.message);
-  const status = { checking: "invite.checking", verified: "invite.verified" }[ui.state];
+  const status = { checking: "invite.checking", verified: "invite.verified", eid: "invite.eid.redirecting" }[ui.state];
   setStatus(status || null);
   $("status").dataset.state = ui.state === "failed" ? "ended" : "connecting";
 }
@@ -173,7 +188,11 @@ async function main() {
   setLanguage(initialLanguage());
   translatePage();
   bind();
-  const secret = readSecret();
+  const { secret, error } = readFragment();
+  if (error) {
+    storePending(null);
+    return fail(error);
+  }
   if (secret) return redeem(secret);
   const pending = readPending(); // a reload after the code was sent
   if (pending?.handle) {

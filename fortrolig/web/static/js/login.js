@@ -1,0 +1,90 @@
+// The practitioner's login page (/login): e-mail, password and the 6-digit TOTP code, posted to
+// /auth/login. The tokens go to this tab's sessionStorage (session.js), never into a URL.
+
+import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
+import { login, logout, session } from "./session.js";
+import "./strings-practice.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = { state: "form", message: null, busy: false };
+
+function setMessage(key, vars = {}) {
+  ui.message = key ? [key, vars] : null;
+  const el = $("login-msg");
+  el.hidden = !key;
+  el.textContent = key ? t(key, vars) : "";
+  el.dataset.code = key || "";
+}
+
+async function submit(event) {
+  event.preventDefault();
+  if (ui.busy) return;
+  const email = $("login-email").value.trim();
+  const password = $("login-password").value;
+  const totp = $("login-totp").value.replace(/\s+/g, "");
+  if (!email || !password || !/^[0-9]{6}$/.test(totp)) {
+    setMessage("login.malformed");
+    (!email ? $("login-email") : !password ? $("login-password") : $("login-totp")).focus();
+    return;
+  }
+  ui.busy = true;
+  $("login-btn").disabled = true;
+  setMessage(null);
+  $("status").textContent = t("login.checking");
+  const res = await login(email, password, totp);
+  ui.busy = false;
+  $("login-btn").disabled = false;
+  $("status").textContent = "";
+  if (res.ok) {
+    $("login-password").value = "";
+    $("login-totp").value = "";
+    location.replace("/practice");
+    return;
+  }
+  const code = res.error?.code || "other";
+  const key = t(`login.err.${code}`) === `login.err.${code}` ? "login.err.other" : `login.err.${code}`;
+  setMessage(key, { s: res.retryAfter ?? "?" });
+  $("login-totp").value = "";
+  (code === "invalid_credentials" ? $("login-password") : $("login-totp")).focus();
+  window.fortroligLogin.lastError = code;
+}
+
+function render() {
+  const s = session();
+  ui.state = s ? "signed_in" : "form";
+  $("login-form").hidden = Boolean(s);
+  $("signed-in").hidden = !s;
+  if (s) $("signed-in-text").textContent = t("login.signedin", { email: s.email || "" });
+  if (ui.message) setMessage(...ui.message);
+  document.title = t("login.title");
+}
+
+function bind() {
+  $("lang-btn").addEventListener("click", () => {
+    setLanguage(language() === "da" ? "en" : "da");
+    translatePage();
+    render();
+  });
+  $("login-form").addEventListener("submit", (e) => submit(e).catch(() => setMessage("login.err.other")));
+  $("logout-btn").addEventListener("click", async () => {
+    await logout();
+    setMessage("session.loggedout");
+    render();
+    $("login-email").focus();
+  });
+}
+
+// For tests: the page's state, nothing secret.
+window.fortroligLogin = {
+  get state() {
+    return ui.state;
+  },
+  lastError: null,
+};
+
+setLanguage(initialLanguage());
+translatePage();
+bind();
+if (new URLSearchParams(location.search).get("expired") === "1") setMessage("session.expired");
+render();
+if (!session()) $("login-email").focus();
