@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck imports bench clean deps-system venv
+.PHONY: run test lint typecheck imports bench bench-janus bench-capacity clean deps-system venv
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,16 @@ test: deps-system lint typecheck imports
 bench: $(STAMP)
 	$(BIN)/python -m bench.sfu_bench --out docs/bench-sfu.json
 	$(BIN)/python -m bench.journal_bench --out docs/bench-journal.json
+
+# Side by side with Janus (Debian's janus package, installed when missing; needs root for the
+# network namespace the benchmark creates and deletes).
+bench-janus: $(STAMP)
+	@[ -x /usr/bin/janus ] || (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq janus)
+	$(BIN)/python -m bench.janus_bench --out docs/bench-janus.json
+
+# Consultations per core: `fortrolig serve --media-workers 1` pinned to core 1, fortrolig-load on core 0.
+bench-capacity: $(STAMP)
+	$(BIN)/python -m bench.capacity --out docs/bench-capacity.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -94,6 +94,25 @@ class RecvProbe:
     frames: int = 0
     media_pt: int | None = None  # the first payload type seen (RTX never comes first)
     marks: list[tuple[int, float]] = field(default_factory=list)  # (RTP ts, time) of markers
+    media_packets: int = 0  # packets of media_pt (for loss: RFC 3550 expected − received)
+    first_seq: int | None = None
+    highest_seq: int = 0  # extended (with wrap-around cycles)
+
+    def note_seq(self, seq: int) -> None:
+        """Count a media packet and track the extended highest sequence number."""
+        self.media_packets += 1
+        if self.first_seq is None:
+            self.first_seq = self.highest_seq = seq
+            return
+        candidate = (self.highest_seq & ~0xFFFF) | seq
+        if candidate < self.highest_seq - 0x8000:
+            candidate += 0x10000
+        elif candidate > self.highest_seq + 0x8000:
+            candidate -= 0x10000
+        self.highest_seq = max(self.highest_seq, candidate)
+
+    def expected(self) -> int:
+        return 0 if self.first_seq is None else self.highest_seq - self.first_seq + 1
 
 
 class NullJitterBuffer:
@@ -220,6 +239,7 @@ class ClientSide:
                 if probe.media_pt is None:
                     probe.media_pt = packet.payload_type
                 if packet.payload_type == probe.media_pt:
+                    probe.note_seq(packet.sequence_number)
                     if probe.kind == "audio":
                         probe.frames += 1
                     elif packet.marker:
@@ -383,6 +403,7 @@ class ClientSide:
             "latency_ms_p50": _ms(percentile(latencies, 50)),
             "latency_ms_p99": _ms(percentile(latencies, 99)),
             "latency_samples": len(latencies),
+            "loss_pct": self._loss_pct(),
             "client_cpu_pct": 100.0 * (b.client_cpu_s - a.client_cpu_s) / window,
             "client_core_busy_pct": core_busy_pct(a.cores, b.cores, CLIENT_CORE),
             "server_core_busy_pct": core_busy_pct(a.cores, b.cores, SERVER_CORE),
@@ -404,6 +425,12 @@ class ClientSide:
                 server_failures=b.server["failures"],
             )
         return result
+
+    def _loss_pct(self) -> float | None:
+        """Media packets lost on the way to the subscribers, since each leg's first packet."""
+        expected = sum(p.expected() for p in self.probes)
+        received = sum(p.media_packets for p in self.probes)
+        return 100.0 * max(0, expected - received) / expected if expected else None
 
     def _srtp_profile(self) -> str | None:
         pc = self.pcs.get("sub0")

@@ -23,9 +23,14 @@ def pin_process(core: int) -> None:
 
 def loopback_ice_only() -> None:
     """Offer only 127.0.0.1 as ICE host candidate in this process (aioice skips it otherwise)."""
+    ice_host_only(LOOPBACK)
+
+
+def ice_host_only(address: str) -> None:
+    """Offer exactly ``address`` (IPv4) as ICE host candidate in this process."""
 
     def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [LOOPBACK] if use_ipv4 else []
+        return [address] if use_ipv4 else []
 
     aioice.ice.get_host_addresses = host_addresses
 

@@ -29,8 +29,9 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from .common import (
+    LOOPBACK,
     SERVER_CORE,
-    loopback_ice_only,
+    ice_host_only,
     pin_process,
     process_cpu_s,
     threads_run_s,
@@ -57,13 +58,14 @@ class ServerImpl(Protocol):
 class FortroligServer:
     """Fortrolig's SFU behind the benchmark channel (it is also the SFU's PeerEvents)."""
 
-    def __init__(self, push: Push) -> None:
+    def __init__(self, push: Push, ice_address: str = LOOPBACK) -> None:
         # Imported here so that the baseline's process never loads Fortrolig's media code.
         from fortrolig.media.settings import MediaSettings
         from fortrolig.media.sfu import Sfu
 
         self._push = push
-        self.sfu = Sfu(MediaSettings(forbid_transcoding=False))
+        settings = MediaSettings(forbid_transcoding=False, ice_host_addresses=(ice_address,))
+        self.sfu = Sfu(settings)
         self.failures: list[str] = []
 
     async def send_offer(self, participant_id: str, sdp: str) -> None:
@@ -181,15 +183,21 @@ class RelayServer:
         self._pcs.clear()
 
 
-def server_main(kind: str, socket_path: str, conn: Connection) -> None:
-    """Process entry point: pin to the server core, serve until told to shut down."""
+def server_main(kind: str, socket_path: str, conn: Connection, ice_address: str = LOOPBACK) -> None:
+    """Process entry point: pin to the server core, serve until told to shut down.
+
+    ``ice_address`` is the only ICE host address offered (bench.janus_bench runs the server
+    inside its own network namespace, on a veth address).
+    """
     pin_process(SERVER_CORE)
-    loopback_ice_only()
+    ice_host_only(ice_address)
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_serve(kind, socket_path, conn))
+    asyncio.run(_serve(kind, socket_path, conn, ice_address))
 
 
-async def _serve(kind: str, socket_path: str, conn: Connection) -> None:
+async def _serve(
+    kind: str, socket_path: str, conn: Connection, ice_address: str = LOOPBACK
+) -> None:
     stop = asyncio.Event()
     writers: list[asyncio.StreamWriter] = []
 
@@ -200,7 +208,7 @@ async def _serve(kind: str, socket_path: str, conn: Connection) -> None:
 
     impl: ServerImpl
     if kind == "fortrolig":
-        impl = FortroligServer(push)
+        impl = FortroligServer(push, ice_address)
     elif kind == "relay":
         impl = RelayServer(push)
     else:
