@@ -24,7 +24,7 @@ from aiortc import (
 )
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
-from aiortc.rtp import AnyRtcpPacket, RtpPacket
+from aiortc.rtp import AnyRtcpPacket, RtpPacket, is_rtcp
 
 log = logging.getLogger(__name__)
 
@@ -255,3 +255,57 @@ def set_receiver_payload_types(receiver: RTCRtpReceiver, payload_types: Sequence
         receivers.discard(receiver)
     for pt in payload_types:
         router.payload_type_table.setdefault(pt, set()).add(receiver)
+
+
+def install_fast_ingress(
+    dtls: RTCDtlsTransport, deliver: Callable[[RtpPacket, Any], bool], counters: Any
+) -> bool:
+    """Take SRTP (not SRTCP) datagrams off aioice synchronously, before its queue.
+
+    aiortc queues every datagram and wakes the DTLS transport's reader task for each one; the
+    profile (docs/performance.md) put a third of the SFU's CPU there. Here an RTP datagram is
+    unprotected, parsed and routed to its receiver in aioice's own callback, and ``deliver``
+    (receiver, packet) forwards it at once. STUN, DTLS and RTCP keep aiortc's normal path.
+    Returns False when the transport is not ready (nothing installed).
+    """
+    if getattr(dtls, "_fortrolig_fast", False) or dtls._rx_srtp is None:
+        return False
+    connection = dtls.transport._connection
+    queued = connection.data_received
+    router = dtls._rtp_router
+    ext = dtls._rtp_header_extensions_map
+    rx = dtls._rx_srtp
+    connected = rtcdtlstransport.State.CONNECTED
+
+    def data_received(data: bytes, component: int) -> None:
+        first = data[0] if data else 0
+        if 127 < first < 192 and not is_rtcp(data) and dtls._state == connected:
+            try:
+                packet = RtpPacket.parse(rx.unprotect(data), ext)
+            except Exception:  # SRTP authentication failure or a malformed header: drop
+                counters.srtp_failures += 1
+                return
+            receiver = router.route_rtp(packet)
+            if receiver is not None and deliver(packet, receiver):
+                return
+            return  # no forwarding receiver for this SSRC: nothing else would use it
+        queued(data, component)
+
+    connection.data_received = data_received  # type: ignore[method-assign]
+
+    # Skip aioice's attempt to parse every media datagram as STUN (RTP/RTCP never start with
+    # the 0b00 bits a STUN message has); everything else still goes through it.
+    for protocol in list(getattr(connection, "_protocols", [])):
+        parse_first = protocol.datagram_received
+
+        def datagram_received(
+            data: bytes, addr: tuple[Any, ...], _p: Any = protocol, _orig: Any = parse_first
+        ) -> None:
+            if data and 127 < data[0] < 192:
+                _p.receiver.data_received(data, _p.local_candidate.component)
+            else:
+                _orig(data, addr)
+
+        protocol.datagram_received = datagram_received
+    dtls._fortrolig_fast = True  # type: ignore[attr-defined]
+    return True

@@ -29,6 +29,7 @@ class MediaCounters:
     sr_sent: int = 0
     handler_errors: int = 0
     srtp_refused: int = 0
+    srtp_failures: int = 0
     peers_failed: int = 0
 
     def as_dict(self) -> dict[str, int]:

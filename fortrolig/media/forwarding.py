@@ -126,9 +126,13 @@ class PublishedTrack:
 
     async def on_rtp(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         """aiortc's receive path hands every routed RTP packet of this stream here."""
+        self.ingest(packet)
+
+    def ingest(self, packet: RtpPacket) -> None:
+        """Forward one packet now (also called synchronously from the fast ingress path)."""
         try:
             self._ingest(packet)
-        except Exception:  # a bad packet must never kill aiortc's transport loop
+        except Exception:  # a bad packet must never kill aiortc's (or aioice's) receive loop
             self._counters.handler_errors += 1
             log.exception("dropping RTP packet after an error")
 

@@ -24,7 +24,7 @@ from aiortc import (
 )
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
-from aiortc.rtp import HeaderExtensionsMap
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from fortrolig.core.errors import BadRequest, Conflict
@@ -90,6 +90,15 @@ def _negotiated_codec(transceiver: RTCRtpTransceiver) -> Codec | None:
         None,
     )
     return Codec(main.mimeType, main.clockRate, int(main.payloadType or 0), rtx)
+
+
+def _deliver(packet: RtpPacket, receiver: object) -> bool:
+    """Fast ingress: hand a routed packet to its published track (False: not ours)."""
+    track = getattr(receiver, "_fortrolig_track", None)
+    if track is None:
+        return False
+    track.ingest(packet)
+    return True
 
 
 class Peer:
@@ -276,6 +285,7 @@ class Peer:
             track.start(ssrc, rtx)
 
         hooks.hook_receiver(receiver, track.on_rtp, track.on_rtcp, started)
+        receiver._fortrolig_track = track  # type: ignore[attr-defined]  # for the fast ingress
         self.published.append(track)
 
     def _attach_leg(
@@ -355,6 +365,8 @@ class Peer:
         state = self.pc.connectionState
         if state == "connected":
             self._connected.set()
+            for dtls in hooks.dtls_transports(self.pc):
+                hooks.install_fast_ingress(dtls, _deliver, self._counters)
             profile = self.srtp_profile()
             if profile != hooks.AES_256_GCM:
                 self._counters.srtp_refused += 1

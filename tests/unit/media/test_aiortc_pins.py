@@ -37,5 +37,10 @@ async def test_private_attributes_exist() -> None:
         assert hasattr(dtls, name), name
     assert hasattr(dtls.transport, "_connection")
     assert hasattr(dtls.transport._connection, "_nominated")
+    # The fast ingress path (install_fast_ingress).
+    for name in ("_rx_srtp", "_rtp_router", "_rtp_header_extensions_map"):
+        assert hasattr(dtls, name), name
+    assert callable(dtls.transport._connection.data_received)
+    assert hasattr(dtls.transport._connection, "_protocols")
     await pc.close()
     await asyncio.sleep(0)
