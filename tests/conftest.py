@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import aioice.ice
+import asyncpg  # type: ignore[import-untyped]
 import pytest
+
+from fortrolig.journal.testing import PostgresUnavailable, TempPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 FORTROLIG = [sys.executable, "-m", "fortrolig.app.cli"]
@@ -148,3 +152,37 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("node"))
     yield srv
     stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[TempPostgres]:
+    """One real PostgreSQL (Debian's binaries, temporary directory, free port) per session.
+
+    Missing binaries fail the tests that need it (`make test` installs them): no skip.
+    """
+    try:
+        server = TempPostgres()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_db_counter = itertools.count()
+
+
+async def fresh_database(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> str:
+    """A fresh, empty database URL for ``request.param`` ("sqlite" or "postgresql")."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / (name + '.db')}"
+    server: TempPostgres = request.getfixturevalue("pg_server")
+    database = f"{name}_{next(_db_counter)}"
+    conn = await asyncpg.connect(server.dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {database}")
+    finally:
+        await conn.close()
+    return server.dsn_for(database)

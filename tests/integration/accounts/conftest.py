@@ -8,51 +8,23 @@ same small adapter the composition root uses.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 from accounts_support import ISSUER, IssuerMinter, make_service
 
 from fortrolig.accounts.account_service import AccountService
 from fortrolig.core.clock import FakeClock
 from fortrolig.core.keys import KeySet, SigningKey
-from fortrolig.journal.testing import PostgresUnavailable, TempPostgres
 from fortrolig.signaling.auth import MemoryJtiStore, TokenIssuer, TokenVerifier
-
-_db_counter = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[TempPostgres]:
-    """One PostgreSQL server for the whole session."""
-    try:
-        server = TempPostgres()
-    except PostgresUnavailable as exc:
-        pytest.fail(str(exc))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.conftest import fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database URL of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'accounts.db'}"
-        return
-    server: TempPostgres = request.getfixturevalue("pg_server")
-    name = f"accounts_{next(_db_counter)}"
-    conn = await asyncpg.connect(server.dsn)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    yield server.dsn_for(name)
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL of each backend (one PostgreSQL server per session)."""
+    return await fresh_database(request, tmp_path, "accounts")
 
 
 @pytest.fixture

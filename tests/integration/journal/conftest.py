@@ -7,9 +7,8 @@ make the PostgreSQL tests fail (not skip), so CI cannot silently test SQLite onl
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,39 +20,13 @@ from fortrolig.core.clock import FakeClock
 from fortrolig.core.principal import Principal
 from fortrolig.journal.service import JournalService
 from fortrolig.journal.store import open_store, sqlite_path
-from fortrolig.journal.testing import PostgresUnavailable, TempPostgres
-
-_db_counter = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[TempPostgres]:
-    """One PostgreSQL server for the whole session."""
-    try:
-        server = TempPostgres()
-    except PostgresUnavailable as exc:
-        pytest.fail(str(exc))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.conftest import fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database URL of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'journal.db'}"
-        return
-    server: TempPostgres = request.getfixturevalue("pg_server")
-    name = f"journal_{next(_db_counter)}"
-    conn = await asyncpg.connect(server.dsn)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    yield server.dsn_for(name)
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL of each backend (one PostgreSQL server per session)."""
+    return await fresh_database(request, tmp_path, "journal")
 
 
 @pytest.fixture

@@ -7,50 +7,23 @@ database. Missing binaries fail the PostgreSQL tests rather than skipping them.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from fortrolig.accounts.subscription_service import SubscriptionService
 from fortrolig.accounts.subscription_store import open_subscription_store
 from fortrolig.core.clock import FakeClock
-from fortrolig.journal.testing import PostgresUnavailable, TempPostgres
+from tests.conftest import fresh_database
 
 SECRET = b"w" * 32
-_db_counter = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def sub_pg_server() -> Iterator[TempPostgres]:
-    """One PostgreSQL server for the session."""
-    try:
-        server = TempPostgres()
-    except PostgresUnavailable as exc:
-        pytest.fail(str(exc))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database URL of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path / 'accounts.db'}"
-        return
-    server: TempPostgres = request.getfixturevalue("sub_pg_server")
-    name = f"subscriptions_{next(_db_counter)}"
-    conn = await asyncpg.connect(server.dsn)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    yield server.dsn_for(name)
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL of each backend (one PostgreSQL server per session)."""
+    return await fresh_database(request, tmp_path, "subscriptions")
 
 
 @pytest.fixture
