@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiortc import clock
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -70,6 +69,15 @@ class SenderReport:
     ntp: int
     rtp: int
     arrived: float
+
+
+NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
+
+
+def ntp_now(unix: float) -> int:
+    """64-bit NTP timestamp of a Unix time (aiortc's clock goes through datetime objects: the
+    profile showed ~4 % of the SFU's CPU there when called per packet)."""
+    return int((unix + NTP_EPOCH_OFFSET) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF
 
 
 def _ntp_add(ntp: int, seconds: float) -> int:
@@ -168,7 +176,7 @@ class PublishedTrack:
         # One clock read per packet, not per leg (the profile showed aiortc's clock helpers at
         # ~5 % when recomputed for every subscriber).
         now = time.time()
-        abs_send = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        abs_send = (ntp_now(now) >> 14) & 0x00FFFFFF
         for leg in self.legs:
             leg.forward(packet, in_seq, in_ts, keyframe, now, abs_send)
 
@@ -437,7 +445,7 @@ class Leg:
             ntp = _ntp_add(sr.ntp, elapsed)
             rtp = sr.rtp + int(elapsed * clock_rate)
         else:
-            ntp = clock.current_ntp_time()
+            ntp = ntp_now(now)
             rtp = self._last_in_ts + int((now - self._last_arrival) * clock_rate)
         info = RtcpSenderInfo(
             ntp_timestamp=ntp,

@@ -89,3 +89,16 @@ def test_nack_tracker_gives_up_after_max_tries() -> None:
     t.add(3)
     assert t.due() == [2]
     assert t.due() == []
+
+
+def test_ntp_now_matches_aiortc_clock() -> None:
+    import time
+
+    from aiortc import clock
+
+    from fortrolig.media.forwarding import ntp_now
+
+    now = time.time()
+    ours = ntp_now(now)
+    theirs = clock.current_ntp_time()
+    assert abs(ours - theirs) / (1 << 32) < 0.5  # same epoch and scale (taken a moment apart)
