@@ -44,11 +44,17 @@ from urllib.parse import quote, urlencode, urlsplit
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.types import Options
 
 from fortrolig.core.clock import Clock
 from fortrolig.core.config import EidConfig, read_private_file, read_secret_file
 from fortrolig.core.errors import ConfigError, FortroligError, RateLimited, Unauthenticated
 from fortrolig.core.ids import random_token
+
+from .auth import SIGNATURE_ONLY
+
+# Signature only (claims are checked below), and refuse weak broker keys.
+_ID_TOKEN_SIGNATURE: Final[Options] = {**SIGNATURE_ONLY, "enforce_minimum_key_length": True}
 
 # --- constants -------------------------------------------------------------------------------
 
@@ -660,17 +666,7 @@ def check_id_token_signature(token: str, key: jwt.PyJWK, alg: str) -> dict[str, 
             token,
             key,
             algorithms=[alg],
-            options={
-                "verify_signature": True,
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-                "verify_aud": False,
-                "verify_iss": False,
-                "verify_sub": False,
-                "verify_jti": False,
-                "enforce_minimum_key_length": True,
-            },
+            options=_ID_TOKEN_SIGNATURE,
         )
     except jwt.InvalidSignatureError:
         raise _token_invalid("signature", "bad ID token signature") from None
