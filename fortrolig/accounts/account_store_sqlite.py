@@ -8,7 +8,6 @@ rotation) are atomic also against another process using the same file.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from fortrolig.accounts.practitioners import (
     judge_refresh,
     throttle_wait,
 )
+from fortrolig.accounts.store_sqlite_base import SqliteFile
 
 T = TypeVar("T")
 
@@ -86,50 +86,29 @@ class SqliteAccountStore:
     """:class:`~fortrolig.accounts.account_store.AccountStore` on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-        self._closed = False
+        # secure_delete: old password hashes do not linger in free pages.
+        self._db = SqliteFile(path, pragmas=("foreign_keys=ON", "secure_delete=ON"), dir_mode=0o700)
 
     @property
     def url(self) -> str:
         """``sqlite://`` and the file path."""
-        return f"sqlite://{self._path}"
+        return self._db.url
 
     async def open(self) -> None:
         """Open the file (created mode 0600) and migrate."""
-        if self._closed:
-            raise RuntimeError("store is closed")
-        if self._conn is None:
-            self._conn = await asyncio.to_thread(self._connect)
-        await self._run(_migrate)
-
-    def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._path.touch(mode=0o600, exist_ok=True)
-        conn = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA secure_delete=ON")  # old password hashes do not linger in pages
-        return conn
+        await self._db.open(_migrate)
 
     async def close(self) -> None:
         """Close the connection; idempotent."""
-        self._closed = True
-        async with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.to_thread(conn.close)
+        await self._db.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise RuntimeError("store is not open")
-            return await asyncio.to_thread(_transaction, conn, fn)
+        try:
+            return await self._db.run(fn)
+        except sqlite3.IntegrityError as exc:
+            if "account_practitioners.email" in str(exc):
+                raise EmailTaken("an account with this e-mail exists already") from None
+            raise
 
     async def schema_version(self) -> int:
         """The newest applied migration."""
@@ -378,19 +357,3 @@ def _migrate(c: sqlite3.Connection) -> None:
             c.execute(
                 f"INSERT INTO {SCHEMA_TABLE} VALUES (?, ?)", (version, time.time_ns() // 1000)
             )
-
-
-def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except sqlite3.IntegrityError as exc:
-        conn.execute("ROLLBACK")
-        if "account_practitioners.email" in str(exc):
-            raise EmailTaken("an account with this e-mail exists already") from None
-        raise
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result

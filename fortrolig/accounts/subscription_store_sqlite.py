@@ -7,7 +7,6 @@ transaction in a worker thread, serialised by an asyncio lock inside the process
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import sqlite3
 import time
@@ -16,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from fortrolig.accounts.store_sqlite_base import SqliteFile
 from fortrolig.accounts.subscription import Change, Subscription
 from fortrolig.accounts.subscription_store import (
     COLUMN_NAMES,
@@ -58,48 +58,23 @@ class SqliteSubscriptionStore:
     """:class:`~fortrolig.accounts.subscription_store.SubscriptionStore` on a SQLite file."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-        self._closed = False
+        self._db = SqliteFile(path)
 
     @property
     def url(self) -> str:
         """``sqlite://<path>``."""
-        return f"sqlite://{self._path}"
+        return self._db.url
 
     async def open(self) -> None:
         """Open the file (created mode 0600) and migrate."""
-        if self._closed:
-            raise RuntimeError("store is closed")
-        if self._conn is None:
-            self._conn = await asyncio.to_thread(self._connect)
-        await self._run(_migrate)
-
-    def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._path.touch(mode=0o600, exist_ok=True)
-        conn = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
+        await self._db.open(_migrate)
 
     async def close(self) -> None:
         """Close the connection; idempotent."""
-        self._closed = True
-        async with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.to_thread(conn.close)
+        await self._db.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
-        async with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise RuntimeError("store is not open")
-            return await asyncio.to_thread(_transaction, conn, fn, write)
+        return await self._db.run(fn, write=write)
 
     async def schema_version(self) -> int:
         """The newest applied migration."""
@@ -228,16 +203,3 @@ def _write(
     if cur.rowcount != 1:
         raise RuntimeError("subscription row changed inside a write transaction")
     return stored
-
-
-def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
-    # IMMEDIATE takes the write lock first: read-modify-write cannot interleave with another
-    # process (the admin CLI) writing the same file.
-    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
