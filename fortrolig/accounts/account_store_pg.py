@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
@@ -29,6 +28,7 @@ from fortrolig.accounts.practitioners import (
     judge_refresh,
     throttle_wait,
 )
+from fortrolig.accounts.store_pg_base import PgPool
 
 T = TypeVar("T")
 _MIGRATION_LOCK = 0x666F7274_0A01  # "fort" + accounts 1: distinct from the journal's locks
@@ -84,15 +84,6 @@ def _row(r: asyncpg.Record) -> PractitionerRow:
     )
 
 
-def redact(url: str) -> str:
-    """``url`` without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _updated(status: str) -> int:
     """The row count of an ``UPDATE n`` / ``DELETE n`` command status."""
     return int(status.rsplit(" ", 1)[-1])
@@ -102,54 +93,34 @@ class PostgresAccountStore:
     """:class:`~fortrolig.accounts.account_store.AccountStore` on PostgreSQL via asyncpg."""
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
-        self._dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-        self._sizes = (min_size, max_size)
-        self._closed = False
+        self._db = PgPool(dsn, min_size=min_size, max_size=max_size)
 
     @property
     def url(self) -> str:
         """The DSN without password."""
-        return redact(self._dsn)
+        return self._db.url
 
     async def open(self) -> None:
         """Create the pool and migrate."""
-        if self._closed:
-            raise RuntimeError("store is closed")
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._sizes[0], max_size=self._sizes[1]
-            )
-        await self._tx(_migrate)
+        await self._db.open(_migrate)
 
     async def close(self) -> None:
         """Close the pool; idempotent."""
-        self._closed = True
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self._db.close()
 
     async def _tx(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        if self._pool is None:
-            raise RuntimeError("store is not open")
-        async with self._pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    return await fn(conn)
-            except asyncpg.UniqueViolationError as exc:
-                if exc.constraint_name == "account_practitioners_email_key":
-                    raise EmailTaken("an account with this e-mail exists already") from None
-                raise
+        try:
+            return await self._db.tx(fn)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "account_practitioners_email_key":
+                raise EmailTaken("an account with this e-mail exists already") from None
+            raise
 
     async def _execute(self, sql: str, *args: Any) -> int:
-        if self._pool is None:
-            raise RuntimeError("store is not open")
-        return _updated(await self._pool.execute(sql, *args))
+        return _updated(await self._db.pool.execute(sql, *args))
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        if self._pool is None:
-            raise RuntimeError("store is not open")
-        return await self._pool.fetchrow(sql, *args)
+        return await self._db.pool.fetchrow(sql, *args)
 
     async def schema_version(self) -> int:
         """The newest applied migration."""

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from fortrolig.accounts.subscription import (
     Change,
@@ -132,14 +131,6 @@ def sqlite_path(url: str) -> Path:
         return Path(url)
     rest = url.removeprefix("sqlite://")
     return Path(rest[1:] if rest.startswith("//") else rest)
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 def identity_hash(identity: str) -> str:

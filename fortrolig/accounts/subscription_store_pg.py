@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
+from fortrolig.accounts.store_pg_base import PgPool
 from fortrolig.accounts.subscription import Change, Subscription
 from fortrolig.accounts.subscription_store import (
     COLUMN_NAMES,
@@ -25,7 +26,6 @@ from fortrolig.accounts.subscription_store import (
     UpdateResult,
     from_row,
     from_us,
-    redact,
     same_facts,
     to_row,
     to_us,
@@ -63,47 +63,28 @@ class PostgresSubscriptionStore:
     """:class:`~fortrolig.accounts.subscription_store.SubscriptionStore` on PostgreSQL."""
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
-        self._dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-        self._sizes = (min_size, max_size)
-        self._closed = False
+        self._db = PgPool(dsn, min_size=min_size, max_size=max_size)
 
     @property
     def url(self) -> str:
         """The DSN without password."""
-        return redact(self._dsn)
+        return self._db.url
 
     async def open(self) -> None:
         """Create the pool and migrate."""
-        if self._closed:
-            raise RuntimeError("store is closed")
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._sizes[0], max_size=self._sizes[1]
-            )
-        await self._tx(_migrate, lock=None)
+        await self._db.open(_migrate)
 
     async def close(self) -> None:
         """Close the pool; idempotent."""
-        self._closed = True
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self._db.close()
 
     async def _tx(
         self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, lock: int | None = _WRITE_LOCK
     ) -> T:
-        if self._pool is None:
-            raise RuntimeError("store is not open")
-        async with self._pool.acquire() as conn, conn.transaction():
-            if lock is not None:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
-            return await fn(conn)
+        return await self._db.tx(fn, lock=lock)
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        if self._pool is None:
-            raise RuntimeError("store is not open")
-        rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+        rows: list[asyncpg.Record] = await self._db.pool.fetch(sql, *args)
         return rows
 
     async def schema_version(self) -> int:
@@ -165,9 +146,7 @@ class PostgresSubscriptionStore:
 
     async def trial_starts(self, identity: str) -> list[datetime]:
         """An identity's trial starts, oldest first."""
-        if self._pool is None:
-            raise RuntimeError("store is not open")
-        async with self._pool.acquire() as conn:
+        async with self._db.pool.acquire() as conn:
             return await _trials(conn, identity)
 
     async def changes_since(self, seq: int, limit: int = 1000) -> list[tuple[int, str]]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
+from fortrolig.core.dsn import redact
 from fortrolig.journal.audit import next_link
 from fortrolig.journal.errors import AppendOnlyViolation, DuplicateRecord
 from fortrolig.journal.model import (
@@ -139,15 +139,6 @@ def _audit_row(r: asyncpg.Record) -> AuditRow:
 
 def _blob(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class PostgresJournalStore:
