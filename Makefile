@@ -8,7 +8,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck imports bench bench-janus bench-capacity clean deps-system venv
 
-$(STAMP): pyproject.toml
+# The native data plane (fortrolig/media/_fastpath.c) is compiled by the editable install.
+$(STAMP): pyproject.toml fortrolig/media/_fastpath.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

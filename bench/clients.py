@@ -422,6 +422,13 @@ class ClientSide:
                 / server_wall,
                 us_per_egress_pkt=1e6 * server_cpu / (egress * window) if egress else None,
                 server_counters_delta={k: c1[k] - c0.get(k, 0) for k in c1},
+                # per thread name (Fortrolig: "python" = event loop, "fortrolig-io" = I/O thread)
+                server_threads_pct={
+                    name: round(
+                        100.0 * (t1 - a.server.get("threads", {}).get(name, 0.0)) / server_wall, 3
+                    )
+                    for name, t1 in b.server.get("threads", {}).items()
+                },
                 server_failures=b.server["failures"],
             )
         return result

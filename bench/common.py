@@ -41,6 +41,21 @@ def process_cpu_s() -> float:
     return t.user + t.system
 
 
+def threads_run_by_name() -> dict[str, float]:
+    """Run time of this process's live threads by thread name (``comm``), summed per name: the
+    event loop is "python", the SFU's native I/O thread "fortrolig-io"."""
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                out[name] = out.get(name, 0.0) + int(f.read().split()[0]) / 1e9
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
 def threads_run_s() -> float:
     """Time this process's live threads spent on a CPU, from the scheduler (ns resolution).
 

@@ -34,6 +34,7 @@ from .common import (
     ice_host_only,
     pin_process,
     process_cpu_s,
+    threads_run_by_name,
     threads_run_s,
     wait_until,
 )
@@ -223,6 +224,7 @@ async def _serve(
                 reply["result"] = {
                     "cpu_s": process_cpu_s(),
                     "sched_s": threads_run_s(),
+                    "threads": threads_run_by_name(),
                     "wall": time.perf_counter(),
                     "counters": impl.counters(),
                     "failures": list(getattr(impl, "failures", [])),

@@ -299,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", default=None, help="also profile Fortrolig at K=8 with py-spy (raw file)"
     )
+    parser.add_argument("--profile-k", type=int, default=8, help="subscribers while profiling")
     args = parser.parse_args(argv)
     default_ks = [1, 2] if args.quick else [1, 2, 4, 8]
     ks = [int(k) for k in args.ks.split(",")] if args.ks else default_ks
@@ -331,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile: dict[str, Any] | None = None
         if args.profile:
             profiled = run_point(
-                "fortrolig", 8, clip_path, args.warmup, PROFILE_S + 1, args.profile
+                "fortrolig", args.profile_k, clip_path, args.warmup, PROFILE_S + 1, args.profile
             )
             judge(profiled, nominal)
             profile = {

@@ -69,6 +69,7 @@ def media_settings(config: Config) -> MediaSettings:
         max_bitrate_bps=m.max_bitrate_bps,
         min_bitrate_bps=m.min_bitrate_bps,
         keyframe_min_interval_ms=m.keyframe_min_interval_ms,
+        io_thread=m.io_thread,
     )
 
 

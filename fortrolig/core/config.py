@@ -161,6 +161,8 @@ class MediaConfig:
     max_bitrate_bps: int = 2_500_000
     min_bitrate_bps: int = 100_000
     keyframe_min_interval_ms: int = 300
+    # Read media sockets on a native thread instead of the event loop (see docs/performance.md).
+    io_thread: bool = True
     # 0: one media worker process per core; 1: the SFU runs inside the signaling process
     # (a laptop, the tests); N >= 2: N worker processes.
     workers: int = 0

@@ -9,9 +9,10 @@ loudly if an upgrade moves any attribute used here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aioice.ice
 from aiortc import (
@@ -24,7 +25,11 @@ from aiortc import (
 )
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
-from aiortc.rtp import AnyRtcpPacket, RtpPacket, is_rtcp
+from aiortc.rtp import AnyRtcpPacket, HeaderExtensionsMap, RtpPacket, is_rtcp
+from pylibsrtp._binding import ffi as srtp_ffi
+from pylibsrtp._binding import lib as srtp_lib
+
+from . import _fastpath
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +117,11 @@ def selected_srtp_profile(dtls: RTCDtlsTransport) -> str | None:
 
 
 class RawSender:
-    """Protects and sends an already-serialized RTP/RTCP packet on a DTLS transport.
+    """Protects and sends a serialized RTCP packet on a DTLS transport.
 
     Skips aiortc's coroutine chain (dtls._send_rtp → ice._send → aioice send → protocol) and
-    calls SRTP protect and the socket's ``sendto`` directly: measured 37 → 31 µs per forwarded
-    packet in research/aiortc-sfu.md.
+    calls SRTCP protect and the socket's ``sendto`` directly. RTP never goes this way: the
+    native data plane (``native_transport``) sends it.
     """
 
     __slots__ = ("_dtls",)
@@ -128,23 +133,15 @@ class RawSender:
     def connected(self) -> bool:
         return self._dtls._state == rtcdtlstransport.State.CONNECTED
 
-    def send_rtp(self, data: bytes) -> int:
-        """Send one RTP packet; returns bytes on the wire (0 when not connected)."""
-        return self._send(data, rtcp=False)
-
     def send_rtcp(self, data: bytes) -> int:
-        """Send one (compound) RTCP packet; returns bytes on the wire."""
-        return self._send(data, rtcp=True)
-
-    def _send(self, data: bytes, rtcp: bool) -> int:
+        """Send one (compound) RTCP packet; returns bytes on the wire (0 when not connected)."""
         dtls = self._dtls
         if dtls._state != rtcdtlstransport.State.CONNECTED:
             return 0
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None or pair.protocol.transport is None:
             return 0
-        srtp = dtls._tx_srtp
-        wire = srtp.protect_rtcp(data) if rtcp else srtp.protect(data)
+        wire = dtls._tx_srtp.protect_rtcp(data)
         pair.protocol.transport.sendto(wire, pair.remote_addr)
         return len(wire)
 
@@ -257,55 +254,160 @@ def set_receiver_payload_types(receiver: RTCRtpReceiver, payload_types: Sequence
         router.payload_type_table.setdefault(pt, set()).add(receiver)
 
 
-def install_fast_ingress(
-    dtls: RTCDtlsTransport, deliver: Callable[[RtpPacket, Any], bool], counters: Any
-) -> bool:
-    """Take SRTP (not SRTCP) datagrams off aioice synchronously, before its queue.
+def _srtp_pointer(session: Any) -> int:
+    """The ``srtp_t`` inside a pylibsrtp Session (kept alive by the caller's reference)."""
+    return int(srtp_ffi.cast("uintptr_t", session._srtp[0]))
 
-    aiortc queues every datagram and wakes the DTLS transport's reader task for each one; the
-    profile (docs/performance.md) put a third of the SFU's CPU there. Here an RTP datagram is
-    unprotected, parsed and routed to its receiver in aioice's own callback, and ``deliver``
-    (receiver, packet) forwards it at once. STUN, DTLS and RTCP keep aiortc's normal path.
-    Returns False when the transport is not ready (nothing installed).
+
+# Bind the native data plane to the libsrtp that pylibsrtp loaded (its symbols are exported),
+# so both use the same SRTP sessions: one key schedule and one replay window per direction.
+_fastpath.init(
+    int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_protect"))),
+    int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_unprotect"))),
+)
+
+TrackOf = Callable[[object], "_fastpath.Track | None"]
+
+
+class LockedSrtp:
+    """A pylibsrtp Session used under the data-plane lock.
+
+    The native data plane (possibly on its pump thread) uses the same libsrtp sessions for RTP;
+    aiortc's own uses (SRTCP both ways, an RTP packet before the native transport exists) go
+    through this wrapper so that the two never run at once.
     """
-    if getattr(dtls, "_fortrolig_fast", False) or dtls._rx_srtp is None:
-        return False
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def protect(self, data: bytes) -> bytes:
+        return _fastpath.locked_call(self.session.protect, data)
+
+    def unprotect(self, data: bytes) -> bytes:
+        return _fastpath.locked_call(self.session.unprotect, data)
+
+    def protect_rtcp(self, data: bytes) -> bytes:
+        return _fastpath.locked_call(self.session.protect_rtcp, data)
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        return _fastpath.locked_call(self.session.unprotect_rtcp, data)
+
+
+def native_transport(
+    dtls: RTCDtlsTransport,
+    counters: _fastpath.Counters,
+    track_of: TrackOf,
+    pump: _fastpath.Pump | None = None,
+) -> _fastpath.Transport | None:
+    """The native data plane of a connected DTLS transport, created on first use.
+
+    The event loop's reader of the nominated pair's socket is replaced by the native
+    ``on_readable``: SRTP packets of SSRCs already routed are forwarded without Python; the
+    first packet of each SSRC is unprotected and routed here (aiortc's router decides which
+    receiver it belongs to), then its SSRC is routed natively. STUN, DTLS and SRTCP go to aioice
+    and aiortc exactly as before. Returns None while the transport is not connected yet.
+    """
+    existing = getattr(dtls, "_fortrolig_native", None)
+    if existing is not None:
+        return cast(_fastpath.Transport, existing)
+    if dtls._state != rtcdtlstransport.State.CONNECTED or dtls._rx_srtp is None:
+        return None
     connection = dtls.transport._connection
-    queued = connection.data_received
-    router = dtls._rtp_router
-    ext = dtls._rtp_header_extensions_map
-    rx = dtls._rx_srtp
-    connected = rtcdtlstransport.State.CONNECTED
+    pair = connection._nominated.get(1)
+    if pair is None or pair.protocol.transport is None:
+        return None
+    protocol = pair.protocol
+    if not isinstance(protocol, aioice.ice.StunProtocol):
+        # A relayed (TURN) local candidate wraps every datagram; the SFU itself never uses
+        # one (its ICE servers are for the clients), so this is a configuration error.
+        log.error("no native data plane for a %s pair", type(protocol).__name__)
+        return None
+    sock = protocol.transport.get_extra_info("socket")
+    rx, tx = dtls._rx_srtp, dtls._tx_srtp
+    if isinstance(rx, LockedSrtp) or isinstance(tx, LockedSrtp):
+        return None  # a previous native transport of this DTLS transport was closed
+    locked_rx = LockedSrtp(rx)
+    dtls._rx_srtp, dtls._tx_srtp = locked_rx, LockedSrtp(tx)  # type: ignore[assignment]
+    router, ext = dtls._rtp_router, dtls._rtp_header_extensions_map
+    component = protocol.local_candidate.component
+    native: _fastpath.Transport
 
-    def data_received(data: bytes, component: int) -> None:
-        first = data[0] if data else 0
-        if 127 < first < 192 and not is_rtcp(data) and dtls._state == connected:
-            try:
-                packet = RtpPacket.parse(rx.unprotect(data), ext)
-            except Exception:  # SRTP authentication failure or a malformed header: drop
-                counters.srtp_failures += 1
-                return
-            receiver = router.route_rtp(packet)
-            if receiver is not None and deliver(packet, receiver):
-                return
+    def slow_rtp(data: bytes) -> None:
+        try:
+            plain = locked_rx.unprotect(data)
+            packet = RtpPacket.parse(plain, ext)
+        except Exception:  # SRTP authentication failure or a malformed header: drop
+            counters.increment("srtp_failures")
+            return
+        receiver = router.route_rtp(packet)
+        track = track_of(receiver) if receiver is not None else None
+        if track is None:
             return  # no forwarding receiver for this SSRC: nothing else would use it
-        queued(data, component)
+        native.route(packet.ssrc, track)
+        track.ingest(plain)
 
-    connection.data_received = data_received  # type: ignore[method-assign]
-
-    # Skip aioice's attempt to parse every media datagram as STUN (RTP/RTCP never start with
-    # the 0b00 bits a STUN message has); everything else still goes through it.
-    for protocol in list(getattr(connection, "_protocols", [])):
-        parse_first = protocol.datagram_received
-
-        def datagram_received(
-            data: bytes, addr: tuple[Any, ...], _p: Any = protocol, _orig: Any = parse_first
-        ) -> None:
-            if data and 127 < data[0] < 192:
-                _p.receiver.data_received(data, _p.local_candidate.component)
+    def fallback(data: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            if 127 < data[0] < 192:  # RTP or RTCP: never STUN, skip aioice's parse attempt
+                if is_rtcp(data):
+                    protocol.receiver.data_received(data, component)
+                else:
+                    slow_rtp(data)
             else:
-                _orig(data, addr)
+                protocol.datagram_received(data, addr)
+        except Exception:
+            log.exception("dropping a datagram after an error")
 
-        protocol.datagram_received = datagram_received
-    dtls._fortrolig_fast = True  # type: ignore[attr-defined]
-    return True
+    remote = pair.remote_addr
+    native = _fastpath.Transport(
+        sock.fileno(),
+        remote[0],
+        remote[1],
+        _srtp_pointer(rx),
+        _srtp_pointer(tx),
+        (rx, tx),
+        fallback,
+        counters,
+    )
+    # asyncio's transport stops reading (it still sends for aioice and RTCP); the native
+    # object reads through its own descriptor of the same socket, on the pump thread or from
+    # the event loop.
+    protocol.transport.pause_reading()  # type: ignore[attr-defined]
+    if pump is not None:
+        pump.register(native)
+    else:
+        asyncio.get_running_loop().add_reader(native.fd, native.on_readable)
+    dtls._fortrolig_native = native  # type: ignore[attr-defined]
+    return native
+
+
+def close_native_transport(dtls: RTCDtlsTransport) -> None:
+    """Stop reading the socket natively and release it; idempotent."""
+    native = getattr(dtls, "_fortrolig_native", None)
+    if native is None or native.closed:
+        return
+    with contextlib.suppress(RuntimeError):  # the loop may already be closed at shutdown
+        asyncio.get_running_loop().remove_reader(native.fd)  # no-op when a pump reads it
+    native.close()  # also leaves the pump
+
+
+def extension_ids(extensions: HeaderExtensionsMap) -> dict[str, int]:
+    """The negotiated ids (0 = not negotiated) of the extensions the SFU writes or reads."""
+    ids = extensions._HeaderExtensionsMap__ids  # type: ignore[attr-defined]
+    return {
+        "mid": int(ids.mid or 0),
+        "abs_send_time": int(ids.abs_send_time or 0),
+        "audio_level": int(ids.audio_level or 0),
+    }
+
+
+def receive_extensions(dtls: RTCDtlsTransport) -> HeaderExtensionsMap:
+    """The map the transport parses incoming RTP with (to re-serialize a parsed packet)."""
+    return dtls._rtp_header_extensions_map
+
+
+def transport_extension_ids(dtls: RTCDtlsTransport) -> dict[str, int]:
+    """Extension ids the transport parses incoming RTP with (the publisher's)."""
+    return extension_ids(dtls._rtp_header_extensions_map)

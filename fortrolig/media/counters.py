@@ -1,24 +1,36 @@
-"""Plain integer counters of the media path, read by the metrics collector at scrape time."""
+"""Counters of the media path, read by the metrics collector at scrape time."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+from ._fastpath import Counters as NativeCounters
+from ._fastpath import Pump
+
+# Maintained by the native data plane for every packet (fortrolig/media/_fastpath.c).
+NATIVE_COUNTERS = (
+    "ingress_packets",
+    "forwarded_packets",
+    "forwarded_bytes",
+    "gated_drops",
+    "rtx_received",
+    "unknown_payload_type",
+    "srtp_failures",
+    "retransmitted",
+    "nack_unanswered",
+    "malformed",
+    "send_errors",
+    "native_datagrams",
+)
 
 
 @dataclass
 class MediaCounters:
-    """Totals since start; increments are single attribute additions on the hot path."""
+    """Totals since start. Python keeps the rare events (feedback, failures) as plain integer
+    fields; per-packet totals live in ``native``, shared with every native object of the SFU."""
 
-    ingress_packets: int = 0
-    forwarded_packets: int = 0
-    forwarded_bytes: int = 0
-    gated_drops: int = 0
-    rtx_received: int = 0
-    unknown_payload_type: int = 0
     nack_received: int = 0
     nack_sent: int = 0
-    nack_unanswered: int = 0
-    retransmitted: int = 0
     pli_received: int = 0
     fir_received: int = 0
     pli_sent: int = 0
@@ -29,9 +41,18 @@ class MediaCounters:
     sr_sent: int = 0
     handler_errors: int = 0
     srtp_refused: int = 0
-    srtp_failures: int = 0
     peers_failed: int = 0
+    native: NativeCounters = field(default_factory=NativeCounters, repr=False, compare=False)
+    pump: Pump | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, int]:
         """Every counter by name."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("native", "pump")
+        }
+        for name in NATIVE_COUNTERS:
+            out[name] = int(getattr(self.native, name))
+        # The I/O thread's epoll wake-ups, and events it had to drop (queue full): 0 without it.
+        out["io_thread_wakeups"] = self.pump.wakeups if self.pump is not None else 0
+        out["io_thread_dropped_events"] = self.pump.dropped_events if self.pump is not None else 0
+        return out

@@ -24,11 +24,12 @@ from aiortc import (
 )
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import HeaderExtensionsMap
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from fortrolig.core.errors import BadRequest, Conflict
 
+from . import _fastpath
 from . import aiortc_hooks as hooks
 from .counters import MediaCounters
 from .extmap import align_extmap_ids, extmap_ids
@@ -92,13 +93,10 @@ def _negotiated_codec(transceiver: RTCRtpTransceiver) -> Codec | None:
     return Codec(main.mimeType, main.clockRate, int(main.payloadType or 0), rtx)
 
 
-def _deliver(packet: RtpPacket, receiver: object) -> bool:
-    """Fast ingress: hand a routed packet to its published track (False: not ours)."""
+def _native_track_of(receiver: object) -> _fastpath.Track | None:
+    """The native track fed by a receiver of ours (None: not a forwarding receiver)."""
     track = getattr(receiver, "_fortrolig_track", None)
-    if track is None:
-        return False
-    track.ingest(packet)
-    return True
+    return track.native if isinstance(track, PublishedTrack) else None
 
 
 class Peer:
@@ -110,8 +108,10 @@ class Peer:
         settings: MediaSettings,
         counters: MediaCounters,
         events: PeerEvents,
+        pump: _fastpath.Pump | None = None,
     ) -> None:
         self.participant_id = participant_id
+        self._pump = pump
         self.published: list[PublishedTrack] = []
         self.slots: list[Slot] = []
         self.closed = False
@@ -126,6 +126,8 @@ class Peer:
         self._lock = asyncio.Lock()
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Legs whose sender started before this peer's native transport existed.
+        self._unattached: list[tuple[RTCRtpTransceiver, Leg, RTCRtpSendParameters]] = []
         servers = [
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
             for s in settings.ice_servers
@@ -224,7 +226,7 @@ class Peer:
             on_started=lambda params: self._attach_leg(transceiver, leg, params),
             rtcp_loop=leg.rtcp_loop,
         )
-        track.legs.append(leg)
+        track.add_leg(leg)
         self.slots.append(Slot(transceiver, leg, track.owner_id))
         self._needs_offer = True
         self._kick()
@@ -281,8 +283,9 @@ class Peer:
         def started(params: object) -> None:
             encodings = getattr(params, "encodings", [])
             ssrc = encodings[0].ssrc if encodings else None
-            rtx = encodings[0].rtx.ssrc if encodings and encodings[0].rtx else None
-            track.start(ssrc, rtx)
+            dtls = receiver.transport
+            ids = hooks.transport_extension_ids(dtls)
+            track.start(ssrc, hooks.receive_extensions(dtls), ids["audio_level"])
 
         hooks.hook_receiver(receiver, track.on_rtp, track.on_rtcp, started)
         receiver._fortrolig_track = track  # type: ignore[attr-defined]  # for the fast ingress
@@ -304,16 +307,23 @@ class Peer:
         if codec.mimeType.lower() != leg.track.codec.mime_type.lower():
             log.warning("subscriber negotiated %s for a %s track", codec.mimeType, leg.track.codec)
             return  # never transcode: the leg stays silent
+        sender = transceiver.sender
+        native = hooks.native_transport(
+            sender.transport, self._counters.native, _native_track_of, self._pump
+        )
+        if native is None:  # DTLS not up yet: attached once the connection is
+            self._unattached.append((transceiver, leg, params))
+            return
         ext = HeaderExtensionsMap()
         ext.configure(params)
-        sender = transceiver.sender
         leg.attach(
             hooks.RawSender(sender.transport),
+            native,
             ssrc=sender._ssrc,
             rtx_ssrc=sender._rtx_ssrc,
             payload_type=int(codec.payloadType or 0),
             rtx_payload_type=rtx,
-            extensions=ext,
+            extension_ids=hooks.extension_ids(ext),
             mid=params.muxId,
             cname=params.rtcp.cname or "",
         )
@@ -366,7 +376,11 @@ class Peer:
         if state == "connected":
             self._connected.set()
             for dtls in hooks.dtls_transports(self.pc):
-                hooks.install_fast_ingress(dtls, _deliver, self._counters)
+                hooks.native_transport(dtls, self._counters.native, _native_track_of, self._pump)
+            waiting, self._unattached = self._unattached, []
+            for transceiver, leg, params in waiting:
+                if not leg.closed:
+                    self._attach_leg(transceiver, leg, params)
             profile = self.srtp_profile()
             if profile != hooks.AES_256_GCM:
                 self._counters.srtp_refused += 1
@@ -374,6 +388,7 @@ class Peer:
             else:
                 await self._events.media_connected(self.participant_id)
         elif state in ("failed", "closed") and not self.closed:
+            self._close_native()
             self._counters.peers_failed += 1
             await self._events.media_failed(self.participant_id, "ice_or_dtls_failed")
 
@@ -390,6 +405,10 @@ class Peer:
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _close_native(self) -> None:
+        for dtls in hooks.dtls_transports(self.pc):
+            hooks.close_native_transport(dtls)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -409,6 +428,7 @@ class Peer:
         for slot in self.slots:
             slot.leg.close()
         self.slots.clear()
+        self._close_native()
         await self.pc.close()
         if others:
             await asyncio.gather(*others, return_exceptions=True)

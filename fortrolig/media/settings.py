@@ -29,3 +29,6 @@ class MediaSettings:
     min_bitrate_bps: int = 100_000
     keyframe_min_interval_ms: int = 300
     forbid_transcoding: bool = True
+    # Read media sockets on a native thread (no event-loop wake-up per datagram); False reads
+    # them from the event loop with the same native code (docs/performance.md compares both).
+    io_thread: bool = True

@@ -7,6 +7,7 @@ over a request/response channel.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from fortrolig.core.errors import NotFound
 from fortrolig.core.metrics import Sample
 
+from . import _fastpath
 from . import aiortc_hooks as hooks
 from .counters import MediaCounters
 from .peer import Peer, PeerEvents
@@ -31,6 +33,7 @@ class Sfu:
         self.codec_guard = hooks.CodecGuard()
         self._rooms: dict[str, dict[str, Peer]] = {}
         self._closed = False
+        self._pump: _fastpath.Pump | None = None
         hooks.restrict_host_addresses(settings.ice_host_addresses)
         if settings.forbid_transcoding:
             self.codec_guard.install()
@@ -45,7 +48,9 @@ class Sfu:
         if stale is not None:
             await self.close_peer(room_id, participant_id)
             room = self._rooms.setdefault(room_id, {})
-        room[participant_id] = Peer(participant_id, self.settings, self.counters, events)
+        room[participant_id] = Peer(
+            participant_id, self.settings, self.counters, events, self._io_pump()
+        )
 
     async def publish(self, room_id: str, participant_id: str, offer_sdp: str) -> str:
         """Apply the participant's publishing offer, subscribe everyone; returns the answer."""
@@ -102,6 +107,19 @@ class Sfu:
         self._closed = True
         for room_id in list(self._rooms):
             await self.close_room(room_id)
+        if self._pump is not None:
+            asyncio.get_running_loop().remove_reader(self._pump.notify_fd)
+            self._pump.stop()
+
+    def _io_pump(self) -> _fastpath.Pump | None:
+        """The native I/O thread of this SFU, started with the first peer (needs the loop)."""
+        if not self.settings.io_thread:
+            return None
+        if self._pump is None:
+            self._pump = _fastpath.Pump()
+            asyncio.get_running_loop().add_reader(self._pump.notify_fd, self._pump.dispatch)
+            self.counters.pump = self._pump
+        return self._pump
 
     def srtp_profile(self, room_id: str, participant_id: str) -> str | None:
         """The SRTP profile negotiated with a participant (None until connected)."""

@@ -10,7 +10,13 @@ import asyncio
 import aioice
 import aioice.ice
 import aiortc
-from aiortc import RTCPeerConnection, rtcdtlstransport, rtcrtpreceiver, rtcrtpsender
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    rtcdtlstransport,
+    rtcrtpreceiver,
+    rtcrtpsender,
+)
 
 
 def test_versions_are_the_pinned_ones() -> None:
@@ -37,10 +43,47 @@ async def test_private_attributes_exist() -> None:
         assert hasattr(dtls, name), name
     assert hasattr(dtls.transport, "_connection")
     assert hasattr(dtls.transport._connection, "_nominated")
-    # The fast ingress path (install_fast_ingress).
+    # The native data plane (native_transport, extension_ids).
     for name in ("_rx_srtp", "_rtp_router", "_rtp_header_extensions_map"):
         assert hasattr(dtls, name), name
-    assert callable(dtls.transport._connection.data_received)
-    assert hasattr(dtls.transport._connection, "_protocols")
+    ids = dtls._rtp_header_extensions_map._HeaderExtensionsMap__ids
+    for name in ("mid", "abs_send_time", "audio_level"):
+        assert hasattr(ids, name), name
+    assert callable(getattr(aioice.ice.StunProtocol, "datagram_received", None))
     await pc.close()
     await asyncio.sleep(0)
+
+
+async def test_native_transport_reaches_into_a_real_connection() -> None:
+    """Two aiortc peers on 127.0.0.1: every private attribute native_transport() reads is there
+    once connected, and pylibsrtp exposes the session pointer and libsrtp's functions."""
+    from pylibsrtp._binding import ffi, lib
+
+    from fortrolig.media import aiortc_hooks as hooks
+
+    hooks.restrict_host_addresses(["127.0.0.1"])
+    assert ffi.addressof(lib, "srtp_protect") and ffi.addressof(lib, "srtp_unprotect")
+    a = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    b = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        a.addTransceiver("audio", direction="sendrecv")
+        await a.setLocalDescription(await a.createOffer())
+        await b.setRemoteDescription(a.localDescription)
+        await b.setLocalDescription(await b.createAnswer())
+        await a.setRemoteDescription(b.localDescription)
+        for _ in range(200):
+            if a.connectionState == "connected" and b.connectionState == "connected":
+                break
+            await asyncio.sleep(0.025)
+        dtls = a.getTransceivers()[0].receiver.transport
+        assert dtls._state == rtcdtlstransport.State.CONNECTED
+        assert int(ffi.cast("uintptr_t", dtls._rx_srtp._srtp[0])) != 0
+        pair = dtls.transport._connection._nominated[1]
+        assert isinstance(pair.protocol, aioice.ice.StunProtocol)
+        assert pair.protocol.transport.get_extra_info("socket").fileno() >= 0
+        assert pair.protocol.local_candidate.component == 1
+        assert callable(pair.protocol.receiver.data_received)
+        assert pair.remote_addr[0] == "127.0.0.1"
+    finally:
+        await a.close()
+        await b.close()

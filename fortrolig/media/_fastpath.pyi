@@ -1,0 +1,117 @@
+"""Type stub of the native data plane (fortrolig/media/_fastpath.c)."""
+
+from collections.abc import Callable
+from typing import Any
+
+from typing_extensions import Buffer
+
+KEYFRAME_NONE: int
+KEYFRAME_VP8: int
+KEYFRAME_H264: int
+CACHE_SIZE: int
+
+def init(srtp_protect_address: int, srtp_unprotect_address: int) -> None: ...
+def is_keyframe_start(codec: int, payload: Buffer) -> bool: ...
+
+class Counters:
+    ingress_packets: int
+    forwarded_packets: int
+    forwarded_bytes: int
+    gated_drops: int
+    rtx_received: int
+    unknown_payload_type: int
+    srtp_failures: int
+    retransmitted: int
+    nack_unanswered: int
+    malformed: int
+    send_errors: int
+    native_datagrams: int
+    def __init__(self) -> None: ...
+    def increment(self, name: str, n: int = 1, /) -> None: ...
+
+class Transport:
+    fd: int
+    closed: int
+    def __init__(
+        self,
+        fd: int,
+        remote_host: str,
+        remote_port: int,
+        rx: int,
+        tx: int,
+        keep: object,
+        fallback: Callable[[bytes, tuple[Any, ...]], None],
+        counters: Counters,
+    ) -> None: ...
+    def on_readable(self) -> None: ...
+    def route(self, ssrc: int, track: Track) -> bool: ...
+    def unroute(self, track: Track) -> None: ...
+    def routes(self) -> list[int]: ...
+    def close(self) -> None: ...
+
+class Track:
+    media_ssrc: int
+    packets_received: int
+    closed: int
+    leg_count: int
+    def __init__(
+        self,
+        counters: Counters,
+        keyframe_codec: int,
+        clock_rate: int,
+        payload_type: int,
+        rtx_payload_type: int,
+        nack: bool,
+        on_keyframe: Callable[[], None],
+        on_missing: Callable[[list[int]], None],
+    ) -> None: ...
+    def ingest(self, packet: Buffer) -> None: ...
+    def set_codec(self, payload_type: int, rtx_payload_type: int, /) -> None: ...
+    def set_options(self, media_ssrc: int = 0, audio_level_id: int = -1) -> None: ...
+    def add_leg(self, leg: Leg, /) -> None: ...
+    def remove_leg(self, leg: Leg, /) -> None: ...
+    def report(self) -> tuple[int, int, int, int] | None: ...
+    def nack_due(self) -> list[int]: ...
+    def missing(self) -> list[int]: ...
+    def close(self) -> None: ...
+
+class Leg:
+    packets: int
+    octets: int
+    last_in_ts: int
+    last_arrival: float
+    ts_delta: int
+    ssrc: int
+    closed: int
+    forwarding: bool
+    def __init__(
+        self, counters: Counters, gated: bool, seq_start: int, ts_delta: int, rtx_seq: int
+    ) -> None: ...
+    def attach(
+        self,
+        transport: Transport,
+        ssrc: int,
+        rtx_ssrc: int,
+        payload_type: int,
+        rtx_payload_type: int,
+        mid: bytes,
+        mid_id: int,
+        abs_send_time_id: int,
+        audio_level_id: int,
+    ) -> None: ...
+    def retransmit(self, seq: int, /) -> bool: ...
+    def close(self) -> None: ...
+
+def locked_call(fn: Callable[[bytes], bytes], arg: bytes, /) -> bytes: ...
+
+class Pump:
+    notify_fd: int
+    running: int
+    wakeups: int
+    dropped_events: int
+    pending: int
+    def __init__(self) -> None: ...
+    def register(self, transport: Transport, /) -> None: ...
+    def unregister(self, transport: Transport, /) -> None: ...
+    def dispatch(self) -> None: ...
+    def stop(self) -> None: ...
