@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck imports bench bench-janus bench-capacity clean deps-system venv
+.PHONY: run test lint typecheck imports bench bench-janus bench-capacity clean deps-system deps-build venv
 
-# The native data plane (fortrolig/media/_fastpath.c) is compiled by the editable install.
-$(STAMP): pyproject.toml fortrolig/media/_fastpath.c
+# The native data plane (fortrolig/media/native/) is compiled by the editable install: it needs
+# a C compiler and the headers of the Python that makes the venv (installed when missing).
+$(STAMP): pyproject.toml $(wildcard fortrolig/media/native/*.c fortrolig/media/native/*.h) | deps-build
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -29,6 +30,15 @@ typecheck: $(STAMP)
 
 imports: $(STAMP)
 	$(BIN)/lint-imports
+
+deps-build:
+	@missing=""; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	[ -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing="$$missing python3-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 # Debian packages the test suite needs (real PostgreSQL for the journal stores, a Unicode font
 # for PDF exports). Installed only when missing; needs root (or sudo).

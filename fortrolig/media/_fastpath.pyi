@@ -1,4 +1,4 @@
-"""Type stub of the native data plane (fortrolig/media/_fastpath.c)."""
+"""Type stub of the native data plane (fortrolig/media/native/)."""
 
 from collections.abc import Callable
 from typing import Any

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from ._fastpath import Counters as NativeCounters
 from ._fastpath import Pump
 
-# Maintained by the native data plane for every packet (fortrolig/media/_fastpath.c).
+# Maintained by the native data plane for every packet (fortrolig/media/native/).
 NATIVE_COUNTERS = (
     "ingress_packets",
     "forwarded_packets",

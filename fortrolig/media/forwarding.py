@@ -1,6 +1,6 @@
 """RTP-level forwarding: one publisher track fanned out to subscriber legs, never decoded.
 
-The per-packet work is native (fortrolig/media/_fastpath.c): a :class:`PublishedTrack`'s
+The per-packet work is native (fortrolig/media/native/): a :class:`PublishedTrack`'s
 ``native`` track keeps receive statistics, finds missing packets and fans each packet out; a
 :class:`Leg`'s ``native`` leg holds video back until a keyframe starts (so a new subscriber never
 decodes garbage), rewrites SSRC, sequence number, timestamp, payload type and header extensions,

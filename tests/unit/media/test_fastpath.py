@@ -1,4 +1,4 @@
-"""The native data plane (fortrolig/media/_fastpath.c) with real components.
+"""The native data plane (fortrolig/media/native/) with real components.
 
 Two UDP sockets on 127.0.0.1 and real libsrtp sessions (AES-256-GCM, one key per direction):
 the "peer" socket protects what it sends with its own outbound session and unprotects what the
