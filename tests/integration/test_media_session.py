@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPacket, RtcpPsfbPacket, RtcpRrPacket, 
 from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
 from fortrolig.media import aiortc_hooks as hooks
-from tests.conftest import Server
+from tests.conftest import Server, start_server, stop_server
 
 RED = (82, 90, 240)
 GREEN = (145, 54, 34)
@@ -97,9 +98,35 @@ async def test_two_participants_exchange_media_and_chat(
         profiles = {hooks.selected_srtp_profile(d) for d in hooks.dtls_transports(p.pc)}
         assert profiles == {"SRTP_AEAD_AES_256_GCM"}
 
-    # Forwarded without a single decoder or encoder in the server process.
+    # Forwarded without a single decoder or encoder in the server process, by the native data
+    # plane read on its I/O thread (the default).
     await wait_for(lambda: server.metric("fortrolig_media_forwarded_packets_total") > 200, 3)
     assert server.metric("fortrolig_media_codec_instances_total") == 0
+    assert server.metric("fortrolig_media_native_datagrams_total") > 200
+    assert server.metric("fortrolig_media_io_thread_wakeups_total") > 0
+    assert server.metric("fortrolig_media_io_thread_dropped_events_total") == 0
+
+
+async def test_media_flows_with_the_io_thread_off(tmp_path: Path) -> None:
+    """media.io_thread = false: the same native code reads the sockets from the event loop."""
+    node = start_server(tmp_path, {"FORTROLIG_MEDIA__IO_THREAD": "false"})
+    try:
+        session = node.session()
+        a = make(node, session["practitioner_token"], RED)
+        b = make(node, session["client_token"], GREEN)
+        await a.start()
+        await b.start()
+        try:
+            await wait_for(lambda: a.frames_from(b.participant_id or "", "video") > 30, 15)
+            await wait_for(lambda: b.frames_from(a.participant_id or "", "video") > 30, 15)
+            await wait_for(lambda: close_to(_sample(a, b), GREEN), 5)
+        finally:
+            await a.close()
+            await b.close()
+        assert node.metric("fortrolig_media_native_datagrams_total") > 100
+        assert node.metric("fortrolig_media_io_thread_wakeups_total") == 0
+    finally:
+        stop_server(node)
 
 
 def _sample(viewer: Participant, publisher: Participant) -> tuple[float, float, float] | None:

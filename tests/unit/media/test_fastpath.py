@@ -17,6 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -1312,3 +1313,68 @@ def test_is_keyframe_start_accepts_any_buffer_and_no_keyframes_without_a_codec()
     assert _fastpath.is_keyframe_start(_fastpath.KEYFRAME_VP8, bytearray([0x10, 0x00]))
     assert _fastpath.is_keyframe_start(_fastpath.KEYFRAME_H264, memoryview(b"\x65"))
     assert not _fastpath.is_keyframe_start(_fastpath.KEYFRAME_NONE, bytes([0x10, 0x00]))
+
+
+# ------------------------------------------------------------------------------------------
+# The data-plane lock with more than one thread
+# ------------------------------------------------------------------------------------------
+
+
+# A deadlock blocks in C, where the default (signal) timeout cannot interrupt: the thread
+# method ends the run with a stack dump instead of hanging it.
+@pytest.mark.timeout(30, method="thread")
+def test_a_second_python_thread_never_deadlocks_on_the_lock(net: Net) -> None:
+    """locked_call runs libsrtp through cffi, which releases the GIL while holding the lock; a
+    second Python thread then waits for the lock. It must wait with the GIL released, or the
+    first thread could never return (the per-test timeout turns a deadlock into a failure)."""
+    track, _ = make_track(net.counters, nack=True)
+    session = srtp_session(srtp_key("lock test"), Policy.SSRC_ANY_OUTBOUND)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            while not stop.is_set():
+                track.ingest(rtp(next(SEQUENCE) % 65536))
+                track.report()
+                track.nack_due()
+        except BaseException as exc:  # reported below, not swallowed
+            errors.append(exc)
+
+    worker = threading.Thread(target=other)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # hand the GIL over often, also inside locked_call
+    worker.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        i = 0
+        while time.monotonic() < deadline:
+            _fastpath.locked_call(session.protect, rtp(i % 65536, ssrc=0x5151))
+            i += 1
+    finally:
+        stop.set()
+        worker.join(5)
+        sys.setswitchinterval(interval)
+    assert not worker.is_alive() and errors == []
+    assert track.packets_received > 0
+
+
+def test_the_pump_cannot_be_stopped_from_a_callback_under_the_lock(
+    net: Net, pump: _fastpath.Pump
+) -> None:
+    """An inline-mode callback runs with the lock held; joining the pump thread there would wait
+    for itself, so stop() refuses instead of hanging."""
+    refused: list[str] = []
+
+    def stop_from_callback(_: bytes) -> None:
+        try:
+            pump.stop()
+        except RuntimeError as exc:
+            refused.append(str(exc))
+
+    net.hooks.append(stop_from_callback)
+    net.send_raw(b"\x00stop")
+    assert refused and "callback" in refused[0]
+    assert pump.running == 1
+    pump.stop()
+    assert pump.running == 0
