@@ -74,7 +74,7 @@ JANUS_DIR = Path(__file__).resolve().with_name("janus")
 JANUS_URL = f"http://{SERVER_ADDR}:8088/janus"
 JANUS_CONFIGS = {"janus": "janus.jcfg", "janus-el1": "janus-el1.jcfg"}
 JANUS_ROOM = 1234
-SERVERS = ("fortrolig", "janus", "janus-el1")
+SERVERS = ("fortrolig", "fortrolig-inline", "janus", "janus-el1")
 DEFAULT_KS = (1, 2, 4, 8, 16)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 JANUS_START_S = 15.0
@@ -397,7 +397,7 @@ class Point:
 
 async def _client_run(point: Point, conn: Connection) -> dict[str, Any]:
     clip = Clip.load(point.clip_path)
-    socket_path = point.socket_path if point.server == "fortrolig" else None
+    socket_path = point.socket_path if point.server.startswith("fortrolig") else None
     plan = ClientPlan(
         point.server, socket_path, point.clip_path, point.subscribers, point.warmup_s,
         point.window_s,
@@ -483,9 +483,9 @@ def run_point(
             if server.startswith("janus"):
                 janus = start_janus(server, log_path)
                 janus_pid = point["server_pid"] = janus.pid
-            elif server == "fortrolig":
+            elif server.startswith("fortrolig"):
                 ready_rx, ready_tx = ctx.Pipe(duplex=False)
-                args = ("fortrolig", socket_path, ready_tx, SERVER_ADDR)
+                args = (server, socket_path, ready_tx, SERVER_ADDR)
                 procs.append(ctx.Process(target=server_main, args=args, daemon=True))
                 procs[-1].start()
                 if not ready_rx.poll(60):

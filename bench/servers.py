@@ -1,6 +1,8 @@
 """The two servers under test, each run alone in a process pinned to the server core.
 
-* ``fortrolig``: :class:`fortrolig.media.sfu.Sfu` (RTP-level forwarding, no codec work).
+* ``fortrolig``: :class:`fortrolig.media.sfu.Sfu` (RTP-level forwarding, no codec work), its
+  media sockets read by the native I/O thread; ``fortrolig-inline`` the same with
+  ``io_thread=False`` (read by the event loop).
 * ``relay``: the stock aiortc way, one ``RTCPeerConnection`` per participant and
   ``aiortc.contrib.media.MediaRelay``: the publisher's tracks are decoded once and every
   subscriber's sender re-encodes them.
@@ -59,13 +61,15 @@ class ServerImpl(Protocol):
 class FortroligServer:
     """Fortrolig's SFU behind the benchmark channel (it is also the SFU's PeerEvents)."""
 
-    def __init__(self, push: Push, ice_address: str = LOOPBACK) -> None:
+    def __init__(self, push: Push, ice_address: str = LOOPBACK, io_thread: bool = True) -> None:
         # Imported here so that the baseline's process never loads Fortrolig's media code.
         from fortrolig.media.settings import MediaSettings
         from fortrolig.media.sfu import Sfu
 
         self._push = push
-        settings = MediaSettings(forbid_transcoding=False, ice_host_addresses=(ice_address,))
+        settings = MediaSettings(
+            forbid_transcoding=False, ice_host_addresses=(ice_address,), io_thread=io_thread
+        )
         self.sfu = Sfu(settings)
         self.failures: list[str] = []
 
@@ -210,6 +214,8 @@ async def _serve(
     impl: ServerImpl
     if kind == "fortrolig":
         impl = FortroligServer(push, ice_address)
+    elif kind == "fortrolig-inline":  # media.io_thread = false: sockets read by the event loop
+        impl = FortroligServer(push, ice_address, io_thread=False)
     elif kind == "relay":
         impl = RelayServer(push)
     else:

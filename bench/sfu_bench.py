@@ -36,7 +36,7 @@ from .clip import AUDIO_RATE, AUDIO_SAMPLES, Clip, encode_clip
 from .common import CLIENT_CORE
 from .servers import server_main
 
-SERVERS = ("fortrolig", "relay")
+SERVERS = ("fortrolig", "fortrolig-inline", "relay")
 MIN_RATE_SHARE = 0.98
 MAX_CLIENT_CORE_PCT = 70.0
 VP8_PAYLOAD_PER_PACKET = 1300 - 4  # aiortc's PACKET_MAX minus the VP8 descriptor with picture id
@@ -180,7 +180,7 @@ def judge(point: dict[str, Any], nominal_rate: float) -> None:
         ingress = point["ingress_pkt_s"]
         if ingress < MIN_RATE_SHARE * nominal_rate:
             flags.append(f"publisher sent {ingress:.1f} pkt/s < 98% of {nominal_rate:.1f}")
-        if point["server"] in ("fortrolig", "direct"):
+        if point["server"] in ("fortrolig", "fortrolig-inline", "direct"):
             expected = k * ingress
             point["expected_egress_pkt_s"] = expected
             if point["egress_pkt_s"] < MIN_RATE_SHARE * expected:
@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ks", default=None, help="comma-separated subscriber counts")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the window")
     parser.add_argument("--window", type=float, default=None, help="measured seconds")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="fortrolig,relay")
+    parser.add_argument("--servers", default=",".join(SERVERS), help=",".join(SERVERS))
     parser.add_argument("--no-direct", action="store_true", help="skip the latency floor")
     parser.add_argument(
         "--profile", default=None, help="also profile Fortrolig at K=8 with py-spy (raw file)"
