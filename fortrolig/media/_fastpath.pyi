@@ -10,7 +10,7 @@ KEYFRAME_VP8: int
 KEYFRAME_H264: int
 CACHE_SIZE: int
 
-def init(srtp_protect_address: int, srtp_unprotect_address: int) -> None: ...
+def init(srtp_protect: int, srtp_unprotect: int, srtp_unprotect_rtcp: int, /) -> None: ...
 def is_keyframe_start(codec: int, payload: Buffer) -> bool: ...
 
 class Counters:
@@ -26,6 +26,11 @@ class Counters:
     malformed: int
     send_errors: int
     native_datagrams: int
+    rtcp_received: int
+    nack_received: int
+    pli_received: int
+    fir_received: int
+    remb_received: int
     def __init__(self) -> None: ...
     def increment(self, name: str, n: int = 1, /) -> None: ...
 
@@ -47,6 +52,7 @@ class Transport:
     def route(self, ssrc: int, track: Track) -> bool: ...
     def unroute(self, track: Track) -> None: ...
     def routes(self) -> list[int]: ...
+    def rtcp(self, packet: Buffer, /) -> None: ...
     def close(self) -> None: ...
 
 class Track:
@@ -54,6 +60,10 @@ class Track:
     packets_received: int
     closed: int
     leg_count: int
+    has_sr: int
+    sr_ntp: int
+    sr_rtp: int
+    sr_arrived: float
     def __init__(
         self,
         counters: Counters,
@@ -66,6 +76,7 @@ class Track:
         on_missing: Callable[[list[int]], None],
     ) -> None: ...
     def ingest(self, packet: Buffer) -> None: ...
+    def set_sender_report(self, ntp: int, rtp: int, arrived: float, /) -> None: ...
     def set_codec(self, payload_type: int, rtx_payload_type: int, /) -> None: ...
     def set_options(self, media_ssrc: int = 0, audio_level_id: int = -1) -> None: ...
     def add_leg(self, leg: Leg, /) -> None: ...
@@ -84,6 +95,11 @@ class Leg:
     ssrc: int
     closed: int
     forwarding: bool
+    remb_bps: int
+    remb_at: float
+    fraction_lost: int
+    jitter: int
+    rtt: float
     def __init__(
         self, counters: Counters, gated: bool, seq_start: int, ts_delta: int, rtx_seq: int
     ) -> None: ...
@@ -98,7 +114,9 @@ class Leg:
         mid_id: int,
         abs_send_time_id: int,
         audio_level_id: int,
+        on_keyframe: Callable[[], None] | None = None,
     ) -> None: ...
+    def note_sr(self, lsr: int, sent_at: float, /) -> None: ...
     def retransmit(self, seq: int, /) -> bool: ...
     def close(self) -> None: ...
 

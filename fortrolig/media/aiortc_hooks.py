@@ -262,8 +262,10 @@ def _srtp_pointer(session: Any) -> int:
 # Bind the native data plane to the libsrtp that pylibsrtp loaded (its symbols are exported),
 # so both use the same SRTP sessions: one key schedule and one replay window per direction.
 _fastpath.init(
-    int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_protect"))),
-    int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_unprotect"))),
+    *(
+        int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, name)))
+        for name in ("srtp_protect", "srtp_unprotect", "srtp_unprotect_rtcp")
+    )
 )
 
 TrackOf = Callable[[object], "_fastpath.Track | None"]

@@ -21,6 +21,11 @@ NATIVE_COUNTERS = (
     "malformed",
     "send_errors",
     "native_datagrams",
+    "rtcp_received",
+    "nack_received",
+    "pli_received",
+    "fir_received",
+    "remb_received",
 )
 
 
@@ -29,13 +34,9 @@ class MediaCounters:
     """Totals since start. Python keeps the rare events (feedback, failures) as plain integer
     fields; per-packet totals live in ``native``, shared with every native object of the SFU."""
 
-    nack_received: int = 0
     nack_sent: int = 0
-    pli_received: int = 0
-    fir_received: int = 0
     pli_sent: int = 0
     pli_suppressed: int = 0
-    remb_received: int = 0
     remb_sent: int = 0
     rr_sent: int = 0
     sr_sent: int = 0

@@ -7,7 +7,9 @@ decodes garbage), rewrites SSRC, sequence number, timestamp, payload type and he
 caches packets to answer NACKs over RTX, protects and sends. This module keeps what happens a few
 times a second: asking the publisher for lost packets (NACK) and keyframes (PLI, rate-limited),
 reporting back to it (receiver reports, REMB = the minimum of its subscribers' estimates), and
-each leg's sender reports mapped from the publisher's (lip sync).
+each leg's sender reports mapped from the publisher's (lip sync). Incoming RTCP (receiver
+reports, NACK, PLI/FIR, REMB, the publisher's sender reports) is parsed natively too; a keyframe
+request is the one piece of it that comes back to Python.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 
 from aiortc.rtp import (
     RTCP_PSFB_APP,
-    RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
@@ -36,7 +37,6 @@ from aiortc.rtp import (
     RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
-    unpack_remb_fci,
 )
 
 from . import _fastpath
@@ -111,7 +111,6 @@ class PublishedTrack:
         self.kind = kind
         self._codec = codec
         self.legs: list[Leg] = []
-        self.sender_report: SenderReport | None = None
         self._upstream = upstream
         self._rtcp_ssrc = rtcp_ssrc
         self._counters = counters
@@ -119,8 +118,6 @@ class PublishedTrack:
         self._max_bitrate = max_bitrate
         self._keyframe_interval = keyframe_interval_s
         self._last_keyframe_request = -1e9
-        self._lsr = 0
-        self._lsr_time = 0.0
         self._task: asyncio.Task[None] | None = None
         self._extensions = HeaderExtensionsMap()
         self.closed = False
@@ -144,6 +141,14 @@ class PublishedTrack:
         """A renegotiation renumbered the payload types (same codec)."""
         self._codec = codec
         self.native.set_codec(codec.payload_type, _or_none(codec.rtx_payload_type))
+
+    @property
+    def sender_report(self) -> SenderReport | None:
+        """The publisher's latest SR (read by the native transport, or by aiortc's path)."""
+        native = self.native
+        if not native.has_sr:
+            return None
+        return SenderReport(native.sr_ntp, native.sr_rtp, native.sr_arrived)
 
     @property
     def media_ssrc(self) -> int | None:
@@ -184,9 +189,7 @@ class PublishedTrack:
         """RTCP from the publisher routed to this receiver (its sender reports)."""
         if isinstance(packet, RtcpSrPacket) and packet.ssrc == self.media_ssrc:
             info = packet.sender_info
-            self.sender_report = SenderReport(info.ntp_timestamp, info.rtp_timestamp, time.time())
-            self._lsr = (info.ntp_timestamp >> 16) & 0xFFFFFFFF
-            self._lsr_time = time.time()
+            self.native.set_sender_report(info.ntp_timestamp, info.rtp_timestamp, time.time())
 
     # -- feedback toward the publisher ---------------------------------------------------
 
@@ -233,9 +236,11 @@ class PublishedTrack:
         if ssrc is None or media_ssrc is None or stats is None:
             return b""
         fraction_lost, packets_lost, highest_sequence, jitter = stats
-        dlsr = 0
-        if self._lsr:
-            delay = time.time() - self._lsr_time
+        lsr = dlsr = 0
+        sr = self.sender_report
+        if sr is not None:
+            lsr = (sr.ntp >> 16) & 0xFFFFFFFF
+            delay = time.time() - sr.arrived
             if 0 < delay < 65536:
                 dlsr = int(delay * 65536)
         info = RtcpReceiverInfo(
@@ -244,7 +249,7 @@ class PublishedTrack:
             packets_lost=packets_lost,
             highest_sequence=highest_sequence,
             jitter=jitter,
-            lsr=self._lsr,
+            lsr=lsr,
             dlsr=dlsr,
         )
         out = bytes(RtcpRrPacket(ssrc=ssrc, reports=[info]))
@@ -295,14 +300,10 @@ class Leg:
 
     def __init__(self, track: PublishedTrack, counters: MediaCounters) -> None:
         self.track = track
-        self.remb_bps = 0
-        self.remb_at = 0.0
-        self.fraction_lost = 0
-        self.jitter = 0
-        self.rtt_s: float | None = None
         self.closed = False
         self._counters = counters
         self._out: RawSender | None = None
+        self._transport: _fastpath.Transport | None = None
         self._ssrc = 0
         self._cname = ""
         # Random initial sequence number and timestamp offset per leg (RFC 3550 5.1).
@@ -314,8 +315,6 @@ class Leg:
             ts_delta=self._ts_delta,
             rtx_seq=random.randint(0, 0x7FFF),
         )
-        self._sr_sent_lsr = 0
-        self._sr_sent_at = 0.0
 
     def attach(
         self,
@@ -332,6 +331,7 @@ class Leg:
     ) -> None:
         """Bind to the negotiated subscriber sender; forwarding starts with the next packet."""
         self._out = out
+        self._transport = transport
         self._ssrc = ssrc
         self._cname = cname
         self.native.attach(
@@ -344,6 +344,7 @@ class Leg:
             mid_id=extension_ids.get("mid", 0) if mid else 0,
             abs_send_time_id=extension_ids.get("abs_send_time", 0),
             audio_level_id=extension_ids.get("audio_level", 0),
+            on_keyframe=self.track.request_keyframe,
         )
 
     @property
@@ -359,39 +360,35 @@ class Leg:
     def octets(self) -> int:
         return self.native.octets
 
-    def on_rtcp(self, packet: AnyRtcpPacket) -> None:
-        """RTCP from the subscriber about this leg: reports, NACK, PLI/FIR, REMB."""
-        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-            for report in packet.reports:
-                if report.ssrc == self._ssrc:
-                    self._on_report(report)
-        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            self._counters.nack_received += 1
-            for seq in packet.lost[:64]:
-                self.native.retransmit(seq)
-        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-            if packet.fmt == RTCP_PSFB_PLI:
-                self._counters.pli_received += 1
-            else:
-                self._counters.fir_received += 1
-            self.track.request_keyframe()
-        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-            try:
-                bitrate, ssrcs = unpack_remb_fci(packet.fci)
-            except ValueError:
-                return
-            if self._ssrc in ssrcs:
-                self.remb_bps = bitrate
-                self.remb_at = time.monotonic()
-                self._counters.remb_received += 1
+    @property
+    def remb_bps(self) -> int:
+        """The subscriber's latest REMB estimate for this leg (0: none yet)."""
+        return self.native.remb_bps
 
-    def _on_report(self, report: RtcpReceiverInfo) -> None:
-        self.fraction_lost = report.fraction_lost
-        self.jitter = report.jitter
-        if report.lsr and report.lsr == self._sr_sent_lsr:
-            rtt = time.time() - self._sr_sent_at - report.dlsr / 65536
-            if 0 <= rtt < 60:
-                self.rtt_s = rtt
+    @property
+    def remb_at(self) -> float:
+        """``time.monotonic()`` of that estimate."""
+        return self.native.remb_at
+
+    @property
+    def fraction_lost(self) -> int:
+        return self.native.fraction_lost
+
+    @property
+    def jitter(self) -> int:
+        return self.native.jitter
+
+    @property
+    def rtt_s(self) -> float | None:
+        """Round trip to the subscriber from its receiver reports (None until measured)."""
+        rtt = self.native.rtt
+        return rtt if rtt >= 0 else None
+
+    def on_rtcp(self, packet: AnyRtcpPacket) -> None:
+        """RTCP about this leg that reached aiortc's path (only before the native transport
+        took the socket): handled by the same native code as everything after."""
+        if self._transport is not None:
+            self._transport.rtcp(bytes(packet))
 
     def sender_report(self) -> bytes:
         """This leg's SR (+ SDES CNAME): the publisher's NTP/RTP mapping, shifted to our
@@ -415,8 +412,7 @@ class Leg:
             packet_count=native.packets & 0xFFFFFFFF,
             octet_count=native.octets & 0xFFFFFFFF,
         )
-        self._sr_sent_lsr = (ntp >> 16) & 0xFFFFFFFF
-        self._sr_sent_at = now
+        native.note_sr((ntp >> 16) & 0xFFFFFFFF, now)
         out = bytes(RtcpSrPacket(ssrc=self._ssrc, sender_info=info))
         if self._cname:
             chunk = RtcpSourceInfo(ssrc=self._ssrc, items=[(1, self._cname.encode())])

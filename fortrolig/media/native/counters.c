@@ -20,6 +20,11 @@ static PyMemberDef Counters_members[] = {
     COUNTER(malformed, "RTP packets with an impossible header"),
     COUNTER(send_errors, "sendto failures (socket buffer full, network down)"),
     COUNTER(native_datagrams, "media datagrams handled without Python"),
+    COUNTER(rtcp_received, "RTCP (compound) packets received and handled"),
+    COUNTER(nack_received, "NACK messages received from subscribers"),
+    COUNTER(pli_received, "PLI keyframe requests received from subscribers"),
+    COUNTER(fir_received, "FIR keyframe requests received from subscribers"),
+    COUNTER(remb_received, "REMB bandwidth estimates received from subscribers"),
     {NULL}};
 
 /* Add to a counter under the lock (Python's own increments race the pump thread otherwise). */

@@ -40,6 +40,7 @@
 typedef int (*srtp_fn)(void *ctx, void *hdr, int *len);
 extern srtp_fn srtp_protect_fn;
 extern srtp_fn srtp_unprotect_fn;
+extern srtp_fn srtp_unprotect_rtcp_fn;
 
 /* The data-plane lock (module.c explains it) and how deep this thread holds it. */
 extern pthread_mutex_t plane_lock;
@@ -80,7 +81,7 @@ static inline int seq_newer(uint16_t a, uint16_t b) {
 
 
 enum { KF_NONE = 0, KF_VP8 = 1, KF_H264 = 2 };
-enum { EV_FALLBACK = 1, EV_MISSING = 2, EV_KEYFRAME = 3 };
+enum { EV_FALLBACK = 1, EV_MISSING = 2, EV_KEYFRAME = 3, EV_LEG_KEYFRAME = 4 };
 
 typedef struct {
     uint8_t *data;
@@ -111,6 +112,11 @@ typedef struct {
     unsigned long long malformed;
     unsigned long long send_errors;
     unsigned long long native_datagrams;
+    unsigned long long rtcp_received;
+    unsigned long long nack_received;
+    unsigned long long pli_received;
+    unsigned long long fir_received;
+    unsigned long long remb_received;
 } CountersObject;
 
 
@@ -135,6 +141,8 @@ typedef struct {
     int nroutes;
     uint32_t route_ssrc[MAX_ROUTES];
     struct TrackObject *route_track[MAX_ROUTES];
+    int nlegs_out, caplegs_out;
+    struct LegObject **legs_out; /* legs sending on this transport: its RTCP is about them */
 } TransportObject;
 
 typedef struct TrackObject {
@@ -169,6 +177,11 @@ typedef struct TrackObject {
     /* subscribers */
     int nlegs, caplegs;
     struct LegObject **legs;
+    /* the publisher's latest sender report (lip sync, and LSR/DLSR of our receiver reports) */
+    int has_sr;
+    unsigned long long sr_ntp;
+    uint32_t sr_rtp;
+    double sr_arrived;      /* Unix time */
 } TrackObject;
 
 typedef struct LegObject {
@@ -189,6 +202,15 @@ typedef struct LegObject {
     uint16_t cache_len[CACHE_SIZE];
     uint16_t cache_cap[CACHE_SIZE];
     int caching;
+    /* what the subscriber's RTCP said about this leg */
+    PyObject *on_keyframe;  /* callable(): the subscriber asked for a keyframe (PLI/FIR) */
+    unsigned long long remb_bps;
+    double remb_at;         /* monotonic seconds of the last REMB naming this leg */
+    int fraction_lost;
+    uint32_t jitter;
+    double rtt;             /* seconds, -1 until known */
+    uint32_t sr_lsr;        /* middle 32 bits of the NTP time of our last SR, and when */
+    double sr_sent_at;
 } LegObject;
 
 
@@ -229,6 +251,9 @@ int vp8_keyframe_start(const uint8_t *p, Py_ssize_t n);
 int h264_keyframe_start(const uint8_t *p, Py_ssize_t n);
 int rtp_parse(uint8_t *d, int n, int audio_level_id, Rtp *r);
 void realtime(double *unix_s, uint32_t *abs_send_time);
+double monotonic_now(void);
+/* rtcp.c: a plaintext (compound) RTCP packet from this transport's peer (lock held) */
+void transport_rtcp(TransportObject *t, const uint8_t *d, int n);
 /* leg.c */
 void leg_forward(LegObject *l, const Rtp *r, uint16_t in_seq, int keyframe, double now,
                  uint32_t abs_send);
@@ -239,6 +264,9 @@ void call_soon_safe(PyObject *callable, PyObject *arg);
 void call_missing(TrackObject *s, const uint16_t *missing, int n);
 /* transport.c */
 int transport_send(TransportObject *t, uint8_t *buf, int len);
+int transport_add_leg(TransportObject *t, LegObject *l);
+void transport_remove_leg(TransportObject *t, LegObject *l);
+int leg_retransmit(LegObject *self, uint16_t seq);
 void call_fallback(TransportObject *self, const uint8_t *d, int n,
                    const struct sockaddr_storage *from);
 void transport_drain(TransportObject *self);

@@ -114,19 +114,21 @@ static int Leg_init(LegObject *self, PyObject *args, PyObject *kw) {
     self->seq_start = (uint16_t)seq_start;
     self->ts_delta = ts_delta;
     self->rtx_seq = (uint16_t)rtx_seq;
+    self->rtt = -1;
     return 0;
 }
 
 static PyObject *Leg_attach(LegObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"transport", "ssrc", "rtx_ssrc", "payload_type", "rtx_payload_type",
-                            "mid", "mid_id", "abs_send_time_id", "audio_level_id", NULL};
-    PyObject *transport;
+                            "mid", "mid_id", "abs_send_time_id", "audio_level_id",
+                            "on_keyframe", NULL};
+    PyObject *transport, *on_keyframe = Py_None;
     unsigned int ssrc, rtx_ssrc;
     int pt, rtx_pt, mid_id, abs_id, level_id;
     Py_buffer mid;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!IIiiy*iii", names, &TransportType, &transport,
-                                     &ssrc, &rtx_ssrc, &pt, &rtx_pt, &mid, &mid_id, &abs_id,
-                                     &level_id))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!IIiiy*iii|O", names, &TransportType,
+                                     &transport, &ssrc, &rtx_ssrc, &pt, &rtx_pt, &mid, &mid_id,
+                                     &abs_id, &level_id, &on_keyframe))
         return NULL;
     LOCK_PY();
     if (self->closed || self->counters == NULL) {
@@ -142,11 +144,22 @@ static PyObject *Leg_attach(LegObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "extension id, payload type or mid out of range");
         return NULL;
     }
+    if (transport_add_leg((TransportObject *)transport, self) < 0) {
+        UNLOCK_PY();
+        PyBuffer_Release(&mid);
+        return PyErr_NoMemory();
+    }
+    if (self->out != NULL && self->out != (TransportObject *)transport)
+        transport_remove_leg(self->out, self);
     memcpy(self->mid, mid.buf, (size_t)mid.len);
     self->mid_len = (int)mid.len;
     PyBuffer_Release(&mid);
     Py_INCREF(transport);
     Py_XSETREF(self->out, (TransportObject *)transport);
+    if (on_keyframe != Py_None) {
+        Py_INCREF(on_keyframe);
+        Py_XSETREF(self->on_keyframe, on_keyframe);
+    }
     self->ssrc = ssrc;
     self->rtx_ssrc = rtx_ssrc;
     self->pt = pt;
@@ -161,7 +174,7 @@ static PyObject *Leg_attach(LegObject *self, PyObject *args, PyObject *kw) {
 }
 
 /* Resend ``seq`` from the cache over RTX (lock held); 1 when sent. */
-static int leg_retransmit(LegObject *self, uint16_t seq) {
+int leg_retransmit(LegObject *self, uint16_t seq) {
     int slot = seq % CACHE_SIZE;
     TransportObject *t = self->out;
     uint8_t *c = self->cache[slot];
@@ -215,14 +228,33 @@ static PyObject *Leg_retransmit(LegObject *self, PyObject *arg) {
 }
 
 static PyObject *Leg_close(LegObject *self, PyObject *Py_UNUSED(ignored)) {
+    Py_INCREF(self);
     LOCK_PY();
     self->closed = 1;
     self->attached = 0;
     TransportObject *out = self->out;
     self->out = NULL;
+    if (out != NULL) transport_remove_leg(out, self);
     leg_free_cache(self);
+    PyObject *callback = self->on_keyframe;
+    self->on_keyframe = NULL;
     UNLOCK_PY();
     Py_XDECREF(out);
+    Py_XDECREF(callback);
+    Py_DECREF(self);
+    Py_RETURN_NONE;
+}
+
+/* Python's sender report for this leg: remembered to measure the round trip when the
+ * subscriber's receiver report echoes it (LSR/DLSR, RFC 3550 6.4.1). */
+static PyObject *Leg_note_sr(LegObject *self, PyObject *args) {
+    unsigned int lsr;
+    double sent_at;
+    if (!PyArg_ParseTuple(args, "Id", &lsr, &sent_at)) return NULL;
+    LOCK_PY();
+    self->sr_lsr = lsr;
+    self->sr_sent_at = sent_at;
+    UNLOCK_PY();
     Py_RETURN_NONE;
 }
 
@@ -232,12 +264,14 @@ static PyObject *Leg_get_forwarding(LegObject *self, void *closure) {
 
 static int Leg_traverse(LegObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->out);
+    Py_VISIT(self->on_keyframe);
     Py_VISIT(self->counters);
     return 0;
 }
 
 static int Leg_clear(LegObject *self) {
     Py_CLEAR(self->out);
+    Py_CLEAR(self->on_keyframe);
     Py_CLEAR(self->counters);
     return 0;
 }
@@ -255,6 +289,8 @@ static PyMethodDef Leg_methods[] = {
     {"retransmit", (PyCFunction)Leg_retransmit, METH_O,
      "Resend a cached packet over RTX; False when it is no longer cached."},
     {"close", (PyCFunction)Leg_close, METH_NOARGS, "Stop forwarding; idempotent."},
+    {"note_sr", (PyCFunction)Leg_note_sr, METH_VARARGS,
+     "note_sr(lsr, sent_at): the SR just sent (for the round-trip time)."},
     {NULL}};
 
 static PyMemberDef Leg_members[] = {
@@ -267,6 +303,15 @@ static PyMemberDef Leg_members[] = {
     {"ts_delta", T_UINT, offsetof(LegObject, ts_delta), READONLY, "RTP timestamp offset"},
     {"ssrc", T_UINT, offsetof(LegObject, ssrc), READONLY, "this leg's SSRC"},
     {"closed", T_INT, offsetof(LegObject, closed), READONLY, "closed"},
+    {"remb_bps", T_ULONGLONG, offsetof(LegObject, remb_bps), READONLY,
+     "the subscriber's latest REMB estimate naming this leg (0: none)"},
+    {"remb_at", T_DOUBLE, offsetof(LegObject, remb_at), READONLY,
+     "time.monotonic() of that REMB"},
+    {"fraction_lost", T_INT, offsetof(LegObject, fraction_lost), READONLY,
+     "fraction lost (/256) in the subscriber's latest report"},
+    {"jitter", T_UINT, offsetof(LegObject, jitter), READONLY,
+     "interarrival jitter in the subscriber's latest report (RTP units)"},
+    {"rtt", T_DOUBLE, offsetof(LegObject, rtt), READONLY, "round-trip time in s (-1: unknown)"},
     {NULL}};
 
 static PyGetSetDef Leg_getset[] = {

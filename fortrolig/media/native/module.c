@@ -36,6 +36,7 @@
 
 srtp_fn srtp_protect_fn = NULL;
 srtp_fn srtp_unprotect_fn = NULL;
+srtp_fn srtp_unprotect_rtcp_fn = NULL;
 pthread_mutex_t plane_lock;
 __thread int lock_depth;
 uint8_t rx_bufs[RECV_BATCH][BUF_SIZE];
@@ -46,14 +47,15 @@ uint8_t tx_buf[BUF_SIZE];
  * ---------------------------------------------------------------------------------------- */
 
 static PyObject *mod_init(PyObject *m, PyObject *args) {
-    unsigned long long protect, unprotect;
-    if (!PyArg_ParseTuple(args, "KK", &protect, &unprotect)) return NULL;
-    if (protect == 0 || unprotect == 0) {
+    unsigned long long protect, unprotect, unprotect_rtcp;
+    if (!PyArg_ParseTuple(args, "KKK", &protect, &unprotect, &unprotect_rtcp)) return NULL;
+    if (protect == 0 || unprotect == 0 || unprotect_rtcp == 0) {
         PyErr_SetString(PyExc_ValueError, "null libsrtp function");
         return NULL;
     }
     srtp_protect_fn = (srtp_fn)(uintptr_t)protect;
     srtp_unprotect_fn = (srtp_fn)(uintptr_t)unprotect;
+    srtp_unprotect_rtcp_fn = (srtp_fn)(uintptr_t)unprotect_rtcp;
     Py_RETURN_NONE;
 }
 
@@ -80,7 +82,7 @@ static PyObject *mod_keyframe(PyObject *m, PyObject *args) {
 
 static PyMethodDef module_methods[] = {
     {"init", mod_init, METH_VARARGS,
-     "init(srtp_protect_address, srtp_unprotect_address): bind to pylibsrtp's libsrtp."},
+     "init(protect, unprotect, unprotect_rtcp): addresses of pylibsrtp's libsrtp functions."},
     {"locked_call", mod_locked_call, METH_VARARGS,
      "locked_call(fn, arg): fn(arg) while holding the data-plane lock."},
     {"is_keyframe_start", mod_keyframe, METH_VARARGS,

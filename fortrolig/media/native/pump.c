@@ -180,15 +180,28 @@ static PyObject *Pump_dispatch(PumpObject *self, PyObject *Py_UNUSED(ignored)) {
         self->count--;
         TransportObject *t = NULL;
         TrackObject *track = NULL;
+        PyObject *leg_callback = NULL;
         if (e->slot < (uint32_t)self->nslots && self->gens[e->slot] == e->gen)
             t = self->slots[e->slot];
-        if (t != NULL && e->kind != EV_FALLBACK) {
+        if (t != NULL && (e->kind == EV_MISSING || e->kind == EV_KEYFRAME)) {
             for (int i = 0; i < t->nroutes; i++)
                 if (t->route_ssrc[i] == e->ssrc) { track = t->route_track[i]; break; }
+        } else if (t != NULL && e->kind == EV_LEG_KEYFRAME) {
+            for (int i = 0; i < t->nlegs_out; i++) {
+                if (t->legs_out[i]->ssrc == e->ssrc) {
+                    leg_callback = t->legs_out[i]->on_keyframe;
+                    break;
+                }
+            }
         }
         Py_XINCREF(t);
         Py_XINCREF(track);
+        Py_XINCREF(leg_callback);
         UNLOCK_PY();
+        if (leg_callback != NULL) {
+            call_soon_safe(leg_callback, NULL);
+            Py_DECREF(leg_callback);
+        }
         if (t != NULL && e->kind == EV_FALLBACK && e->has_addr) {
             call_fallback(t, e->data, e->len, &e->addr);
         } else if (track != NULL && e->kind == EV_MISSING) {

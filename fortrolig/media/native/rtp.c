@@ -118,3 +118,10 @@ void realtime(double *unix_s, uint32_t *abs_send_time) {
     *abs_send_time = (uint32_t)(((secs << 18) | frac) & 0xFFFFFF);
 }
 
+
+/* Seconds on the clock Python's time.monotonic() reads (CLOCK_MONOTONIC on Linux). */
+double monotonic_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}

@@ -390,7 +390,24 @@ static PyObject *Track_get_nlegs(TrackObject *self, void *closure) {
     return PyLong_FromLong(self->nlegs);
 }
 
+/* A sender report that reached Python instead (aiortc's path, before the native transport). */
+static PyObject *Track_set_sender_report(TrackObject *self, PyObject *args) {
+    unsigned long long ntp;
+    unsigned int rtp;
+    double arrived;
+    if (!PyArg_ParseTuple(args, "KId", &ntp, &rtp, &arrived)) return NULL;
+    LOCK_PY();
+    self->sr_ntp = ntp;
+    self->sr_rtp = rtp;
+    self->sr_arrived = arrived;
+    self->has_sr = 1;
+    UNLOCK_PY();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Track_methods[] = {
+    {"set_sender_report", (PyCFunction)Track_set_sender_report, METH_VARARGS,
+     "set_sender_report(ntp, rtp, arrived_unix): the publisher's SR seen by Python."},
     {"ingest", (PyCFunction)Track_ingest, METH_O,
      "Forward one plaintext RTP packet (the slow path: first packets, unknown SSRCs)."},
     {"set_codec", (PyCFunction)Track_set_codec, METH_VARARGS,
@@ -412,6 +429,13 @@ static PyMemberDef Track_members[] = {
     {"packets_received", T_ULONGLONG, offsetof(TrackObject, received), READONLY,
      "packets accepted"},
     {"closed", T_INT, offsetof(TrackObject, closed), READONLY, "closed"},
+    {"has_sr", T_INT, offsetof(TrackObject, has_sr), READONLY,
+     "1 once a sender report of the publisher arrived"},
+    {"sr_ntp", T_ULONGLONG, offsetof(TrackObject, sr_ntp), READONLY,
+     "NTP timestamp of the publisher's latest SR"},
+    {"sr_rtp", T_UINT, offsetof(TrackObject, sr_rtp), READONLY, "its RTP timestamp"},
+    {"sr_arrived", T_DOUBLE, offsetof(TrackObject, sr_arrived), READONLY,
+     "Unix time it arrived"},
     {NULL}};
 
 static PyGetSetDef Track_getset[] = {

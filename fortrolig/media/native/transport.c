@@ -67,7 +67,7 @@ static int Transport_init(TransportObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "iUiKKOOO!", names, &fd, &host, &port, &rx, &tx,
                                      &keep, &fallback, &CountersType, &counters))
         return -1;
-    if (srtp_protect_fn == NULL || srtp_unprotect_fn == NULL) {
+    if (srtp_protect_fn == NULL || srtp_unprotect_fn == NULL || srtp_unprotect_rtcp_fn == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "init() was not called");
         return -1;
     }
@@ -76,7 +76,7 @@ static int Transport_init(TransportObject *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     if (parse_address(host, port, &self->remote, &self->remote_len) < 0) return -1;
-    if (self->fd > 0) close(self->fd);
+    if (self->fd >= 0) close(self->fd);
     self->fd = dup(fd);
     if (self->fd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
@@ -141,7 +141,18 @@ void transport_drain(TransportObject *self) {
                 self->counters->malformed++; /* larger than any datagram of ours: dropped */
                 continue;
             }
-            if (n >= 12 && d[0] >= 128 && d[0] < 192 && !(d[1] >= 192 && d[1] <= 223)) {
+            if (n >= 12 && d[0] >= 128 && d[0] < 192 && d[1] >= 192 && d[1] <= 223) {
+                /* SRTCP: unprotected and handled here (feedback about our legs, SRs) */
+                int len = n;
+                if (srtp_unprotect_rtcp_fn(self->rx, d, &len) != 0) {
+                    self->counters->srtp_failures++;
+                    continue;
+                }
+                self->counters->native_datagrams++;
+                transport_rtcp(self, d, len);
+                continue;
+            }
+            if (n >= 12 && d[0] >= 128 && d[0] < 192) {
                 uint32_t ssrc = rd32(d + 8);
                 TrackObject *track = NULL;
                 for (int i = 0; i < self->nroutes; i++) {
@@ -212,6 +223,61 @@ static void transport_drop_routes(TransportObject *self) {
     int n = self->nroutes;
     self->nroutes = 0;
     for (int i = 0; i < n; i++) Py_CLEAR(self->route_track[i]);
+    int m = self->nlegs_out;
+    LegObject **legs = self->legs_out;
+    self->nlegs_out = self->caplegs_out = 0;
+    self->legs_out = NULL;
+    for (int i = 0; i < m; i++) Py_DECREF(legs[i]);
+    PyMem_Free(legs);
+}
+
+/* A leg now sends on this transport, so its peer's RTCP speaks of it (lock held). */
+int transport_add_leg(TransportObject *t, LegObject *l) {
+    for (int i = 0; i < t->nlegs_out; i++)
+        if (t->legs_out[i] == l) return 0;
+    if (t->nlegs_out == t->caplegs_out) {
+        int cap = t->caplegs_out ? t->caplegs_out * 2 : 8;
+        LegObject **grown = PyMem_Realloc(t->legs_out, sizeof(LegObject *) * (size_t)cap);
+        if (grown == NULL) return -1;
+        t->legs_out = grown;
+        t->caplegs_out = cap;
+    }
+    Py_INCREF(l);
+    t->legs_out[t->nlegs_out++] = l;
+    return 0;
+}
+
+/* (lock held; the reference is released by the caller's later DECREF of the leg's owner) */
+void transport_remove_leg(TransportObject *t, LegObject *l) {
+    for (int i = 0; i < t->nlegs_out; i++) {
+        if (t->legs_out[i] == l) {
+            t->legs_out[i] = t->legs_out[--t->nlegs_out];
+            Py_DECREF(l); /* the caller holds its own reference: never the last one */
+            return;
+        }
+    }
+}
+
+/* A plaintext RTCP packet handed in by Python (aiortc's path, tests). */
+static PyObject *Transport_rtcp(TransportObject *self, PyObject *arg) {
+    Py_buffer b;
+    if (self->counters == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Transport was not initialised");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) return NULL;
+    if (b.len > BUF_SIZE) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "RTCP packet too large");
+        return NULL;
+    }
+    Py_INCREF(self);
+    LOCK_PY();
+    transport_rtcp(self, b.buf, (int)b.len);
+    UNLOCK_PY();
+    Py_DECREF(self);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
 }
 
 static PyObject *Transport_unroute(TransportObject *self, PyObject *arg) {
@@ -266,6 +332,7 @@ static int Transport_traverse(TransportObject *self, visitproc visit, void *arg)
     Py_VISIT(self->fallback);
     Py_VISIT(self->counters);
     for (int i = 0; i < self->nroutes; i++) Py_VISIT(self->route_track[i]);
+    for (int i = 0; i < self->nlegs_out; i++) Py_VISIT(self->legs_out[i]);
     return 0;
 }
 
@@ -298,6 +365,8 @@ static PyMethodDef Transport_methods[] = {
      "Handle RTP of this SSRC natively with this Track; False when the table is full."},
     {"unroute", (PyCFunction)Transport_unroute, METH_O, "Forget every SSRC of a Track."},
     {"routes", (PyCFunction)Transport_routes, METH_NOARGS, "The routed SSRCs."},
+    {"rtcp", (PyCFunction)Transport_rtcp, METH_O,
+     "Handle a plaintext (compound) RTCP packet from this transport's peer."},
     {"close", (PyCFunction)Transport_close, METH_NOARGS,
      "Close our socket descriptor and drop routes; idempotent."},
     {NULL}};
