@@ -1148,8 +1148,9 @@ def test_keyframe_parsers_on_random_payloads(payload: bytes) -> None:
 
 
 def looks_like_rtp(d: bytes) -> bool:
-    """What the transport takes for SRTP (RFC 5761 demultiplexing)."""
-    return len(d) >= 12 and 128 <= d[0] < 192 and not 192 <= d[1] <= 223
+    """What the transport takes for SRTP or SRTCP (RFC 5761/7983 demultiplexing): with its SSRC
+    routed (RTP) or always (RTCP, which the data plane handles itself)."""
+    return len(d) >= 12 and 128 <= d[0] < 192
 
 
 @fuzz(200)
