@@ -316,6 +316,8 @@ def native_transport(
         return cast(_fastpath.Transport, existing)
     if dtls._state != rtcdtlstransport.State.CONNECTED or dtls._rx_srtp is None:
         return None
+    if selected_srtp_profile(dtls) != AES_256_GCM:
+        return None  # fail closed: no media on a weaker profile (it is never offered)
     connection = dtls.transport._connection
     pair = connection._nominated.get(1)
     if pair is None or pair.protocol.transport is None:

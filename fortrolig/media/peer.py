@@ -288,7 +288,8 @@ class Peer:
             track.start(ssrc, hooks.receive_extensions(dtls), ids["audio_level"])
 
         hooks.hook_receiver(receiver, track.on_rtp, track.on_rtcp, started)
-        receiver._fortrolig_track = track  # type: ignore[attr-defined]  # for the fast ingress
+        # the native data plane's slow path finds the track of a new SSRC through its receiver
+        receiver._fortrolig_track = track  # type: ignore[attr-defined]
         self.published.append(track)
 
     def _attach_leg(
@@ -375,18 +376,19 @@ class Peer:
         state = self.pc.connectionState
         if state == "connected":
             self._connected.set()
+            profile = self.srtp_profile()
+            if profile != hooks.AES_256_GCM:
+                # Belt and braces (only AES-256-GCM is offered): no media flows on this peer.
+                self._counters.srtp_refused += 1
+                await self._events.media_failed(self.participant_id, "srtp_profile")
+                return
             for dtls in hooks.dtls_transports(self.pc):
                 hooks.native_transport(dtls, self._counters.native, _native_track_of, self._pump)
             waiting, self._unattached = self._unattached, []
             for transceiver, leg, params in waiting:
                 if not leg.closed:
                     self._attach_leg(transceiver, leg, params)
-            profile = self.srtp_profile()
-            if profile != hooks.AES_256_GCM:
-                self._counters.srtp_refused += 1
-                await self._events.media_failed(self.participant_id, "srtp_profile")
-            else:
-                await self._events.media_connected(self.participant_id)
+            await self._events.media_connected(self.participant_id)
         elif state in ("failed", "closed") and not self.closed:
             self._close_native()
             self._counters.peers_failed += 1
