@@ -336,22 +336,39 @@ def make_leg(
     mid_id: int = MID_ID,
     abs_id: int = ABS_ID,
     level_id: int = LEVEL_ID,
+    on_keyframe: Callable[[], None] | None = None,
 ) -> _fastpath.Leg:
     leg = _fastpath.Leg(
         net.counters, gated=gated, seq_start=seq_start, ts_delta=ts_delta, rtx_seq=rtx_seq
     )
-    leg.attach(
+    attach(
+        leg,
         net.transport,
         ssrc=ssrc,
-        rtx_ssrc=LEG_RTX_SSRC,
-        payload_type=LEG_PT,
         rtx_payload_type=rtx_pt,
         mid=mid,
         mid_id=mid_id,
         abs_send_time_id=abs_id,
         audio_level_id=level_id,
+        on_keyframe=on_keyframe,
     )
     return leg
+
+
+def attach(leg: _fastpath.Leg, transport: _fastpath.Transport, **override: Any) -> None:
+    """Attach ``leg`` with this file's subscriber parameters, some of them overridden."""
+    params: dict[str, Any] = {
+        "ssrc": LEG_SSRC,
+        "rtx_ssrc": LEG_RTX_SSRC,
+        "payload_type": LEG_PT,
+        "rtx_payload_type": LEG_RTX_PT,
+        "mid": MID,
+        "mid_id": MID_ID,
+        "abs_send_time_id": ABS_ID,
+        "audio_level_id": LEVEL_ID,
+        "on_keyframe": None,
+    }
+    leg.attach(transport, **(params | override))
 
 
 def wired(
@@ -892,17 +909,7 @@ def test_leg_close_then_attach_raises(net: Net) -> None:
     track.ingest(rtp(2))
     net.assert_silent()
     with pytest.raises(RuntimeError):
-        leg.attach(
-            net.transport,
-            ssrc=LEG_SSRC,
-            rtx_ssrc=LEG_RTX_SSRC,
-            payload_type=LEG_PT,
-            rtx_payload_type=LEG_RTX_PT,
-            mid=MID,
-            mid_id=MID_ID,
-            abs_send_time_id=ABS_ID,
-            audio_level_id=LEVEL_ID,
-        )
+        attach(leg, net.transport)
 
 
 def test_track_close_drops_legs_and_ignores_packets(net: Net) -> None:
@@ -1474,21 +1481,9 @@ def test_nack_over_srtcp_is_answered_over_rtx(net: Net) -> None:
 
 
 def test_pli_and_fir_ask_the_legs_track_for_a_keyframe(net: Net) -> None:
-    _, leg, _ = wired(net)
     asked: list[str] = []
     make_leg(net, ssrc=0x5555)  # another leg on the same transport, not named
-    leg.attach(
-        net.transport,
-        ssrc=LEG_SSRC,
-        rtx_ssrc=LEG_RTX_SSRC,
-        payload_type=LEG_PT,
-        rtx_payload_type=LEG_RTX_PT,
-        mid=MID,
-        mid_id=MID_ID,
-        abs_send_time_id=ABS_ID,
-        audio_level_id=LEVEL_ID,
-        on_keyframe=lambda: asked.append("keyframe"),
-    )
+    leg = make_leg(net, on_keyframe=lambda: asked.append("keyframe"))
     send_rtcp(net, bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=0x9999, media_ssrc=LEG_SSRC)))
     assert asked == ["keyframe"]
     send_rtcp(net, fir(LEG_SSRC))
@@ -1531,20 +1526,8 @@ def test_rtcp_handed_in_by_python_takes_the_same_path(net: Net) -> None:
 
 
 def test_pump_queues_keyframe_requests_from_rtcp(net: Net, pump: _fastpath.Pump) -> None:
-    _, leg, _ = wired(net)
     asked: list[int] = []
-    leg.attach(
-        net.transport,
-        ssrc=LEG_SSRC,
-        rtx_ssrc=LEG_RTX_SSRC,
-        payload_type=LEG_PT,
-        rtx_payload_type=LEG_RTX_PT,
-        mid=MID,
-        mid_id=MID_ID,
-        abs_send_time_id=ABS_ID,
-        audio_level_id=LEVEL_ID,
-        on_keyframe=lambda: asked.append(1),
-    )
+    make_leg(net, on_keyframe=lambda: asked.append(1))
     pump.register(net.transport)
     pli = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=0x9999, media_ssrc=LEG_SSRC))
     net.send_raw(net.peer_tx.protect_rtcp(pli), pump=False)
@@ -1569,11 +1552,7 @@ def test_random_rtcp_never_crashes(data: bytes) -> None:
             track, _ = make_track(counters, nack=True)
             transport.route(MEDIA_SSRC, track)
             leg = _fastpath.Leg(counters, gated=False, seq_start=1, ts_delta=0, rtx_seq=1)
-            leg.attach(
-                transport, ssrc=LEG_SSRC, rtx_ssrc=LEG_RTX_SSRC, payload_type=LEG_PT,
-                rtx_payload_type=LEG_RTX_PT, mid=MID, mid_id=MID_ID, abs_send_time_id=ABS_ID,
-                audio_level_id=LEVEL_ID, on_keyframe=lambda: None,
-            )  # fmt: skip
+            attach(leg, transport, on_keyframe=lambda: None)
             # the SSRCs a real packet would name, so parsing reaches the handlers
             transport.rtcp(data.replace(b"\xaa\xaa\xaa\xaa", struct.pack("!I", LEG_SSRC)))
             assert counters.rtcp_received == 1
