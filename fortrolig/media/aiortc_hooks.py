@@ -274,9 +274,9 @@ TrackOf = Callable[[object], "_fastpath.Track | None"]
 class LockedSrtp:
     """A pylibsrtp Session used under the data-plane lock.
 
-    The native data plane (possibly on its pump thread) uses the same libsrtp sessions for RTP;
-    aiortc's own uses (SRTCP both ways, an RTP packet before the native transport exists) go
-    through this wrapper so that the two never run at once.
+    The native data plane (possibly on its pump thread) uses the same libsrtp sessions; Python's
+    own uses (the RTCP it sends, an RTP or RTCP packet that reaches aiortc's path) go through
+    this wrapper so that the two never run at once.
     """
 
     __slots__ = ("session",)
@@ -306,10 +306,11 @@ def native_transport(
     """The native data plane of a connected DTLS transport, created on first use.
 
     The event loop's reader of the nominated pair's socket is replaced by the native
-    ``on_readable``: SRTP packets of SSRCs already routed are forwarded without Python; the
-    first packet of each SSRC is unprotected and routed here (aiortc's router decides which
-    receiver it belongs to), then its SSRC is routed natively. STUN, DTLS and SRTCP go to aioice
-    and aiortc exactly as before. Returns None while the transport is not connected yet.
+    ``on_readable``: SRTP packets of SSRCs already routed are forwarded, and SRTCP is handled,
+    without Python; the first packet of each SSRC is unprotected and routed here (aiortc's
+    router decides which receiver it belongs to), then its SSRC is routed natively. STUN and DTLS
+    go to aioice and aiortc exactly as before. Returns None while the transport is not connected
+    yet (or, logged, when its socket cannot be taken over).
     """
     existing = getattr(dtls, "_fortrolig_native", None)
     if existing is not None:
@@ -333,7 +334,6 @@ def native_transport(
     if isinstance(rx, LockedSrtp) or isinstance(tx, LockedSrtp):
         return None  # a previous native transport of this DTLS transport was closed
     locked_rx = LockedSrtp(rx)
-    dtls._rx_srtp, dtls._tx_srtp = locked_rx, LockedSrtp(tx)  # type: ignore[assignment]
     router, ext = dtls._rtp_router, dtls._rtp_header_extensions_map
     component = protocol.local_candidate.component
     native: _fastpath.Transport
@@ -365,16 +365,21 @@ def native_transport(
             log.exception("dropping a datagram after an error")
 
     remote = pair.remote_addr
-    native = _fastpath.Transport(
-        sock.fileno(),
-        remote[0],
-        remote[1],
-        _srtp_pointer(rx),
-        _srtp_pointer(tx),
-        (rx, tx),
-        fallback,
-        counters,
-    )
+    try:
+        native = _fastpath.Transport(
+            sock.fileno(),
+            remote[0],
+            remote[1],
+            _srtp_pointer(rx),
+            _srtp_pointer(tx),
+            (rx, tx),
+            fallback,
+            counters,
+        )
+    except (ValueError, OSError):  # e.g. a scoped IPv6 address the C side cannot parse
+        log.exception("no native data plane for remote %s", remote)
+        return None
+    dtls._rx_srtp, dtls._tx_srtp = locked_rx, LockedSrtp(tx)  # type: ignore[assignment]
     # asyncio's transport stops reading (it still sends for aioice and RTCP); the native
     # object reads through its own descriptor of the same socket, on the pump thread or from
     # the event loop.
