@@ -382,8 +382,15 @@ class Peer:
                 self._counters.srtp_refused += 1
                 await self._events.media_failed(self.participant_id, "srtp_profile")
                 return
-            for dtls in hooks.dtls_transports(self.pc):
+            natives = [
                 hooks.native_transport(dtls, self._counters.native, _native_track_of, self._pump)
+                for dtls in hooks.dtls_transports(self.pc)
+            ]
+            if None in natives:
+                # Its legs could never be attached: tell the participant rather than stay mute.
+                self._counters.peers_failed += 1
+                await self._events.media_failed(self.participant_id, "data_plane")
+                return
             waiting, self._unattached = self._unattached, []
             for transceiver, leg, params in waiting:
                 if not leg.closed:
