@@ -36,7 +36,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol, TypeGuard
 from urllib.parse import quote, urlencode, urlsplit
@@ -368,34 +368,11 @@ def settings_from_config(config: EidConfig, base_url: str) -> EidSettings:
     unset ``redirect_uri`` is ``<base_url>/eid/callback``. Raises ``ConfigError``."""
     if not config.enabled:
         raise ConfigError("config key eid.issuer: eID is not configured")
-    return EidSettings(
-        issuer=config.issuer,
-        client_id=config.client_id,
-        redirect_uri=config.callback_url(base_url),
-        client_auth=config.client_auth,
-        client_secret_file=config.client_secret_file,
-        private_key_file=config.private_key_file,
-        private_key_alg=config.private_key_alg,
-        scopes=config.scopes,
-        acr_values=config.acr_values,
-        min_acr=config.min_acr,
-        acr_order=config.acr_order,
-        id_token_algs=config.id_token_algs,
-        allow_cpr=config.allow_cpr,
-        cpr_scope=config.cpr_scope,
-        cpr_claim=config.cpr_claim,
-        name_claim=config.name_claim,
-        prompt_login=config.prompt_login,
-        ui_locales=config.ui_locales,
-        allow_insecure_loopback=config.allow_insecure_loopback,
-        skew_s=config.skew_s,
-        id_token_max_age_s=config.id_token_max_age_s,
-        pending_ttl_s=config.pending_ttl_s,
-        max_pending=config.max_pending,
-        discovery_ttl_s=config.discovery_ttl_s,
-        jwks_min_refresh_s=config.jwks_min_refresh_s,
-        http_timeout_s=config.http_timeout_s,
-    )
+    # Every setting is a key of the [eid] section with the same name (tests/unit/test_eid.py
+    # checks it), so the copy is by field; only the callback URL is derived.
+    values = {f.name: getattr(config, f.name) for f in fields(EidSettings)}
+    values["redirect_uri"] = config.callback_url(base_url)
+    return EidSettings(**values)
 
 
 def load_client_auth(settings: EidSettings) -> ClientAuth:

@@ -799,3 +799,17 @@ async def test_token_without_kid_needs_exactly_one_fitting_key(
     with pytest.raises(EidRejected) as info:
         await client.finish("code", pending.state, iss=ISSUER)
     assert info.value.reason == "key_unknown"  # two RSA keys: ambiguous, refused
+
+
+def test_every_relying_party_setting_is_an_eid_config_key_with_the_same_default() -> None:
+    """settings_from_config copies by field name: a setting added to one dataclass and not the
+    other would be silently dropped (or fail), so the two must stay in step."""
+    from dataclasses import MISSING, fields
+
+    from fortrolig.core.config import EidConfig
+
+    config_fields = {f.name: f for f in fields(EidConfig)}
+    for f in fields(EidSettings):
+        assert f.name in config_fields, f.name
+        if f.default is not MISSING:
+            assert config_fields[f.name].default == f.default, f.name
