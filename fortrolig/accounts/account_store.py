@@ -13,9 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
-from fortrolig.accounts.practitioners import PractitionerRow, RefreshOutcome, ThrottleKey
+from fortrolig.accounts.practitioners import (
+    PractitionerRow,
+    RefreshOutcome,
+    RefreshRecord,
+    ThrottleKey,
+)
 
 SCHEMA_TABLE: Final = "account_schema_version"
 
@@ -158,3 +163,31 @@ def to_us(seconds: float) -> int:
 def from_us(micros: int | None) -> float | None:
     """Integer microseconds back to unix seconds."""
     return None if micros is None else micros / 1_000_000
+
+
+# Columns of account_practitioners in the order practitioner_from_row reads them; both stores
+# select and insert with this list.
+PRACTITIONER_COLUMNS: Final = (
+    "id, email, display_name, password_hash, totp_sealed, totp_enrolled, totp_last_step, "
+    "created_us, revoked_after_us"
+)
+
+
+def practitioner_from_row(r: Sequence[Any]) -> PractitionerRow:
+    """A practitioner from a row of ``PRACTITIONER_COLUMNS`` (SQLite tuple or asyncpg record)."""
+    return PractitionerRow(
+        id=r[0],
+        email=r[1],
+        display_name=r[2],
+        password_hash=r[3],
+        totp_sealed=None if r[4] is None else bytes(r[4]),
+        totp_enrolled=bool(r[5]),
+        totp_last_step=r[6],
+        created_at=from_us(r[7]) or 0.0,
+        revoked_after=from_us(r[8]),
+    )
+
+
+def refresh_from_row(r: Sequence[Any]) -> RefreshRecord:
+    """A refresh token from (hash, family, used_us, family expires_us, family revoked_us)."""
+    return RefreshRecord(r[0], r[1], from_us(r[2]), r[3] / 1e6, from_us(r[4]))

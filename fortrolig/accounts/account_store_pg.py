@@ -15,12 +15,18 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
-from fortrolig.accounts.account_store import SCHEMA_TABLE, from_us, to_us
+from fortrolig.accounts.account_store import (
+    PRACTITIONER_COLUMNS,
+    SCHEMA_TABLE,
+    from_us,
+    practitioner_from_row,
+    refresh_from_row,
+    to_us,
+)
 from fortrolig.accounts.practitioners import (
     EmailTaken,
     PractitionerRow,
     RefreshOutcome,
-    RefreshRecord,
     RefreshVerdict,
     ThrottleCounter,
     ThrottleKey,
@@ -60,28 +66,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     ),
 ]
 
-_COLS = (
-    "id, email, display_name, password_hash, totp_sealed, totp_enrolled, totp_last_step, "
-    "created_us, revoked_after_us"
-)
 _REVOKE_ALL = (
     "UPDATE account_refresh_families SET revoked_us = $1 "
     "WHERE practitioner_id = $2 AND revoked_us IS NULL"
 )
-
-
-def _row(r: asyncpg.Record) -> PractitionerRow:
-    return PractitionerRow(
-        id=r[0],
-        email=r[1],
-        display_name=r[2],
-        password_hash=r[3],
-        totp_sealed=None if r[4] is None else bytes(r[4]),
-        totp_enrolled=bool(r[5]),
-        totp_last_step=r[6],
-        created_at=from_us(r[7]) or 0.0,
-        revoked_after=from_us(r[8]),
-    )
 
 
 def _updated(status: str) -> int:
@@ -133,7 +121,7 @@ class PostgresAccountStore:
     async def create_practitioner(self, row: PractitionerRow) -> None:
         """Insert an account."""
         sql = (
-            f"INSERT INTO account_practitioners ({_COLS}) "
+            f"INSERT INTO account_practitioners ({PRACTITIONER_COLUMNS}) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         )
         revoked = None if row.revoked_after is None else to_us(row.revoked_after)
@@ -157,16 +145,17 @@ class PostgresAccountStore:
     async def get_practitioner(self, practitioner_id: str) -> PractitionerRow | None:
         """One account by id."""
         found = await self._fetchrow(
-            f"SELECT {_COLS} FROM account_practitioners WHERE id = $1", practitioner_id
+            f"SELECT {PRACTITIONER_COLUMNS} FROM account_practitioners WHERE id = $1",
+            practitioner_id,
         )
-        return None if found is None else _row(found)
+        return None if found is None else practitioner_from_row(found)
 
     async def find_by_email(self, email: str) -> PractitionerRow | None:
         """One account by normalised e-mail."""
         found = await self._fetchrow(
-            f"SELECT {_COLS} FROM account_practitioners WHERE email = $1", email
+            f"SELECT {PRACTITIONER_COLUMNS} FROM account_practitioners WHERE email = $1", email
         )
-        return None if found is None else _row(found)
+        return None if found is None else practitioner_from_row(found)
 
     async def replace_password_hash(self, practitioner_id: str, old: str, new: str) -> bool:
         """Compare-and-set the hash."""
@@ -333,7 +322,7 @@ class PostgresAccountStore:
                 "ON f.id = t.family_id WHERE t.hash = $1 FOR UPDATE",
                 token_hash,
             )
-            record = None if found is None else _refresh_record(found)
+            record = None if found is None else refresh_from_row(found)
             verdict = judge_refresh(record, now)
             if record is None:
                 return RefreshOutcome(verdict)
@@ -392,10 +381,6 @@ def _counter(r: asyncpg.Record) -> ThrottleCounter | None:
     if r[1] == 0 and r[3] == 0:
         return None  # the placeholder row inserted just now
     return ThrottleCounter(int(r[1]), r[2] / 1e6, r[3] / 1e6)
-
-
-def _refresh_record(r: asyncpg.Record) -> RefreshRecord:
-    return RefreshRecord(r[0], r[1], from_us(r[2]), r[3] / 1e6, from_us(r[4]))
 
 
 async def _migrate(c: asyncpg.Connection) -> None:

@@ -12,14 +12,20 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from fortrolig.accounts.account_store import SCHEMA_TABLE, from_us, to_us
+from fortrolig.accounts.account_store import (
+    PRACTITIONER_COLUMNS,
+    SCHEMA_TABLE,
+    from_us,
+    practitioner_from_row,
+    refresh_from_row,
+    to_us,
+)
 from fortrolig.accounts.practitioners import (
     EmailTaken,
     PractitionerRow,
     RefreshOutcome,
-    RefreshRecord,
     RefreshVerdict,
     ThrottleCounter,
     ThrottleKey,
@@ -58,28 +64,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     ),
 ]
 
-_COLS = (
-    "id, email, display_name, password_hash, totp_sealed, totp_enrolled, totp_last_step, "
-    "created_us, revoked_after_us"
-)
 _REVOKE_ALL = (
     "UPDATE account_refresh_families SET revoked_us = ? "
     "WHERE practitioner_id = ? AND revoked_us IS NULL"
 )
-
-
-def _row(r: tuple[Any, ...]) -> PractitionerRow:
-    return PractitionerRow(
-        id=r[0],
-        email=r[1],
-        display_name=r[2],
-        password_hash=r[3],
-        totp_sealed=None if r[4] is None else bytes(r[4]),
-        totp_enrolled=bool(r[5]),
-        totp_last_step=r[6],
-        created_at=from_us(r[7]) or 0.0,
-        revoked_after=from_us(r[8]),
-    )
 
 
 class SqliteAccountStore:
@@ -130,7 +118,10 @@ class SqliteAccountStore:
             to_us(row.created_at),
             None if row.revoked_after is None else to_us(row.revoked_after),
         )
-        sql = f"INSERT INTO account_practitioners ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        sql = (
+            f"INSERT INTO account_practitioners ({PRACTITIONER_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         await self._run(lambda c: c.execute(sql, values))
 
     async def get_practitioner(self, practitioner_id: str) -> PractitionerRow | None:
@@ -142,9 +133,9 @@ class SqliteAccountStore:
         return await self._one("email", email)
 
     async def _one(self, column: str, value: str) -> PractitionerRow | None:
-        sql = f"SELECT {_COLS} FROM account_practitioners WHERE {column} = ?"
+        sql = f"SELECT {PRACTITIONER_COLUMNS} FROM account_practitioners WHERE {column} = ?"
         found = await self._run(lambda c: c.execute(sql, (value,)).fetchone())
-        return None if found is None else _row(found)
+        return None if found is None else practitioner_from_row(found)
 
     async def replace_password_hash(self, practitioner_id: str, old: str, new: str) -> bool:
         """Compare-and-set the hash."""
@@ -282,7 +273,7 @@ class SqliteAccountStore:
                 "ON f.id = t.family_id WHERE t.hash = ?",
                 (token_hash,),
             ).fetchone()
-            record = None if found is None else _refresh_record(found)
+            record = None if found is None else refresh_from_row(found)
             verdict = judge_refresh(record, now)
             if record is None:
                 return RefreshOutcome(verdict)
@@ -338,10 +329,6 @@ def _counter(c: sqlite3.Connection, key: str) -> ThrottleCounter | None:
     if found is None:
         return None
     return ThrottleCounter(found[0], found[1] / 1e6, found[2] / 1e6)
-
-
-def _refresh_record(r: tuple[Any, ...]) -> RefreshRecord:
-    return RefreshRecord(r[0], r[1], from_us(r[2]), r[3] / 1e6, from_us(r[4]))
 
 
 def _migrate(c: sqlite3.Connection) -> None:
