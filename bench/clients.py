@@ -468,10 +468,14 @@ def _ms(seconds: float | None) -> float | None:
 
 async def _run(plan: ClientPlan, conn: Connection) -> dict[str, Any]:
     clip = Clip.load(plan.clip_path)
-    side = ClientSide(plan, clip, conn)
+    return await run_side(ClientSide(plan, clip, conn), direct=plan.server == "direct")
+
+
+async def run_side(side: ClientSide, *, direct: bool) -> dict[str, Any]:
+    """Connect (directly or through the server), wait for media, measure; always close."""
     started = time.perf_counter()
     try:
-        if plan.server == "direct":
+        if direct:
             await side.setup_direct()
         else:
             await side.setup_through_server()

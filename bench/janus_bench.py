@@ -57,7 +57,7 @@ import aiohttp
 from aiortc import RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from .clients import ClientPlan, ClientSide, Snapshot
+from .clients import ClientPlan, ClientSide, Snapshot, run_side
 from .clip import Clip, encode_clip
 from .common import CLIENT_CORE, SERVER_CORE, ice_host_only, pin_process, wait_until
 from .servers import server_main
@@ -408,19 +408,7 @@ async def _client_run(point: Point, conn: Connection) -> dict[str, Any]:
         side = JanusSide(plan, clip, conn, point.janus_pid)
     else:
         side = ClientSide(plan, clip, conn)
-    started = time.perf_counter()
-    try:
-        if point.server == "direct":
-            await side.setup_direct()
-        else:
-            await side.setup_through_server()
-        await side.wait_flowing()
-        setup_s = time.perf_counter() - started
-        result = await side.measure()
-        result["setup_s"] = setup_s
-        return result
-    finally:
-        await side.close()
+    return await run_side(side, direct=point.server == "direct")
 
 
 def client_main(point: Point, conn: Connection) -> None:
