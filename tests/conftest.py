@@ -13,13 +13,16 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioice.ice
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from fortrolig.journal.testing import PostgresUnavailable, TempPostgres
+
+if TYPE_CHECKING:
+    from tests.mailbox import Mailbox
 
 ROOT = Path(__file__).resolve().parent.parent
 FORTROLIG = [sys.executable, "-m", "fortrolig.app.cli"]
@@ -152,6 +155,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("node"))
     yield srv
     stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def mailbox() -> Iterator[Mailbox]:
+    """A local SMTP server collecting what a node sends (pass ``mailbox.env`` to the node)."""
+    from tests.mailbox import Mailbox  # here: tests.mailbox imports free_port from this module
+
+    box = Mailbox()
+    box.start()
+    yield box
+    box.stop()
 
 
 @pytest.fixture(scope="session")

@@ -34,14 +34,6 @@ REFRESH = "async () => (await import('/static/js/session.js')).refresh()"
 
 
 @pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox()
-    box.start()
-    yield box
-    box.stop()
-
-
-@pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("practice-node"), mailbox.env)
     yield srv

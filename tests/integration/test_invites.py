@@ -33,14 +33,6 @@ EMAIL = "klient@example.eu"
 
 
 @pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox()
-    box.start()
-    yield box
-    box.stop()
-
-
-@pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("invites"), mailbox.env)
     yield srv
