@@ -415,8 +415,3 @@ def extension_ids(extensions: HeaderExtensionsMap) -> dict[str, int]:
 def receive_extensions(dtls: RTCDtlsTransport) -> HeaderExtensionsMap:
     """The map the transport parses incoming RTP with (to re-serialize a parsed packet)."""
     return dtls._rtp_header_extensions_map
-
-
-def transport_extension_ids(dtls: RTCDtlsTransport) -> dict[str, int]:
-    """Extension ids the transport parses incoming RTP with (the publisher's)."""
-    return extension_ids(dtls._rtp_header_extensions_map)

@@ -307,12 +307,11 @@ class Leg:
         self._ssrc = 0
         self._cname = ""
         # Random initial sequence number and timestamp offset per leg (RFC 3550 5.1).
-        self._ts_delta = random.getrandbits(32)
         self.native = _fastpath.Leg(
             counters.native,
             gated=track.kind == "video",
             seq_start=random.randint(0, 0x7FFF),
-            ts_delta=self._ts_delta,
+            ts_delta=random.getrandbits(32),
             rtx_seq=random.randint(0, 0x7FFF),
         )
 
@@ -408,7 +407,7 @@ class Leg:
             rtp = native.last_in_ts + int((now - native.last_arrival) * clock_rate)
         info = RtcpSenderInfo(
             ntp_timestamp=ntp,
-            rtp_timestamp=(rtp + self._ts_delta) & 0xFFFFFFFF,
+            rtp_timestamp=(rtp + native.ts_delta) & 0xFFFFFFFF,
             packet_count=native.packets & 0xFFFFFFFF,
             octet_count=native.octets & 0xFFFFFFFF,
         )

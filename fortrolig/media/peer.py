@@ -283,9 +283,8 @@ class Peer:
         def started(params: object) -> None:
             encodings = getattr(params, "encodings", [])
             ssrc = encodings[0].ssrc if encodings else None
-            dtls = receiver.transport
-            ids = hooks.transport_extension_ids(dtls)
-            track.start(ssrc, hooks.receive_extensions(dtls), ids["audio_level"])
+            extensions = hooks.receive_extensions(receiver.transport)
+            track.start(ssrc, extensions, hooks.extension_ids(extensions)["audio_level"])
 
         hooks.hook_receiver(receiver, track.on_rtp, track.on_rtcp, started)
         # the native data plane's slow path finds the track of a new SSRC through its receiver
