@@ -28,6 +28,29 @@ ROOT = Path(__file__).resolve().parent.parent
 FORTROLIG = [sys.executable, "-m", "fortrolig.app.cli"]
 
 
+def browser_versions() -> list[str]:
+    """What each browser the e2e tests drive says of its version (absent ones say so)."""
+    lines = []
+    for binary in (os.environ.get("FORTROLIG_CHROMIUM", "/usr/bin/chromium"),):
+        try:
+            out = subprocess.run(
+                [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+            )
+            lines.append(out.stdout.strip() or out.stderr.strip() or f"{binary}: no version")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            lines.append(f"{binary}: {exc}")
+    return lines
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Name the browser build at the top of the run (also under ``-q``, which hides pytest's
+    report header), so that a failure names the build it ran on."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        for line in browser_versions():
+            reporter.write_line(f"browser: {line}")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _loopback_only_ice() -> None:
     """Test clients offer only 127.0.0.1 as ICE host candidate (never this machine's eth0)."""

@@ -16,7 +16,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,8 @@ async def launch(out: Path, extra_args: list[str] | None = None) -> AsyncIterato
     args = [*CHROMIUM_ARGS, *(extra_args or []), marker]
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        # Kept beside the screenshots and in every report of the test (see _name_the_browser).
+        (out / "browser-version.txt").write_text(f"Chromium {browser.version}\n")
         holder = Browsers(browser, out)
         try:
             yield holder
@@ -220,6 +222,15 @@ async def launch(out: Path, extra_args: list[str] | None = None) -> AsyncIterato
     for pid in pids:  # only processes launched with this test's marker
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(autouse=True)
+def _name_the_browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """A failing e2e test's report names the browser build it ran on."""
+    yield
+    version = tmp_path / "browser-version.txt"
+    if version.exists():
+        request.node.add_report_section("teardown", "browser", version.read_text())
 
 
 @pytest.fixture

@@ -19,10 +19,14 @@ from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
 from tests.conftest import Server
 from tests.e2e.conftest import Browsers, RoomPage, eventually
+from tests.support.webrtc_stats import AES_256_GCM, srtp_profile
 
 pytestmark = pytest.mark.timeout(90)
 
-AES256 = "AEAD_AES_256_GCM"
+# How long both pages may take to send 500 kbit/s sustained after joining. How fast a browser's
+# bandwidth estimate ramps differs between builds (measured 4-9 s on Chromium 15x); the bound is
+# generous so that only a server that holds the estimate down (no REMB) fails it.
+RAMP_WITHIN_S = 30
 
 
 def inbound(stats: dict[str, Any], participant_id: str, kind: str) -> dict[str, Any]:
@@ -98,7 +102,7 @@ async def test_both_decode_video_and_audio_over_aes256_and_ramp_bitrate(
     async def sample_bitrate() -> None:
         # Sustained rate: bytes sent over a 2-second window (the first keyframes alone can
         # exceed 500 kbit/s for a second, before any feedback).
-        while len(ramp) < 2 and time.monotonic() - joined_at < 15:
+        while len(ramp) < 2 and time.monotonic() - joined_at < RAMP_WITHIN_S:
             for name, page in (("practitioner", practitioner), ("client", client)):
                 stats = await page.stats()
                 video = outbound(stats, "video")
@@ -125,7 +129,8 @@ async def test_both_decode_video_and_audio_over_aes256_and_ramp_bitrate(
     await receives_audio_from(practitioner, pid_c)
     for page in (practitioner, client):
         transport = (await page.stats())["transport"]
-        assert transport["srtpCipher"] == AES256, transport
+        # Either spelling of the profile (Chromium 156 added the SRTP_ prefix), nothing else.
+        assert srtp_profile(transport.get("srtpCipher")) == AES_256_GCM, transport
         figures[f"transport_{page.name}"] = transport
     await sampler
     figures["bitrate_kbps"] = {
