@@ -34,7 +34,7 @@ from fortrolig.accounts.practitioners import (
     judge_refresh,
     throttle_wait,
 )
-from fortrolig.accounts.store_pg_base import PgPool
+from fortrolig.storage.pg_pool import PgPool
 
 T = TypeVar("T")
 _MIGRATION_LOCK = 0x666F7274_0A01  # "fort" + accounts 1: distinct from the journal's locks

@@ -33,7 +33,7 @@ from fortrolig.accounts.practitioners import (
     judge_refresh,
     throttle_wait,
 )
-from fortrolig.accounts.store_sqlite_base import SqliteFile
+from fortrolig.storage.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 

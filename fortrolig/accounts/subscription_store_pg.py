@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
-from fortrolig.accounts.store_pg_base import PgPool
 from fortrolig.accounts.subscription import Change, Subscription
 from fortrolig.accounts.subscription_store import (
     COLUMN_NAMES,
@@ -30,6 +29,7 @@ from fortrolig.accounts.subscription_store import (
     to_row,
     to_us,
 )
+from fortrolig.storage.pg_pool import PgPool
 
 T = TypeVar("T")
 # Arbitrary constants, distinct from the journal's 0x666F7274_0001/2 ("fort" + n).

@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from fortrolig.accounts.store_sqlite_base import SqliteFile
 from fortrolig.accounts.subscription import Change, Subscription
 from fortrolig.accounts.subscription_store import (
     COLUMN_NAMES,
@@ -28,6 +27,7 @@ from fortrolig.accounts.subscription_store import (
     to_row,
     to_us,
 )
+from fortrolig.storage.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 

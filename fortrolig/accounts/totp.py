@@ -24,11 +24,10 @@ from fortrolig.core.aead import (
     AssociatedData,
     IntegrityError,
     Keyring,
-    WrappedKey,
-    new_data_key,
     open_sealed,
     seal,
 )
+from fortrolig.core.envelope import open_enveloped, seal_enveloped
 
 DIGITS: Final = 6
 PERIOD_S: Final = 30
@@ -123,7 +122,6 @@ class SecretSealer(Protocol):
         ...
 
 
-_KEYRING_TAG = b"K1"
 _STATIC_TAG = b"S1"
 
 
@@ -151,33 +149,11 @@ class KeyringSealer:
 
     def seal(self, practitioner_id: str, secret: bytes) -> bytes:
         """Seal under a fresh DEK and wrap that with the current KEK."""
-        dek = new_data_key()
-        wrapped = self.keyring.wrap(dek)
-        kek_id = wrapped.kek_id.encode("utf-8")
-        blob = seal(dek, secret, _aad(practitioner_id, wrapped.kek_version))
-        return (
-            _KEYRING_TAG
-            + struct.pack(">H", len(kek_id))
-            + kek_id
-            + struct.pack(">IH", wrapped.kek_version, len(wrapped.wrapped))
-            + wrapped.wrapped
-            + blob
-        )
+        return seal_enveloped(self.keyring, secret, lambda v: _aad(practitioner_id, v))
 
     def open(self, practitioner_id: str, sealed: bytes) -> bytes:
         """Unwrap the DEK and open the secret."""
-        if not sealed.startswith(_KEYRING_TAG):
-            raise IntegrityError("TOTP secret was not sealed by a keyring")
-        try:
-            (id_len,) = struct.unpack_from(">H", sealed, 2)
-            kek_id = sealed[4 : 4 + id_len].decode("utf-8")
-            version, wrapped_len = struct.unpack_from(">IH", sealed, 4 + id_len)
-        except (struct.error, UnicodeDecodeError):
-            raise IntegrityError("sealed TOTP secret is truncated") from None
-        start = 4 + id_len + 6
-        wrapped = sealed[start : start + wrapped_len]
-        dek = self.keyring.unwrap(WrappedKey(kek_id, version, wrapped))
-        return open_sealed(dek, sealed[start + wrapped_len :], _aad(practitioner_id, version))
+        return open_enveloped(self.keyring, sealed, lambda v: _aad(practitioner_id, v))
 
 
 @dataclass(frozen=True, slots=True)

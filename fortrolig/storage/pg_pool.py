@@ -1,4 +1,8 @@
-"""One asyncpg pool shared by the accounts and subscription stores' PostgreSQL implementations."""
+"""The pool lifecycle of one PostgreSQL database (the storage layer's PostgreSQL side).
+
+Used directly by the accounts and subscription stores and through
+:class:`~fortrolig.storage.postgres.PgDatabase` by the others.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""One SQLite file shared by the accounts and subscription stores' SQLite implementations.
+"""The connection lifecycle of one SQLite file (the storage layer's SQLite side).
+
+Used directly by the accounts and subscription stores and through
+:class:`~fortrolig.storage.sqlite.SqliteDatabase` by the others.
 
 A single connection (WAL, synchronous=FULL) used from worker threads, one transaction at a time
 behind an asyncio lock; writes take the write lock up front (``BEGIN IMMEDIATE``) so a
@@ -31,6 +34,18 @@ class SqliteFile:
     def url(self) -> str:
         """``sqlite://<path>``."""
         return f"sqlite://{self.path}"
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held for the length of one transaction."""
+        return self._lock
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open connection (use it only while holding :attr:`lock`)."""
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        return self._conn
 
     async def open(self, migrate: Callable[[sqlite3.Connection], None]) -> None:
         """Open the file (created mode 0600) and run ``migrate`` in a write transaction."""
