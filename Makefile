@@ -40,14 +40,16 @@ deps-build:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-# Debian packages the test suite needs (real PostgreSQL for the journal stores, a Unicode font
-# for PDF exports). Installed only when missing; needs root (or sudo).
-APT_PACKAGES := postgresql fonts-dejavu-core chromium
+# Debian packages the test suite needs (real PostgreSQL for the stores, real Redis for
+# coordination, a Unicode font for PDF exports, Chromium). Installed only when missing; needs
+# root (or sudo). Debian starts a redis-server service on install; the tests start their own.
+APT_PACKAGES := postgresql fonts-dejavu-core chromium redis-server
 deps-system:
 	@missing=""; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$$missing fonts-dejavu-core"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -12,10 +12,12 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from fortrolig.core.aead import FileKeyring
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, read_private_file, read_secret_file
 from fortrolig.core.keys import load_or_create_signing_keys
@@ -26,16 +28,31 @@ from fortrolig.journal.service import JournalService
 from fortrolig.media.pool import WorkerPool
 from fortrolig.media.settings import IceServer, MediaSettings
 from fortrolig.media.sfu import Sfu
-from fortrolig.signaling.auth import MemoryJtiStore, TokenIssuer, TokenVerifier
+from fortrolig.signaling.auth import TokenIssuer, TokenVerifier
+from fortrolig.signaling.cluster import Cluster, ThisNode
 from fortrolig.signaling.eid import load_client_auth, settings_from_config
 from fortrolig.signaling.http import PRINCIPAL, auth_middleware, error_middleware, room_routes
 from fortrolig.signaling.invite_http import eid_ctx, invite_routes
-from fortrolig.signaling.invites import InviteService, MemoryInviteStore
+from fortrolig.signaling.invites import InviteService
 from fortrolig.signaling.mailer import SmtpMailer
+from fortrolig.signaling.records_sql import (
+    SqlInviteStore,
+    SqlJtiStore,
+    SqlPendingStore,
+    SqlRoomStore,
+)
 from fortrolig.signaling.service import SignalingService
 from fortrolig.signaling.ws import handle_ws
+from fortrolig.storage import open_database
 from fortrolig.web.http import web_routes
 
+from .cluster_ctx import (
+    cluster_ctx,
+    coordination_for,
+    drain_on_shutdown,
+    node_id_for,
+    records_ctx,
+)
 from .gate import gate_ctx, gate_middleware, gate_routes
 
 log = logging.getLogger(__name__)
@@ -49,6 +66,9 @@ SHUTTING_DOWN_KEY = web.AppKey("shutting_down", list)
 # /readyz refuses above this event-loop lag (proposed config key: server.ready_max_loop_lag_s).
 READY_MAX_LOOP_LAG_S = 1.0
 JOURNAL_KEY = web.AppKey("journal", JournalService)
+CLUSTER_KEY = web.AppKey("cluster", Cluster)
+RECORDS_FILE = "records.db"
+RECORDS_KEYRING = Path("keys") / "records-keyring.json"
 INVITES_KEY = web.AppKey("invites", InviteService)
 
 
@@ -101,27 +121,48 @@ def mailer(config: Config) -> SmtpMailer | None:
 def build_app(config: Config) -> web.Application:
     """The whole node: signaling API and WebSocket, the in-process SFU, health and metrics."""
     clock = SystemClock()
-    config.server.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    signing_key, keyset = load_or_create_signing_keys(config.server.data_dir)
+    data_dir = config.server.data_dir
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    signing_key, keyset = load_or_create_signing_keys(data_dir)
+    # Everything acknowledged outlives this process: records in the database (SQLite in the
+    # data dir, or the cluster's PostgreSQL), personal fields sealed under the records keyring.
+    records = open_database(config.records.database_url, data_dir / RECORDS_FILE)
+    keyring = FileKeyring.open(config.records.keyring_path or data_dir / RECORDS_KEYRING)
     issuer = TokenIssuer(signing_key, config.auth.issuer, clock)
     verifier = TokenVerifier(
-        keyset, config.auth.issuer, clock, config.auth.clock_skew_s, MemoryJtiStore(clock)
+        keyset, config.auth.issuer, clock, config.auth.clock_skew_s, SqlJtiStore(records, clock.now)
     )
     sfu = media_backend(config)
     secret = None
     if config.media.turn_secret_file is not None:
         secret = read_secret_file(config.media.turn_secret_file)
-    service = SignalingService(config, sfu, issuer, verifier, clock, turn_secret=secret)
-    # In memory for now (lost on restart); see docs/security.md, "Invites and verification".
+    node = ThisNode(node_id_for(config), config.server.region, public_url(config), clock.now())
+    cluster = Cluster(
+        coordination_for(config, clock),
+        node,
+        clock,
+        config.coordination,
+        standalone=not config.coordination.redis_url,
+    )
+    service = SignalingService(
+        config,
+        sfu,
+        issuer,
+        verifier,
+        clock,
+        turn_secret=secret,
+        room_store=SqlRoomStore(records),
+        cluster=cluster,
+    )
     invites = InviteService(
         service,
-        MemoryInviteStore(clock),
+        SqlInviteStore(records, keyring),
         mailer(config),
         clock,
         invite_ttl_s=config.invites.ttl_s,
         public_url=public_url(config),
     )
-    metrics = Metrics({"region": config.server.region})
+    metrics = Metrics({"region": config.server.region, "node": node.node_id})
 
     app = web.Application(
         middlewares=[error_middleware, auth_middleware(service), gate_middleware(config)],  # type: ignore[list-item]
@@ -135,6 +176,8 @@ def build_app(config: Config) -> web.Application:
     app[LOOP_LAG_KEY] = [0.0]
     app[SHUTTING_DOWN_KEY] = [False]
     app.on_shutdown.append(_mark_shutting_down)
+    app.on_shutdown.append(drain_on_shutdown(service, config))
+    app[CLUSTER_KEY] = cluster
     metrics.add_source(service.samples)
     metrics.add_source(invites.samples)
     metrics.add_source(sfu.samples)
@@ -143,6 +186,7 @@ def build_app(config: Config) -> web.Application:
     async def ws(request: web.Request) -> web.StreamResponse:
         return await handle_ws(request, service)
 
+    app.cleanup_ctx.append(records_ctx(records))
     app.router.add_get("/ws", ws)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -151,13 +195,23 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(invite_routes(invites))
     if config.eid.enabled:  # else eID invites answer verification_unavailable
         eid_settings = settings_from_config(config.eid, public_url(config))
-        app.cleanup_ctx.append(eid_ctx(invites, eid_settings, load_client_auth(eid_settings)))
+        pending = SqlPendingStore(
+            records,
+            keyring,
+            clock.now,
+            max_entries=eid_settings.max_pending,
+            grace_s=eid_settings.pending_ttl_s,
+        )
+        app.cleanup_ctx.append(
+            eid_ctx(invites, eid_settings, load_client_auth(eid_settings), pending)
+        )
     app.add_routes(journal_routes(JOURNAL_KEY, lambda request: request.get(PRINCIPAL)))
     app.add_routes(web_routes())
     app.add_routes(gate_routes())
     app.cleanup_ctx.append(_journal_ctx(config))
     app.cleanup_ctx.append(gate_ctx(config, issuer, service))
     app.cleanup_ctx.append(_sfu_ctx)
+    app.cleanup_ctx.append(cluster_ctx(service, config))
     app.cleanup_ctx.append(_loop_lag_ctx)
     return app
 
@@ -254,6 +308,11 @@ def not_ready_reasons(app: web.Application) -> list[str]:
         reasons.append("shutting_down")
     if app[LOOP_LAG_KEY][0] > READY_MAX_LOOP_LAG_S:
         reasons.append("event_loop_lag")
+    cluster = app[CLUSTER_KEY]
+    if not cluster.healthy:
+        reasons.append("coordination_unavailable")
+    if cluster.draining:
+        reasons.append("draining")
     return reasons
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fortrolig.core.config_cluster import CoordinationConfig, RecordsConfig
+from fortrolig.core.config_rules import REGION_PREFIXES, fail, is_eu_region, require
 from fortrolig.core.errors import ConfigError
 
 ENV_PREFIX = "FORTROLIG_"
@@ -31,19 +33,11 @@ CONFIG_PATH_ENV = "FORTROLIG_CONFIG"
 
 MIN_SECRET_BYTES = 32
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
-REGION_PREFIXES = ("eu-", "eea-", "no-", "is-", "li-")
-"""Allowed region tags: EU (``eu-*``), EEA (``eea-*``), Norway, Iceland, Liechtenstein."""
-_REGION_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
 _URL_SCHEMES = {"stun_urls": ("stun:", "stuns:"), "turn_urls": ("turn:", "turns:")}
 
 
-def _fail(key: str, problem: str) -> typing.NoReturn:
-    raise ConfigError(f"config key {key}: {problem}")
-
-
-def _require(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        _fail(key, problem)
+_fail = fail
+_require = require
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +60,7 @@ class ServerConfig:
             "must be empty or start with http:// or https://",
         )
         _require(
-            bool(_REGION_RE.match(self.region)) and self.region.startswith(REGION_PREFIXES),
+            is_eu_region(self.region),
             "server.region",
             f"{self.region!r} is not an EU/EEA region (allowed prefixes: {REGION_PREFIXES})",
         )
@@ -523,6 +517,8 @@ class Config:
     invites: InvitesConfig = field(default_factory=InvitesConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     eid: EidConfig = field(default_factory=EidConfig)
+    records: RecordsConfig = field(default_factory=RecordsConfig)
+    coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
 
 
 SECTIONS: Mapping[str, type[Any]] = {
@@ -537,6 +533,8 @@ SECTIONS: Mapping[str, type[Any]] = {
     "invites": InvitesConfig,
     "smtp": SmtpConfig,
     "eid": EidConfig,
+    "records": RecordsConfig,
+    "coordination": CoordinationConfig,
 }
 
 # --- type conversion -------------------------------------------------------------------------

@@ -99,3 +99,16 @@ class ConfigError(FortroligError):
     code = "config_error"
     status = 500
     fault = "server"
+
+
+class Unavailable(FortroligError):
+    """Something the request needs is down or absent for now (HTTP 503); trying later may work.
+
+    Not the caller's fault, but not a bug either: e.g. no live node in the consultation's
+    regions (``no_node_in_region``) or the coordination store unreachable
+    (``coordination_unavailable``). The message is safe to show.
+    """
+
+    code = "unavailable"
+    status = 503
+    fault = "client"

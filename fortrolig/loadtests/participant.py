@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -23,6 +24,14 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from .sources import FrameCounter
 
 log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 3
+CONNECT_TIMEOUT_S = 5.0  # WebSocket upgrade plus hello → welcome
+CLOSE_REDIRECT = 4307
+# Close codes after which reconnecting cannot help (docs/protocol.md), and refusals that may
+# pass: the same lists the browser page keeps.
+FINAL_CLOSE = frozenset({1000, 1002, 1009, 4401, 4403, 4409})
+RETRYABLE = frozenset({"no_node_in_region", "coordination_unavailable", "placement_busy"})
 
 
 @dataclass
@@ -47,6 +56,17 @@ class Participant:
     participant_id: str | None = None
     resume_token: str | None = None
     close_code: int | None = None
+    home_ws_url: str | None = None  # where the participant first connected (a redirect moves on)
+    redirects: list[str] = field(default_factory=list)  # owner URLs it was sent to
+    # Other nodes' WebSockets to try when the first one is down (behind a load balancer the
+    # one public URL reaches a live node; on loopback the tests name the nodes).
+    doors: list[str] = field(default_factory=list)
+    heartbeat_s: float = 2.0
+    auto_resume: bool = False  # reconnect by itself when the connection is lost (a browser does)
+    resumes: int = 0
+    resume_failures: int = 0
+    _closing: bool = False
+    _resumer: asyncio.Task[None] | None = None
     pc: RTCPeerConnection | None = None
     pc_factory: Callable[[RTCConfiguration], RTCPeerConnection] = RTCPeerConnection
     _http: aiohttp.ClientSession | None = None
@@ -58,16 +78,53 @@ class Participant:
     _negotiator: asyncio.Task[None] | None = None
 
     async def connect(self) -> dict[str, Any]:
-        """Open the WebSocket and say hello; returns the ``welcome`` (or the error)."""
-        self._http = aiohttp.ClientSession()
-        self._ws = await self._http.ws_connect(self.ws_url, autoping=True)
-        await self.send({"type": "hello", "v": 1, "token": self.token})
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-        first = await self.expect("welcome", "error")
+        """Open the WebSocket and say hello; returns the ``welcome`` (or the error).
+
+        A ``redirect`` (another node serves the room) is followed: hello again on the owner's
+        WebSocket with the resume token it carries, up to :data:`MAX_REDIRECTS` times.
+        """
+        if self.home_ws_url is None:
+            self.home_ws_url = self.ws_url
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        token = self.token
+        for _ in range(MAX_REDIRECTS + 1):
+            # Bounded: a frozen node accepts the TCP connection and never answers the upgrade.
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                first = await self._hello(token)
+            if first["type"] != "redirect":
+                break
+            self.redirects.append(first["url"])
+            token, self.ws_url = first["resume_token"], first["ws_url"]
+            self.resume_token = token
+            await self._drop_ws()
         if first["type"] == "welcome":
             self.participant_id = first["participant_id"]
             self.resume_token = first["resume_token"]
         return first
+
+    async def _hello(self, token: str) -> dict[str, Any]:
+        assert self._http is not None
+        # heartbeat: a node frozen or cut off (no TCP reset) is noticed within 2 heartbeats.
+        self._ws = await self._http.ws_connect(
+            self.ws_url,
+            autoping=True,
+            heartbeat=self.heartbeat_s,
+            timeout=aiohttp.ClientWSTimeout(ws_close=1.0),
+        )
+        self._inbox = asyncio.Queue()
+        await self.send({"type": "hello", "v": 1, "token": token})
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        return await self.expect("welcome", "error", "redirect")
+
+    async def _drop_ws(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
 
     async def join(self) -> dict[str, Any]:
         """Join the room; returns ``joined`` (or the error)."""
@@ -151,6 +208,82 @@ class Participant:
                 self._inbox.put_nowait(msg)
         self.close_code = self._ws.close_code
         self._inbox.put_nowait({"type": "closed", "code": self.close_code})
+        if self.close_code != CLOSE_REDIRECT:  # a redirect is followed by connect() itself
+            self._connection_ended()
+
+    async def resume(self, *, within: float = 30.0) -> dict[str, Any]:
+        """Get back into the room after the connection was lost: reconnect where it first
+        connected (which sends it on to the room's current owner), ``hello`` with the newest
+        resume token, ``join`` and publish again on a new peer connection. Retries with backoff
+        for ``within`` seconds; returns the new ``welcome``."""
+        if self.resume_token is None:
+            raise RuntimeError("no resume token: the participant never joined")
+        deadline = asyncio.get_running_loop().time() + within
+        delay = 0.25
+        home = self.home_ws_url or self.ws_url
+        doors = [home, *(d for d in self.doors if d != home)]
+        for attempt in itertools.count():
+            await self._drop_ws()
+            await self._drop_peer()
+            self.ws_url, self.token = doors[attempt % len(doors)], self.resume_token
+            try:
+                welcome = await self.connect()
+                if welcome["type"] == "welcome":
+                    joined = await self.join()
+                    if joined["type"] == "joined":
+                        await self.publish(welcome)
+                        self.resumes += 1
+                        return welcome
+                    raise RuntimeError(f"join refused on resume: {joined}")
+                if welcome.get("code") not in RETRYABLE:
+                    raise RuntimeError(f"resume refused: {welcome}")
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.info("resume attempt %d at %s failed: %r", attempt, self.ws_url, exc)
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise TimeoutError(f"could not resume within {within} s")
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+        raise AssertionError("unreachable")  # pragma: no cover - itertools.count() is endless
+
+    async def _drop_peer(self) -> None:
+        if self._negotiator is not None:
+            self._negotiator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._negotiator
+            self._negotiator = None
+        self._offers = asyncio.Queue()
+        if self.pc is not None:
+            pc, self.pc = self.pc, None
+            await pc.close()
+        # A source track handed to a second aiortc peer connection after the first one closed
+        # sends nothing there (seen here: 0 frames at the far end); sources that can, start
+        # afresh. A browser keeps its camera track across peer connections.
+        renewed = []
+        for track in self.tracks:
+            fresh = getattr(track, "fresh", None)
+            if callable(fresh):
+                track.stop()
+                renewed.append(fresh())
+            else:
+                renewed.append(track)
+        self.tracks = renewed
+
+    def _connection_ended(self) -> None:
+        """The reader saw the WebSocket close: resume by itself unless that was final."""
+        if not self.auto_resume or self._closing or self._resumer is not None:
+            return
+        if self.close_code in FINAL_CLOSE or self.participant_id is None:
+            return
+        self._resumer = asyncio.get_running_loop().create_task(self._auto_resume())
+
+    async def _auto_resume(self) -> None:
+        try:
+            await self.resume()
+        except Exception as exc:  # recorded; the caller sees it through resume_failures
+            log.warning("automatic resume failed: %r", exc)
+            self.resume_failures += 1
+        finally:
+            self._resumer = None
 
     async def _negotiate(self) -> None:
         while True:
@@ -185,6 +318,11 @@ class Participant:
 
     async def close(self) -> None:
         """Close everything this participant opened; idempotent."""
+        self._closing = True
+        if self._resumer is not None:
+            self._resumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resumer
         for task in self._consumers:
             task.cancel()
         if self._negotiator is not None:

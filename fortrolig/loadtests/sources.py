@@ -35,6 +35,11 @@ class PatternVideoTrack(MediaStreamTrack):
         self._start: float | None = None
         self.frames_sent = 0
 
+    def fresh(self) -> PatternVideoTrack:
+        """A new track like this one, for a new peer connection (see Participant.resume)."""
+        w, h = self._size
+        return PatternVideoTrack(*self._planes, w, h, self._fps)
+
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
@@ -64,6 +69,10 @@ class ToneAudioTrack(AudioStreamTrack):
     def __init__(self) -> None:
         super().__init__()
         self.frames_sent = 0
+
+    def fresh(self) -> ToneAudioTrack:
+        """A new track like this one, for a new peer connection (see Participant.resume)."""
+        return ToneAudioTrack()
 
     async def recv(self) -> Frame:
         frame = await super().recv()

@@ -25,6 +25,7 @@ from fortrolig.core.principal import Principal
 
 from .auth import Role, TokenKind
 from .protocol import NAME_MAX
+from .records import RoomRecord, check_room_owner, parse_regions
 from .service import SignalingService
 
 log = logging.getLogger(__name__)
@@ -159,32 +160,39 @@ def _short_text(value: object, max_bytes: int) -> bool:
         return False
 
 
+def _room_body(room: RoomRecord) -> dict[str, Any]:
+    return {
+        "room_id": room.id,
+        "max_participants": room.max_participants,
+        "waiting_room": room.waiting_room,
+        "regions": list(room.regions),
+    }
+
+
 def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef]:
     """Routes of the rooms API (see docs/protocol.md, "HTTP API")."""
 
     async def create_room(request: web.Request) -> web.Response:
         who = _principal(request)
         data = await _json_body(request)
-        unknown = set(data) - {"max_participants", "waiting_room"}
+        unknown = set(data) - {"max_participants", "waiting_room", "regions"}
         if unknown:
             raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
         waiting_room = data.get("waiting_room", False)
         if not isinstance(waiting_room, bool):
             raise BadRequest("waiting_room must be a boolean", code="bad_field")
-        room = service.create_room(
-            who.subject, _optional_int(data, "max_participants"), waiting_room
+        room = await service.create_room(
+            who.subject,
+            _optional_int(data, "max_participants"),
+            waiting_room,
+            parse_regions(data.get("regions")),
         )
-        body = {
-            "room_id": room.id,
-            "max_participants": room.max_participants,
-            "waiting_room": room.waiting_room,
-        }
-        return web.json_response(body, status=201)
+        return web.json_response(_room_body(room), status=201)
 
     async def create_token(request: web.Request) -> web.Response:
         who = _principal(request)
-        room = service.rooms.get(request.match_info["room_id"])
-        room.check_owner(who.subject)
+        room = await service.room_record(request.match_info["room_id"])
+        check_room_owner(room.owner, who.subject)
         data = await _json_body(request)
         unknown = set(data) - {"role", "name"}
         if unknown:
@@ -205,29 +213,30 @@ def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef
 
     async def get_room(request: web.Request) -> web.Response:
         who = _principal(request)
-        room = service.rooms.get(request.match_info["room_id"])
-        room.check_owner(who.subject)
-        people = [
+        record = await service.room_record(request.match_info["room_id"])
+        check_room_owner(record.owner, who.subject)
+        body: dict[str, Any] = _room_body(record)
+        room = service.rooms.find(record.id)
+        # Who is connected is known on the node serving the room (``served_by``); asked on
+        # another node, the lists are empty and ``served_by`` names the node to ask.
+        body["participants"] = [
             {"id": x.id, "role": x.role, "name": x.name, "audio": x.audio, "video": x.video}
-            for x in room.participants.values()
+            for x in (room.participants.values() if room else ())
         ]
-        waiting = [
+        body["waiting"] = [
             {"id": x.id, "name": x.name, "verification": x.verification or "none"}
-            for x in room.waiting.values()
+            for x in (room.waiting.values() if room else ())
         ]
-        body = {
-            "room_id": room.id,
-            "max_participants": room.max_participants,
-            "participants": people,
-            "waiting_room": room.waiting_room,
-            "waiting": waiting,
-        }
+        if room is not None:
+            body["served_by"] = service.cluster.node.node_id
+        else:
+            body["served_by"] = await service.serving_node(record.id)
         return web.json_response(body)
 
     async def delete_room(request: web.Request) -> web.Response:
         who = _principal(request)
-        room = service.rooms.get(request.match_info["room_id"])
-        room.check_owner(who.subject)
+        room = await service.room_record(request.match_info["room_id"])
+        check_room_owner(room.owner, who.subject)
         await service.end_room(room.id, "room_ended")
         return web.Response(status=204)
 

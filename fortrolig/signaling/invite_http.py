@@ -23,7 +23,7 @@ from aiohttp import web
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.errors import BadRequest, Conflict, FortroligError
 
-from .eid import ClientAuth, EidClient, EidRejected, EidSettings
+from .eid import ClientAuth, EidClient, EidRejected, EidSettings, PendingStore
 from .eid_http import AiohttpEidHttp
 from .http import json_body, principal
 from .invites import (
@@ -171,15 +171,19 @@ async def _finish_eid(invites: InviteService, request: web.Request) -> JoinGrant
 
 
 def eid_ctx(
-    invites: InviteService, settings: EidSettings, credentials: ClientAuth
+    invites: InviteService,
+    settings: EidSettings,
+    credentials: ClientAuth,
+    pending: PendingStore | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` that gives ``invites`` an :class:`EidClient` with its own HTTP session
-    (no cookies, no proxy from the environment) while the application runs."""
+    (no cookies, no proxy from the environment) while the application runs. ``pending`` keeps
+    the logins in flight (the records database on a node, so a login survives a restart)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             http = AiohttpEidHttp(session, timeout_s=settings.http_timeout_s)
-            invites.eid = EidClient(settings, http, SystemClock(), credentials)
+            invites.eid = EidClient(settings, http, SystemClock(), credentials, pending=pending)
             try:
                 yield
             finally:

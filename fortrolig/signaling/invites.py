@@ -11,12 +11,12 @@ which only the SHA-256 is stored, expiring after ``invites.ttl_s``, redeemed onc
 POST. Redeeming leads to a client join token whose ``vm``/``vn`` claims carry the verification
 result; the client then waits in the room's waiting room until a practitioner admits it.
 
-Pure domain logic: no aiohttp. Storage is behind :class:`InviteStore`; :class:`MemoryInviteStore`
-keeps everything in this process (a node restart forgets consultations and invites; a persistent
-store can implement the same interface). Every refusal is a typed error with a stable code and
-changes nothing: the store's atomic operations (claim an invite, take an attempt, complete a
-challenge) are where state changes, and a failure after a claim (the e-mail could not be sent)
-releases it again.
+Pure domain logic: no aiohttp. Storage is behind :class:`InviteStore`: a node keeps everything in
+the records database (:class:`~fortrolig.signaling.records_sql.SqlInviteStore`), so a restart or
+another node forgets nothing; :class:`MemoryInviteStore` keeps it in this process (unit tests).
+Every refusal is a typed error with a stable code and changes nothing: the store's atomic
+operations (claim an invite, take an attempt, complete a challenge) are where state changes,
+and a failure after a claim (the e-mail could not be sent) releases it again.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from .auth import VerificationMode
 from .eid import EidClient, VerifiedIdentity
 from .mailer import Mailer, code_email, invite_email
 from .protocol import NAME_MAX
-from .rooms import Room
+from .records import RoomRecord, parse_regions
 from .service import SignalingService
 
 PHONE_RE = re.compile(r"^\+?[0-9][0-9 ()-]{3,31}$")
@@ -59,6 +59,7 @@ CONSULTATION_FIELDS = frozenset(
         "client_phone",
         "send_invite",
         "max_participants",
+        "regions",
     }
 )
 
@@ -200,6 +201,7 @@ class ConsultationRequest:
     client_phone: str | None
     send_invite: bool
     max_participants: int | None
+    regions: tuple[str, ...] | None = None
 
 
 # --- storage ---------------------------------------------------------------------------------
@@ -245,7 +247,7 @@ class InviteStore(Protocol):
 
 
 class MemoryInviteStore:
-    """An in-process :class:`InviteStore` (this issue's store; lost on restart).
+    """An in-process :class:`InviteStore` (unit tests; lost on restart).
 
     Each operation runs without awaiting, so it is atomic on the event loop. Records are
     immutable; finished invites and challenges are purged an hour after they close.
@@ -378,7 +380,8 @@ def parse_consultation_request(data: Mapping[str, Any]) -> ConsultationRequest:
             "an anonymous consultation uses client_email only to send the invite",
             code="anonymous_identity",
         )
-    return ConsultationRequest(mode, name, email, phone, send, size)
+    regions = parse_regions(data.get("regions"))
+    return ConsultationRequest(mode, name, email, phone, send, size, regions)
 
 
 def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
@@ -475,7 +478,9 @@ class InviteService:
         if req.send_invite and req.client_email is not None:
             await self._send_invite(req.client_email, invite_url, expires_at)
             sent = True
-        room = self.signaling.create_room(owner, req.max_participants, waiting_room=True)
+        room = await self.signaling.create_room(
+            owner, req.max_participants, waiting_room=True, regions=req.regions
+        )
         consultation = Consultation(
             id=new_id("con"),
             owner=owner,
@@ -503,7 +508,7 @@ class InviteService:
     ) -> IssuedInvite:
         """A new invite for a consultation; its earlier unredeemed invites stop working."""
         consultation = await self.owned(owner, consultation_id)
-        self._room_of(consultation)
+        await self._room_of(consultation)
         to = consultation.client_email or email
         if send and to is None:
             raise BadRequest("no client e-mail to send the invite to", code="client_email_required")
@@ -545,7 +550,7 @@ class InviteService:
         self._check_open(invite, now)
         assert invite is not None
         consultation = await self._consultation(invite.consultation_id)
-        room = self._room_of(consultation)
+        room = await self._room_of(consultation)
         if consultation.verification is VerificationMode.EID:
             if self.eid is None:
                 raise Conflict(
@@ -587,7 +592,7 @@ class InviteService:
         consultation = await self._consultation(invite.consultation_id)
         if consultation.verification is not VerificationMode.EID:  # pragma: no cover - refs
             raise Conflict("not an eID consultation", code="verification_unavailable")
-        room = self._room_of(consultation)
+        room = await self._room_of(consultation)
         if await self.store.claim_invite(key, now) is None:
             self._check_open(await self.store.invite(key), now)
             raise Conflict("the invite was already used", code="invite_used")
@@ -655,7 +660,7 @@ class InviteService:
         if not await self.store.complete_challenge(key):
             raise Conflict("the code was already used", code="code_used")
         consultation = await self._consultation(taken.consultation_id)
-        room = self._room_of(consultation)
+        room = await self._room_of(consultation)
         token, claims = self.signaling.issue_client_token(
             room, VerificationMode.EMAIL_CODE, consultation.client_email, consultation.client_name
         )
@@ -678,8 +683,8 @@ class InviteService:
             raise NotFound("no such consultation", code="consultation_not_found")
         return found
 
-    def _room_of(self, consultation: Consultation) -> Room:
+    async def _room_of(self, consultation: Consultation) -> RoomRecord:
         try:
-            return self.signaling.rooms.get(consultation.room_id)
+            return await self.signaling.room_record(consultation.room_id)
         except NotFound:
             raise Gone("the consultation has ended", code="consultation_ended") from None

@@ -32,6 +32,7 @@ MID_MAX: Final = 64
 CHAT_TEXT_MAX: Final = 65536
 CODE_MAX: Final = 64
 TEXT_MAX: Final = 1024
+URL_MAX: Final = 2048
 MAX_ITEMS: Final = 64
 ROLES: Final = ("practitioner", "client")
 VERIFICATIONS: Final = ("email_code", "anonymous", "eid", "none")
@@ -295,6 +296,18 @@ class ResumeToken:
     token: str = _s(TOKEN_MAX)
 
 
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """This node does not serve the room: reconnect to ``ws_url`` (the owner node's WebSocket)
+    and say ``hello`` there with ``resume_token``, which names the same participant. The
+    connection closes with 4307 right after. ``url`` is the owner's public base URL."""
+
+    type: ClassVar[str] = "redirect"
+    url: str = _s(URL_MAX)
+    ws_url: str = _s(URL_MAX)
+    resume_token: str = _s(TOKEN_MAX)
+
+
 ClientMessage: TypeAlias = (
     Hello
     | Join
@@ -324,6 +337,7 @@ ServerMessage: TypeAlias = (
     | ResumeToken
     | Waiting
     | WaitingRoom
+    | Redirect
 )
 
 CLIENT_MESSAGES: Final[Mapping[str, type[Any]]] = {
@@ -360,6 +374,7 @@ SERVER_MESSAGES: Final[Mapping[str, type[Any]]] = {
         ResumeToken,
         Waiting,
         WaitingRoom,
+        Redirect,
     )
 }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fortrolig.core.errors import BadRequest, Conflict, Forbidden, NotFound
-from fortrolig.core.ids import new_id
 
 WAITING_MAX = 16
 """Clients that may wait in one room at a time (a consultation has one or a few)."""
@@ -88,13 +87,18 @@ class Room:
             raise NotFound("no such client in the waiting room", code="not_waiting")
         return found
 
-    def let_in(self, participant_id: str) -> Participant:
-        """Move a waiting client into the room (capacity checked first: nothing changes if full)."""
+    def check_let_in(self, participant_id: str) -> Participant:
+        """The waiting client :meth:`let_in` would admit, or the error it would raise."""
         client = self.waiting_client(participant_id)
         if len(self.participants) >= self.max_participants:
             # Not `room_full`, which ends the connection of whoever joins a full room.
             raise Conflict("the room is full; the client keeps waiting", code="room_at_capacity")
         self.check_can_enter(participant_id)
+        return client
+
+    def let_in(self, participant_id: str) -> Participant:
+        """Move a waiting client into the room (capacity checked first: nothing changes if full)."""
+        client = self.check_let_in(participant_id)
         del self.waiting[participant_id]
         self.admitted.add(participant_id)
         self.participants[participant_id] = client
@@ -121,25 +125,26 @@ class Room:
 
 
 class RoomRegistry:
-    """The rooms of this node."""
+    """The live rooms of this node (their records are in the room store)."""
 
     def __init__(self, default_max: int, limit: int) -> None:
         self._rooms: dict[str, Room] = {}
         self._default_max = default_max
         self._limit = limit
 
-    def create(
-        self,
-        owner: str,
-        now: float,
-        max_participants: int | None = None,
-        waiting_room: bool = False,
-    ) -> Room:
-        """A new open room owned by practitioner ``owner``."""
-        size = self.check_size(max_participants)
-        room = Room(new_id("room"), owner, size, now, waiting_room=waiting_room)
+    def add(self, room: Room) -> Room:
+        """Serve ``room`` on this node from now on."""
         self._rooms[room.id] = room
         return room
+
+    def find(self, room_id: str) -> Room | None:
+        """The live room ``room_id`` on this node, if it is served here."""
+        room = self._rooms.get(room_id)
+        return None if room is None or room.closed else room
+
+    def forget(self, room_id: str) -> Room | None:
+        """Stop serving a room here without ending it (another node serves it now)."""
+        return self._rooms.pop(room_id, None)
 
     def check_size(self, max_participants: int | None) -> int:
         """The room size to use for ``max_participants`` (None: the default); ``bad_room_size``."""

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fortrolig.coordination.base import CoordinationUnavailable
+from fortrolig.coordination.local import LocalCoordination
 from fortrolig.core.clock import Clock
 from fortrolig.core.config import Config
 from fortrolig.core.errors import (
@@ -31,7 +33,9 @@ from fortrolig.core.metrics import Histogram, Sample
 
 from . import protocol as p
 from .auth import Claims, Role, TokenIssuer, TokenKind, TokenVerifier, VerificationMode
+from .cluster import Cluster, ThisNode
 from .ports import MediaBackend
+from .records import ADMITTED, DENIED, MemoryRoomStore, RoomRecord, RoomStore
 from .rooms import Participant, Room, RoomRegistry, TokenBucket
 from .turn import ice_servers_for
 
@@ -43,11 +47,14 @@ CLOSE_PROTOCOL = 1002
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
 CLOSE_AUTH = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_HANDSHAKE_TIMEOUT = 4408
 CLOSE_REPLACED = 4409
 CLOSE_MEDIA_FAILED = 4500
+CLOSE_REDIRECT = 4307  # after `redirect`: reconnect to the owner node named there
+CLOSE_MOVED = 4503  # this node stopped serving the room (lease lost, drain): reconnect
 
 # User errors that end the connection, with the close code that follows the `error` message.
 FATAL_CLOSE: Mapping[str, int] = {
@@ -58,6 +65,10 @@ FATAL_CLOSE: Mapping[str, int] = {
     "denied": CLOSE_NORMAL,  # a practitioner turned this client away earlier
     "waiting_room_full": CLOSE_FORBIDDEN,
     "subscription_required": CLOSE_FORBIDDEN,
+    # Refusals that may pass: 1013 "try again later"; the client keeps its token and retries.
+    "no_node_in_region": CLOSE_TRY_AGAIN,
+    "coordination_unavailable": CLOSE_TRY_AGAIN,
+    "placement_busy": CLOSE_TRY_AGAIN,
 }
 
 # Join latency (hello received → the participant's peer connected), in seconds.
@@ -82,6 +93,7 @@ class Counters:
     sessions_opened: int = 0
     joins: int = 0
     chats: int = 0
+    redirects: int = 0
 
 
 class SignalingService:
@@ -95,6 +107,9 @@ class SignalingService:
         verifier: TokenVerifier,
         clock: Clock,
         turn_secret: bytes | None = None,
+        *,
+        room_store: RoomStore | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.config = config
         self.media = media
@@ -102,6 +117,10 @@ class SignalingService:
         self.verifier = verifier
         self.clock = clock
         self.turn_secret = turn_secret
+        # Unit tests get in-memory records and a one-node cluster; a node gets the database's
+        # records and the configured coordination (app/server.py).
+        self.room_store: RoomStore = room_store or MemoryRoomStore()
+        self.cluster = cluster or standalone_cluster(config, clock)
         # Set by the composition root when subscriptions are enforced: raises (Forbidden,
         # code subscription_required) unless the practitioner may hold sessions.
         self.access_gate: Callable[[str], Awaitable[None]] | None = None
@@ -137,7 +156,8 @@ class SignalingService:
             await self.access_gate(owner)
 
     async def end_rooms_of(self, owner: str, reason: str) -> int:
-        """End every live room of ``owner`` (suspension, subscription end); how many ended."""
+        """End the live rooms of ``owner`` on this node (suspension, subscription end); how
+        many. Every node's subscription sweep does the same for the rooms it serves."""
         ended = 0
         for room in self.rooms.owned_by(owner):
             await self.end_room(room.id, reason)
@@ -148,13 +168,67 @@ class SignalingService:
         """Practitioners with at least one live room."""
         return {room.owner for room in self.rooms.all()}
 
-    def create_room(
-        self, owner: str, max_participants: int | None, waiting_room: bool = False
-    ) -> Room:
-        """A new room for ``owner``; with ``waiting_room`` on, clients wait to be let in."""
-        return self.rooms.create(owner, self.clock.now(), max_participants, waiting_room)
+    async def create_room(
+        self,
+        owner: str,
+        max_participants: int | None,
+        waiting_room: bool = False,
+        regions: tuple[str, ...] | None = None,
+    ) -> RoomRecord:
+        """A new room record for ``owner`` (placed on a node at its first ``hello``); with
+        ``waiting_room`` on, clients wait to be let in. ``no_node_in_region`` when no live node
+        of its regions (default: ``coordination.default_regions`` or this node's) takes rooms."""
+        size = self.rooms.check_size(max_participants)
+        allowed = (
+            regions or self.config.coordination.default_regions or (self.config.server.region,)
+        )
+        await self.cluster.check_placeable(allowed)
+        record = RoomRecord(
+            new_id("room"), owner, size, waiting_room, self.clock.now(), tuple(allowed)
+        )
+        await self.room_store.add_room(record)
+        return record
 
-    def issue_join_token(self, room: Room, role: Role, name: str | None) -> tuple[str, Claims]:
+    async def room_record(self, room_id: str) -> RoomRecord:
+        """The open room ``room_id`` as stored (``room_not_found`` if unknown or ended)."""
+        record = await self.room_store.room(room_id) if room_id else None
+        if record is None or record.closed:
+            raise NotFound("no such room", code="room_not_found")
+        return record
+
+    async def live_room(self, record: RoomRecord) -> Room:
+        """This node's live copy of ``record`` (loaded with who was admitted or denied)."""
+        room = self.rooms.find(record.id)
+        if room is None:
+            members = await self.room_store.members(record.id)
+            room = self.rooms.add(
+                Room(
+                    record.id,
+                    record.owner,
+                    record.max_participants,
+                    record.created_at,
+                    waiting_room=record.waiting_room,
+                    admitted=set(members.admitted),
+                    denied=set(members.denied),
+                )
+            )
+        return room
+
+    async def serving_node(self, room_id: str) -> str | None:
+        """The id of the node holding the room's lease, if any (None when Redis is down)."""
+        try:
+            lease = await self.cluster.coordination.lease(room_id)
+        except CoordinationUnavailable:
+            return None
+        return None if lease is None else lease.node_id
+
+    async def remember_member(self, room: Room, participant_id: str, admitted: bool) -> None:
+        """Store an admission or denial, so that it holds on any node after a restart."""
+        await self.room_store.set_member(room.id, participant_id, ADMITTED if admitted else DENIED)
+
+    def issue_join_token(
+        self, room: Room | RoomRecord, role: Role, name: str | None
+    ) -> tuple[str, Claims]:
         """A single-use join token for ``room``."""
         return self.issuer.mint(
             TokenKind.JOIN,
@@ -167,7 +241,7 @@ class SignalingService:
 
     def issue_client_token(
         self,
-        room: Room,
+        room: Room | RoomRecord,
         verification: VerificationMode,
         verified: str | None,
         name: str | None,
@@ -195,8 +269,17 @@ class SignalingService:
                 session.out.send(msg)
 
     async def end_room(self, room_id: str, reason: str) -> None:
-        """End a room for everyone (waiting clients too): ``bye`` then close 1000, media closed."""
-        room = self.rooms.close(room_id)
+        """End a room for everyone (waiting clients too): stored as ended first, then ``bye``
+        and close 1000 on this node, media closed. A room served by another node is ended there
+        at its next heartbeat (it sees the record closed)."""
+        await self.room_store.close_room(room_id, self.clock.now())
+        await self._end_live_copy(room_id, reason)
+
+    async def _end_live_copy(self, room_id: str, reason: str) -> None:
+        room = self.rooms.find(room_id)
+        if room is None:
+            return
+        self.rooms.close(room_id)
         for pid in [*room.participants, *room.waiting]:
             session = self.sessions.get(pid)
             if session is not None:
@@ -204,6 +287,34 @@ class SignalingService:
                 session.out.close(CLOSE_NORMAL, reason)
                 await session.close(reason)
         await self.media.close_room(room_id)
+        await self.cluster.release(room_id)
+
+    async def lose_room(self, room_id: str, why: str) -> None:
+        """Stop serving a room that another node serves now (lease lost) or that this node hands
+        over (drain): every connection closes with 4503 and reconnects to its new owner."""
+        room = self.rooms.find(room_id)
+        if room is None:
+            await self.cluster.release(room_id)
+            return
+        self.rooms.forget(room_id)
+        for pid in [*room.participants, *room.waiting]:
+            session = self.sessions.get(pid)
+            if session is not None:
+                session.out.close(CLOSE_MOVED, why)
+                await session.close(why)
+        await self.media.close_room(room_id)
+        await self.cluster.release(room_id)
+
+    async def cluster_tick(self) -> None:
+        """One heartbeat: renew leases (ending the copies of lost rooms) and end rooms that
+        another node marked ended in the records."""
+        lost = await self.cluster.beat(len(self.rooms), self.rooms.participant_count())
+        for room_id in lost:
+            await self.lose_room(room_id, "lease_lost")
+        for room in self.rooms.all():
+            record = await self.room_store.room(room.id)
+            if record is None or record.closed:
+                await self._end_live_copy(room.id, "room_ended")
 
     def count_error(self, code: str) -> None:
         self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1
@@ -232,6 +343,24 @@ class SignalingService:
         yield Sample("fortrolig_joins_total", "Room joins", "counter", self.counters.joins)
         yield Sample(
             "fortrolig_chat_messages_total", "Chat lines relayed", "counter", self.counters.chats
+        )
+        yield Sample(
+            "fortrolig_ws_redirects_total",
+            "Hellos sent on to the node that serves the room",
+            "counter",
+            self.counters.redirects,
+        )
+        yield Sample(
+            "fortrolig_leases_held",
+            "Rooms whose lease this node holds",
+            "gauge",
+            len(self.cluster.held_rooms()),
+        )
+        yield Sample(
+            "fortrolig_coordination_up",
+            "1 while the coordination store answers this node's heartbeats, else 0",
+            "gauge",
+            1.0 if self.cluster.healthy else 0.0,
         )
         for kind, n in self.messages_by_type.items():
             yield Sample(
@@ -289,17 +418,22 @@ class Session:
         return self.claims is not None
 
     async def hello(self, msg: p.Hello) -> None:
-        """Authenticate with a join or resume token; answers ``welcome``."""
+        """Authenticate with a join or resume token; answers ``welcome``, or ``redirect`` when
+        another node serves the room (then the session is over: the client goes there)."""
         self._hello_at = self.service.clock.monotonic()
         if msg.v != p.PROTOCOL_VERSION:
             raise ProtocolError(
                 f"protocol version {msg.v} is not supported", code="unsupported_version"
             )
-        claims, participant_id = await self._verify(msg.token)
-        room = self.service.rooms.get(claims.room or "")
-        await self.service.check_owner_access(room.owner)
+        # Checked first, consumed last: a client refused for a reason that may pass (no node up
+        # in its region, Redis unreachable) keeps a token it can try again with.
+        claims, kind = await self._verify(msg.token, consume=False)
+        record = await self.service.room_record(claims.room or "")
+        await self.service.check_owner_access(record.owner)
+        owner = await self.service.cluster.owner_of(record.id, record.regions)
+        await self.service.verifier.verify(msg.token, kind, consume=True)
+        participant_id = new_id("p") if kind is TokenKind.JOIN else claims.sub
         self.claims = claims
-        self.room = room
         self.participant = Participant(
             participant_id,
             claims.role.value,
@@ -307,6 +441,11 @@ class Session:
             verification=claims.verification.value if claims.verification else None,
             verified=claims.verified,
         )
+        if owner.node_id != self.service.cluster.node.node_id:
+            self._redirect(owner.url)
+            return
+        room = await self.service.live_room(record)
+        self.room = room
         self.out.send(
             p.Welcome(
                 v=p.PROTOCOL_VERSION,
@@ -323,16 +462,26 @@ class Session:
             )
         )
 
-    async def _verify(self, token: str) -> tuple[Claims, str]:
+    def _redirect(self, url: str) -> None:
+        """Send the client to the owner node with a resume token naming the same participant."""
+        base = url.rstrip("/")
+        ws_url = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base[7:]
+        self.service.counters.redirects += 1
+        self.out.send(
+            p.Redirect(url=base, ws_url=ws_url + "/ws", resume_token=self._resume_token())
+        )
+        self.out.close(CLOSE_REDIRECT, "served by another node")
+        self.closed = True
+
+    async def _verify(self, token: str, *, consume: bool) -> tuple[Claims, TokenKind]:
         verifier = self.service.verifier
         try:
-            claims = await verifier.verify(token, TokenKind.JOIN, consume=True)
-            return claims, new_id("p")
+            return await verifier.verify(token, TokenKind.JOIN, consume=consume), TokenKind.JOIN
         except Unauthenticated as exc:
             if exc.code != "token_audience":
                 raise
-        claims = await verifier.verify(token, TokenKind.RESUME, consume=True)
-        return claims, claims.sub  # a resume token names the participant it resumes
+        # A resume token names the participant it resumes (claims.sub).
+        return await verifier.verify(token, TokenKind.RESUME, consume=consume), TokenKind.RESUME
 
     def refresh_resume_token(self) -> None:
         """Send a fresh resume token (the previous one keeps working until it expires)."""
@@ -447,13 +596,17 @@ class Session:
     async def _on_admit(self, msg: p.Admit) -> None:
         room = self._practitioner_in_room("admit")
         target = self._waiting_session(room, msg.participant_id)
-        client = room.let_in(msg.participant_id)  # room_full: nothing changes, it keeps waiting
+        room.check_let_in(msg.participant_id)  # room_full: nothing changes, it keeps waiting
+        # Stored before it takes effect: after a restart or a move the client is still admitted.
+        await self.service.remember_member(room, msg.participant_id, admitted=True)
+        client = room.let_in(msg.participant_id)
         await target._enter(room, client)
         self.service.notify_waiting_room(room)
 
     async def _on_deny(self, msg: p.Deny) -> None:
         room = self._practitioner_in_room("deny")
         target = self._waiting_session(room, msg.participant_id)
+        await self.service.remember_member(room, msg.participant_id, admitted=False)
         room.turn_away(msg.participant_id)
         target.out.send(p.Bye(reason="denied"))
         target.out.close(CLOSE_NORMAL, "denied")
@@ -541,6 +694,12 @@ class Session:
             session = self.service.sessions.get(other.id)
             if session is not None:
                 session.out.send(p.ParticipantLeft(participant_id=me.id, reason=reason))
+
+
+def standalone_cluster(config: Config, clock: Clock, node_id: str = "local") -> Cluster:
+    """A one-node cluster with in-process coordination (the embedded default, unit tests)."""
+    node = ThisNode(node_id, config.server.region, config.server.base_url, clock.now())
+    return Cluster(LocalCoordination(clock), node, clock, config.coordination, standalone=True)
 
 
 def _is_control(c: str) -> bool:

@@ -117,7 +117,7 @@ async def test_readyz_refuses_while_lagging_and_shutting_down(config: Config) ->
         await app.shutdown()  # what SIGTERM triggers
         resp = await client.get("/readyz")
         assert resp.status == 503
-        assert (await resp.json())["reasons"] == ["shutting_down"]
+        assert (await resp.json())["reasons"] == ["shutting_down", "draining"]
         resp = await client.get("/healthz")
         assert resp.status == 200  # still alive while it drains
 

@@ -321,8 +321,9 @@ async def test_create_room_with_bad_size_is_400_bad_room_size(
 async def test_create_room_at_the_size_bounds_is_201(api: Api, size: int) -> None:
     status, body = await api.call("POST", "/api/v1/rooms", {"max_participants": size})
     assert status == 201
-    assert set(body) == {"room_id", "max_participants", "waiting_room"}
+    assert set(body) == {"room_id", "max_participants", "waiting_room", "regions"}
     assert body["max_participants"] == size
+    assert body["regions"] == ["eu-north"]  # the node's region unless the request names others
 
 
 async def test_create_room_without_body_uses_the_default_size(api: Api) -> None:
@@ -538,3 +539,22 @@ async def test_metrics_count_the_ws_errors_triggered(api: Api) -> None:
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = await resp.text()
     assert "# TYPE fortrolig_ws_errors_total counter" in text
+
+
+@pytest.mark.parametrize(
+    "regions",
+    [["us-east"], [], "eu-north", ["eu-north", 7], ["EU-NORTH"], ["eu-" + "x" * 40]],
+)
+async def test_regions_outside_the_eu_or_malformed_are_refused(api: Api, regions: object) -> None:
+    rooms = api.rooms_open()
+    status, body = await api.call("POST", "/api/v1/rooms", {"regions": regions})
+    assert_error(status, body, 400, "bad_region")
+    assert api.rooms_open() == rooms
+
+
+async def test_a_room_no_live_node_may_serve_is_refused_with_503(api: Api) -> None:
+    # This node is eu-north; nothing serves eu-west, and the room is never moved there.
+    status, body = await api.call("POST", "/api/v1/rooms", {"regions": ["eu-west"]})
+    assert_error(status, body, 503, "no_node_in_region")
+    status, body = await api.call("POST", "/api/v1/rooms", {"regions": ["eu-west", "eu-north"]})
+    assert status == 201 and body["regions"] == ["eu-west", "eu-north"]

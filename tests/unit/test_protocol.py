@@ -76,6 +76,12 @@ SERVER_SAMPLES: dict[str, dict[str, Any]] = {
     "pong": {"type": "pong"},
     "bye": {"type": "bye", "reason": "room_ended"},
     "resume_token": {"type": "resume_token", "token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln"},
+    "redirect": {
+        "type": "redirect",
+        "url": "https://node-b.clinic.example",
+        "ws_url": "wss://node-b.clinic.example/ws",
+        "resume_token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln",
+    },
     "waiting": {"type": "waiting"},
     "waiting_room": {
         "type": "waiting_room",

@@ -25,7 +25,7 @@ from fortrolig.signaling.auth import (
     VerificationMode,
 )
 from fortrolig.signaling.ports import MediaEvents
-from fortrolig.signaling.rooms import Room
+from fortrolig.signaling.records import RoomRecord
 from fortrolig.signaling.service import Session, SignalingService
 
 NOW = 1_700_000_000.0
@@ -89,7 +89,7 @@ class World:
     service: SignalingService
     media: RecordingMedia
     issuer: TokenIssuer
-    room: Room
+    room: RoomRecord
 
     async def connect(
         self,
@@ -115,7 +115,7 @@ class World:
 
 
 @pytest.fixture
-def world() -> World:
+async def world() -> World:
     clock = FakeClock(now=NOW)
     key = SigningKey.generate()
     issuer = TokenIssuer(key, "fortrolig", clock)
@@ -124,7 +124,7 @@ def world() -> World:
     )
     media = RecordingMedia()
     service = SignalingService(Config(), media, issuer, verifier, clock)
-    room = service.create_room("dr-a", 2, waiting_room=True)
+    room = await service.create_room("dr-a", 2, waiting_room=True)
     return World(service, media, issuer, room)
 
 
@@ -223,7 +223,8 @@ async def test_admit_and_deny_errors_change_nothing(world: World) -> None:
     await doctor.handle(p.Admit(participant_id=pid(first)))
     # The room (2) is full: the second client keeps waiting, the practitioner stays connected.
     assert await refused(doctor, p.Admit(participant_id=pid(second))) == "room_at_capacity"
-    assert pid(second) in world.room.waiting and not s_out.of(p.Joined)
+    live = world.service.rooms.find(world.room.id)
+    assert live is not None and pid(second) in live.waiting and not s_out.of(p.Joined)
     assert await refused(first, p.Admit(participant_id=pid(second))) == "practitioner_only"
     assert await refused(first, p.Deny(participant_id=pid(second))) == "practitioner_only"
     assert world.media.touched(pid(second)) == []
@@ -238,7 +239,7 @@ async def test_ending_the_room_ends_waiting_clients_too(world: World) -> None:
 
 
 async def test_rooms_without_a_waiting_room_admit_clients_directly(world: World) -> None:
-    world.room = world.service.create_room("dr-a", 2)  # POST /api/v1/rooms, session create
+    world.room = await world.service.create_room("dr-a", 2)  # POST /api/v1/rooms, session create
     _doctor, _ = await world.connect(Role.PRACTITIONER)
     client, out = await world.connect(Role.CLIENT)
     assert out.of(p.Joined) and not out.of(p.Waiting)
