@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -31,6 +30,7 @@ from fortrolig.core.errors import BadRequest, Conflict
 
 from . import _fastpath
 from . import aiortc_hooks as hooks
+from .backend import PeerEvents
 from .counters import MediaCounters
 from .extmap import align_extmap_ids, extmap_ids
 from .forwarding import Codec, Leg, PublishedTrack
@@ -40,16 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_PUBLISH_MLINES = 3  # one audio, one video, optionally one (ignored) data channel
 CONNECT_TIMEOUT_S = 30.0
-
-
-class PeerEvents(Protocol):
-    """What a peer tells its owner: offers to deliver and its own failure."""
-
-    async def send_offer(self, participant_id: str, sdp: str) -> None: ...
-
-    async def media_connected(self, participant_id: str) -> None: ...
-
-    async def media_failed(self, participant_id: str, reason: str) -> None: ...
 
 
 @dataclass

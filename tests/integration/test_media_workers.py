@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from fortrolig.core.errors import BadRequest
+from fortrolig.core.errors import BadRequest, NotFound
 from fortrolig.loadtests.sources import FrameCounter, PatternVideoTrack, ToneAudioTrack
+from fortrolig.media.backend import MediaBackend
 from fortrolig.media.pool import WorkerPool
 from fortrolig.media.settings import MediaSettings
+from fortrolig.media.sfu import Sfu
 from tests.conftest import Server
 
 
@@ -108,12 +110,13 @@ async def test_rooms_spread_over_workers_and_forward_media(pool: WorkerPool) -> 
         for c in clients:
             await c.start()
         # Two rooms, two workers: one room each (least-loaded placement).
-        assert len({id(pool._room_worker[r]) for r in ("r1", "r2")}) == 2
+        assert len({id(pool.placement.worker_of(r)) for r in ("r1", "r2")}) == 2
         await until(lambda: all(c.frames() > 20 for c in clients), 20)
         await until(lambda: metric(pool, "fortrolig_media_peers", state="connected") == 4, 5)
         assert metric(pool, "fortrolig_media_forwarded_packets_total") > 0
         assert metric(pool, "fortrolig_media_codec_instances_total") == 0
         assert metric(pool, "fortrolig_media_workers") == 2
+        assert await pool.srtp_profile("r1", "r1-0") == "SRTP_AEAD_AES_256_GCM"
     finally:
         for c in clients:
             await c.close()
@@ -126,8 +129,9 @@ async def test_a_dead_worker_is_detected_reported_and_replaced(pool: WorkerPool)
         for c in (a, b, other):
             await c.start()
         await until(lambda: a.frames() > 10 and b.frames() > 10, 20)
-        victim = pool._room_worker["r1"]
-        os.kill(victim.proc.pid, signal.SIGKILL)
+        victim = pool.placement.worker_of("r1")
+        assert victim is not None
+        os.kill(victim.pid, signal.SIGKILL)
         await until(lambda: a.failed == ["worker_died"] and b.failed == ["worker_died"], 10)
         assert other.failed == []
         await until(lambda: metric(pool, "fortrolig_media_workers") == 2, 20)
@@ -156,6 +160,31 @@ async def test_errors_cross_the_channel_typed(pool: WorkerPool) -> None:
     assert err.value.code == "bad_sdp"
     await pool.close_peer("r9", "x")
     await c.close()
+
+
+async def test_sfu_and_pool_are_one_interface(pool: WorkerPool) -> None:
+    """Lifecycle, metrics and errors are the same whichever backend the node has."""
+    # forbid_transcoding=False: the codec guard is process-wide, and this test process's own
+    # aiortc clients encode.
+    sfu = Sfu(MediaSettings(ice_host_addresses=("127.0.0.1",), forbid_transcoding=False))
+    backends: list[MediaBackend] = [sfu, pool]
+    try:
+        await sfu.start()  # (the pool fixture started the pool)
+        for media in backends:
+            await media.refresh()
+            assert any(s.name == "fortrolig_media_peers" for s in media.samples())
+            for call in (
+                media.srtp_profile("nowhere", "x"),
+                media.publish("nowhere", "x", "v=0"),
+                media.answer("nowhere", "x", "v=0"),
+            ):
+                with pytest.raises(NotFound) as err:
+                    await call
+                assert err.value.code == "no_peer"
+            await media.close_peer("nowhere", "x")  # idempotent: nothing to close
+            await media.close_room("nowhere")
+    finally:
+        await sfu.close()
 
 
 def _worker_pids(server_pid: int) -> list[int]:
