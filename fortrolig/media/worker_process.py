@@ -75,11 +75,15 @@ class WorkerProcess:
         )
         worker = cls(index, proc, on_event, on_exit)
         try:
-            await asyncio.wait_for(worker._ready.wait(), START_TIMEOUT_S)
+            await asyncio.wait_for(worker.ready(), START_TIMEOUT_S)
         except TimeoutError:
             proc.kill()
             raise RuntimeError(f"media worker {index} did not start") from None
         return worker
+
+    async def ready(self) -> None:
+        """Return once the worker said it serves requests."""
+        await self._ready.wait()
 
     @property
     def pid(self) -> int:
