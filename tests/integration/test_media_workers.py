@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -12,8 +13,9 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from fortrolig.core.errors import BadRequest, NotFound
+from fortrolig.core.errors import BadRequest, NotFound, ProtocolError
 from fortrolig.loadtests.sources import FrameCounter, PatternVideoTrack, ToneAudioTrack
+from fortrolig.media import worker_schema as schema
 from fortrolig.media.backend import MediaBackend
 from fortrolig.media.pool import WorkerPool
 from fortrolig.media.settings import MediaSettings
@@ -185,6 +187,46 @@ async def test_sfu_and_pool_are_one_interface(pool: WorkerPool) -> None:
             await media.close_room("nowhere")
     finally:
         await sfu.close()
+
+
+async def test_a_worker_answers_a_bad_request_with_its_typed_error_and_keeps_serving() -> None:
+    """The worker process alone, driven over its pipes as WorkerProcess does."""
+    settings = MediaSettings(ice_host_addresses=("127.0.0.1",))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fortrolig.media.worker",
+        schema.dump_settings(settings),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    async def receive() -> schema.Reply | schema.Event:
+        assert proc.stdout is not None
+        while True:  # skip the stats pushed every second
+            message = schema.parse_from_worker(await asyncio.wait_for(proc.stdout.readline(), 10))
+            if not isinstance(message, schema.Stats):
+                return message
+
+    try:
+        assert isinstance(await receive(), schema.Ready)
+        proc.stdin.write(b'{"type": "publish", "id": 7, "room_id": 5}\n')
+        proc.stdin.write(b"not json\n")  # no id: nobody to tell, and nothing changes
+        proc.stdin.write(schema.dump(schema.Call(8, schema.GetSnapshot())).encode() + b"\n")
+        bad, good = await receive(), await receive()
+        assert isinstance(bad, schema.Reply) and bad.id == 7
+        with pytest.raises(ProtocolError) as err:
+            schema.expect(bad.response, schema.Done)
+        assert err.value.code == "bad_field"
+        assert isinstance(good, schema.Reply) and good.id == 8
+        assert schema.expect(good.response, schema.Snapshot).snapshot["peers"] == 0
+        proc.stdin.write(schema.dump(schema.Call(9, schema.Shutdown())).encode() + b"\n")
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 def _worker_pids(server_pid: int) -> list[int]:
