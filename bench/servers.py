@@ -94,7 +94,7 @@ class FortroligServer:
             await self.sfu.answer(ROOM, pid, str(msg["sdp"]))
             return {}
         if op == "srtp":
-            return {"profile": self.sfu.srtp_profile(ROOM, pid)}
+            return {"profile": await self.sfu.srtp_profile(ROOM, pid)}
         raise ValueError(f"unknown op {op}")
 
     def counters(self) -> dict[str, int]:

@@ -25,6 +25,7 @@ from fortrolig.core.metrics import CONTENT_TYPE, Metrics, Sample
 from fortrolig.journal.factory import open_journal, retention_loop
 from fortrolig.journal.http import journal_routes
 from fortrolig.journal.service import JournalService
+from fortrolig.media.backend import MediaBackend
 from fortrolig.media.pool import WorkerPool
 from fortrolig.media.settings import IceServer, MediaSettings
 from fortrolig.media.sfu import Sfu
@@ -57,7 +58,7 @@ from .gate import gate_ctx, gate_middleware, gate_routes
 
 log = logging.getLogger(__name__)
 
-MEDIA_KEY: web.AppKey[Sfu | WorkerPool] = web.AppKey("media")
+MEDIA_KEY: web.AppKey[MediaBackend] = web.AppKey("media")
 SIGNALING_KEY = web.AppKey("signaling", SignalingService)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 CONFIG_KEY = web.AppKey("config", Config)
@@ -98,7 +99,7 @@ def media_workers(config: Config) -> int:
     return config.media.workers or os.cpu_count() or 1
 
 
-def media_backend(config: Config) -> Sfu | WorkerPool:
+def media_backend(config: Config) -> MediaBackend:
     """The SFU in-process (one worker) or a pool of worker processes (one per core)."""
     n = media_workers(config)
     if n == 1:
@@ -275,8 +276,7 @@ def _journal_ctx(config: Config) -> Callable[[web.Application], AsyncIterator[No
 
 async def _sfu_ctx(app: web.Application) -> AsyncIterator[None]:
     media = app[MEDIA_KEY]
-    if isinstance(media, WorkerPool):
-        await media.start()
+    await media.start()
     yield
     await media.close()
 
@@ -325,8 +325,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    media = request.app[MEDIA_KEY]
-    if isinstance(media, WorkerPool):
-        await media.refresh()  # exact counters from every worker, not last second's push
+    # A worker pool fetches exact counters from every worker, not last second's push.
+    await request.app[MEDIA_KEY].refresh()
     body = request.app[METRICS_KEY].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

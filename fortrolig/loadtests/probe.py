@@ -8,7 +8,8 @@ right after SRTP unprotect and RTP parse, before the jitter buffer) with a handl
 * keeps the feedback a browser gives (receiver-report statistics, NACK, REMB) using aiortc's own
   objects, but skips depayloading, the jitter buffer and the decoder.
 
-The receiver's private attributes are those of aiortc 1.16 (pinned in pyproject.toml).
+The receiver's private attributes are reached through ``fortrolig.media.aiortc_hooks`` (pinned
+by tests/unit/media/test_aiortc_pins.py).
 
 With a :class:`DecodeSample`, the receiver first runs aiortc's full path (jitter buffer and
 decoder) until one frame was decoded from the track, checks it, then switches to the cheap path.
@@ -18,23 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import av
 import numpy as np
-from aiortc.codecs import is_rtx
 from aiortc.mediastreams import MediaStreamTrack
-from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unwrap_rtx
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RtpPacket
+
+from fortrolig.media import aiortc_hooks as hooks
 
 from .clip import Clip
 
 FREEZE_GAP_S = 0.5
 RTP_HEADER = 12
 CLOCK_RATES = {"audio": 48_000, "video": 90_000}
-_P = "_RTCRtpReceiver__"
 
 
 @dataclass
@@ -214,8 +214,8 @@ def hook_receiver(
     receiver: RTCRtpReceiver, stats: RecvStats, sample: DecodeSample | None = None
 ) -> None:
     """Count this receiver's packets and give browser-like feedback without decoding."""
-    original: Callable[[RtpPacket, int], Awaitable[None]] = receiver._handle_rtp_packet
-    cheap = _cheap_feedback(receiver)
+    original = hooks.receiver_rtp_handler(receiver)
+    cheap = hooks.feedback_only_rtp_handler(receiver)
     null = NullJitterBuffer()
 
     async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
@@ -223,53 +223,10 @@ def hook_receiver(
         if sample is not None and not sample.done:
             await original(packet, arrival_time_ms)
             if sample.done:  # the sample was taken: from now on nothing is reassembled
-                setattr(receiver, _P + "jitter_buffer", null)
+                hooks.set_receiver_jitter_buffer(receiver, null)
             return
         await cheap(packet, arrival_time_ms)
 
     if sample is None:
-        setattr(receiver, _P + "jitter_buffer", null)
-    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
-
-
-def _cheap_feedback(receiver: RTCRtpReceiver) -> Callable[[RtpPacket, int], Awaitable[None]]:
-    """aiortc's ``_handle_rtp_packet`` without depayloading, jitter buffer and decoding."""
-    r: Any = receiver
-
-    async def feedback(packet: RtpPacket, arrival_time_ms: int) -> None:
-        if not r._enabled:
-            return
-        estimator = getattr(r, _P + "remote_bitrate_estimator")
-        if estimator is not None and packet.extensions.abs_send_time is not None:
-            remb = estimator.add(
-                abs_send_time=packet.extensions.abs_send_time,
-                arrival_time_ms=arrival_time_ms,
-                payload_size=len(packet.payload) + packet.padding_size,
-                ssrc=packet.ssrc,
-            )
-            rtcp_ssrc = getattr(r, _P + "rtcp_ssrc")
-            if rtcp_ssrc is not None and remb is not None:
-                await r._send_rtcp(
-                    RtcpPsfbPacket(
-                        fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
-                    )
-                )
-        codecs = getattr(r, _P + "codecs")
-        codec = codecs.get(packet.payload_type)
-        if codec is None:
-            return
-        streams = getattr(r, _P + "remote_streams")
-        if packet.ssrc not in streams:
-            streams[packet.ssrc] = StreamStatistics(codec.clockRate)
-        streams[packet.ssrc].add(packet)  # receiver reports (loss, jitter) for the SFU
-        if is_rtx(codec):
-            original_ssrc = getattr(r, _P + "rtx_ssrc").get(packet.ssrc)
-            apt = codec.parameters.get("apt")
-            if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
-                return
-            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
-        nack = getattr(r, _P + "nack_generator")
-        if nack is not None and nack.add(packet):
-            await r._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
-
-    return feedback
+        hooks.set_receiver_jitter_buffer(receiver, null)
+    hooks.set_receiver_rtp_handler(receiver, handle)

@@ -27,6 +27,8 @@ import aioice.ice
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
+from fortrolig.media import aiortc_hooks as hooks
+
 from .clip import Clip, ReplayTrack
 from .participant import Participant
 from .probe import DecodeSample, RecvStats, ReferenceFrames, check_sample, hook_receiver
@@ -100,14 +102,7 @@ class LoadParticipant(Participant):
         for transceiver in pc.getTransceivers():
             track = transceiver.sender.track
             if isinstance(track, ReplayTrack):
-                sender = transceiver.sender
-                original = sender._send_keyframe
-
-                def send_keyframe(original: Any = original, track: ReplayTrack = track) -> None:
-                    track.request_keyframe()
-                    original()
-
-                sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+                hooks.on_keyframe_request(transceiver.sender, track.request_keyframe)
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]

@@ -1,9 +1,12 @@
 """Every touch of aiortc's and aioice's private attributes lives in this module.
 
 aiortc has no public API for forwarding RTP without decoding (aiortc issues #449, #55, #627), so
-the SFU replaces a few methods *per instance* on the receivers and senders it owns. The versions
-are pinned (aiortc==1.16.0, aioice==0.13.0) and `tests/unit/media/test_aiortc_hooks.py` fails
-loudly if an upgrade moves any attribute used here.
+the SFU replaces a few methods *per instance* on the receivers and senders it owns, reads a few
+private fields (negotiated codecs, SSRCs) and takes over the nominated socket of a connected DTLS
+transport for the native data plane; the load tester's receivers skip aiortc's decoding the same
+way (at the end of this module). The versions are pinned (aiortc==1.16.0, aioice==0.13.0):
+`tests/unit/media/test_aiortc_pins.py` fails loudly if an upgrade moves any private name used
+here, and `tests/unit/media/test_aiortc_private_access.py` fails if one is used anywhere else.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aioice.ice
@@ -19,13 +23,29 @@ from aiortc import (
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
+    RTCRtpTransceiver,
     rtcdtlstransport,
     rtcrtpreceiver,
     rtcrtpsender,
 )
+from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
-from aiortc.rtp import AnyRtcpPacket, HeaderExtensionsMap, RtpPacket, is_rtcp
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    AnyRtcpPacket,
+    HeaderExtensionsMap,
+    RtcpPsfbPacket,
+    RtpPacket,
+    is_rtcp,
+    pack_remb_fci,
+    unwrap_rtx,
+)
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
@@ -34,6 +54,8 @@ from . import _fastpath
 log = logging.getLogger(__name__)
 
 AES_256_GCM = "SRTP_AEAD_AES_256_GCM"
+
+_TAG = "_fortrolig_track"  # our attribute on a receiver: the SFU's track it feeds
 
 RtpHandler = Callable[[RtpPacket, int], Awaitable[None]]
 RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[None]]
@@ -121,7 +143,7 @@ class RawSender:
 
     Skips aiortc's coroutine chain (dtls._send_rtp → ice._send → aioice send → protocol) and
     calls SRTCP protect and the socket's ``sendto`` directly. RTP never goes this way: the
-    native data plane (``native_transport``) sends it.
+    native data plane (``take_over_socket``) sends it.
     """
 
     __slots__ = ("_dtls",)
@@ -193,19 +215,18 @@ def hook_sender(
     ``RTCRtpSender.stop()`` keeps working because the start/exit events are honoured.
     """
     original_send = sender.send
-    prefix = "_RTCRtpSender__"
 
     async def run_rtp(codec: Any) -> None:
-        getattr(sender, prefix + "rtp_started").set()
+        sender._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             pass
         finally:
-            getattr(sender, prefix + "rtp_exited").set()
+            sender._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
 
     async def run_rtcp() -> None:
-        getattr(sender, prefix + "rtcp_started").set()
+        sender._RTCRtpSender__rtcp_started.set()  # type: ignore[attr-defined]
         try:
             await rtcp_loop()
         except asyncio.CancelledError:
@@ -213,10 +234,10 @@ def hook_sender(
         except Exception:
             log.exception("leg RTCP loop failed")
         finally:
-            getattr(sender, prefix + "rtcp_exited").set()
+            sender._RTCRtpSender__rtcp_exited.set()  # type: ignore[attr-defined]
 
     async def send(parameters: RTCRtpSendParameters) -> None:
-        first = not getattr(sender, prefix + "started")
+        first = not sender._RTCRtpSender__started  # type: ignore[attr-defined]
         await original_send(parameters)
         if first:
             on_started(parameters)
@@ -225,6 +246,27 @@ def hook_sender(
     sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
     sender._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign,assignment]
     sender.send = send  # type: ignore[method-assign]
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    """The SSRCs ``sender`` uses for media and for RTX (aiortc draws them at creation)."""
+    return int(sender._ssrc), int(sender._rtx_ssrc)
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs the last negotiation settled on for ``transceiver`` (with their RTX)."""
+    return list(transceiver._codecs)
+
+
+def tag_receiver(receiver: RTCRtpReceiver, tag: object) -> None:
+    """Remember ``tag`` (the SFU's track) on ``receiver``: the data plane's slow path finds the
+    track of a new SSRC through the receiver aiortc's router chooses."""
+    setattr(receiver, _TAG, tag)
+
+
+def receiver_tag(receiver: object) -> object | None:
+    """What :func:`tag_receiver` remembered on ``receiver`` (None: not one of ours)."""
+    return getattr(receiver, _TAG, None)
 
 
 def set_sender_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None:
@@ -269,6 +311,7 @@ _fastpath.init(
 )
 
 TrackOf = Callable[[object], "_fastpath.Track | None"]
+_NATIVE = "_fortrolig_native"  # our attribute on a DTLS transport: its native data plane
 
 
 class LockedSrtp:
@@ -297,104 +340,174 @@ class LockedSrtp:
         return _fastpath.locked_call(self.session.unprotect_rtcp, data)
 
 
-def native_transport(
+@dataclass(frozen=True)
+class NominatedSocket:
+    """What taking over a connected DTLS transport's socket needs, read from aiortc and aioice.
+
+    Found by :func:`nominated_socket`; nothing is changed until :func:`take_over_socket`.
+    """
+
+    dtls: RTCDtlsTransport
+    protocol: aioice.ice.StunProtocol
+    remote: tuple[Any, ...]
+    rx: Any  # pylibsrtp Sessions: receive and transmit
+    tx: Any
+
+
+def native_transport_of(dtls: RTCDtlsTransport) -> _fastpath.Transport | None:
+    """The native data plane already reading ``dtls``'s socket, if any (a pure getter)."""
+    return cast("_fastpath.Transport | None", getattr(dtls, _NATIVE, None))
+
+
+def nominated_socket(dtls: RTCDtlsTransport) -> NominatedSocket | None:
+    """Inspect ``dtls``: the socket to take over, or None when it cannot be (yet).
+
+    None while the transport is not connected, when it negotiated anything but AES-256-GCM
+    (fail closed: no media on a weaker profile, which is never offered), when its nominated pair
+    is relayed (logged: the SFU itself never uses TURN, so that is a configuration error), or
+    when a previous native transport of it was closed (its sessions are already wrapped).
+    """
+    if dtls._state != rtcdtlstransport.State.CONNECTED or dtls._rx_srtp is None:
+        return None
+    if selected_srtp_profile(dtls) != AES_256_GCM:
+        return None
+    pair = dtls.transport._connection._nominated.get(1)
+    if pair is None or pair.protocol.transport is None:
+        return None
+    protocol = pair.protocol
+    if not isinstance(protocol, aioice.ice.StunProtocol):
+        log.error("no native data plane for a %s pair", type(protocol).__name__)
+        return None
+    rx, tx = dtls._rx_srtp, dtls._tx_srtp
+    if isinstance(rx, LockedSrtp) or isinstance(tx, LockedSrtp):
+        return None
+    return NominatedSocket(dtls, protocol, tuple(pair.remote_addr), rx, tx)
+
+
+def take_over_socket(
     dtls: RTCDtlsTransport,
     counters: _fastpath.Counters,
     track_of: TrackOf,
     pump: _fastpath.Pump | None = None,
 ) -> _fastpath.Transport | None:
-    """The native data plane of a connected DTLS transport, created on first use.
+    """Make the native data plane read ``dtls``'s socket (once; later calls return it).
 
     The event loop's reader of the nominated pair's socket is replaced by the native
     ``on_readable``: SRTP packets of SSRCs already routed are forwarded, and SRTCP is handled,
-    without Python; the first packet of each SSRC is unprotected and routed here (aiortc's
-    router decides which receiver it belongs to), then its SSRC is routed natively. STUN and DTLS
-    go to aioice and aiortc exactly as before. Returns None while the transport is not connected
-    yet (or, logged, when its socket cannot be taken over).
+    without Python; everything else goes to :class:`_Fallback`. Returns None when
+    :func:`nominated_socket` finds nothing to take over, or (logged) when the C side refuses
+    the socket.
     """
-    existing = getattr(dtls, "_fortrolig_native", None)
+    existing = native_transport_of(dtls)
     if existing is not None:
-        return cast(_fastpath.Transport, existing)
-    if dtls._state != rtcdtlstransport.State.CONNECTED or dtls._rx_srtp is None:
+        return existing
+    found = nominated_socket(dtls)
+    if found is None:
         return None
-    if selected_srtp_profile(dtls) != AES_256_GCM:
-        return None  # fail closed: no media on a weaker profile (it is never offered)
-    connection = dtls.transport._connection
-    pair = connection._nominated.get(1)
-    if pair is None or pair.protocol.transport is None:
+    locked_rx = LockedSrtp(found.rx)
+    fallback = _Fallback(found, locked_rx, counters, track_of)
+    native = _native_transport(found, fallback, counters)
+    if native is None:
         return None
-    protocol = pair.protocol
-    if not isinstance(protocol, aioice.ice.StunProtocol):
-        # A relayed (TURN) local candidate wraps every datagram; the SFU itself never uses
-        # one (its ICE servers are for the clients), so this is a configuration error.
-        log.error("no native data plane for a %s pair", type(protocol).__name__)
-        return None
-    sock = protocol.transport.get_extra_info("socket")
-    rx, tx = dtls._rx_srtp, dtls._tx_srtp
-    if isinstance(rx, LockedSrtp) or isinstance(tx, LockedSrtp):
-        return None  # a previous native transport of this DTLS transport was closed
-    locked_rx = LockedSrtp(rx)
-    router, ext = dtls._rtp_router, dtls._rtp_header_extensions_map
-    component = protocol.local_candidate.component
-    native: _fastpath.Transport
+    fallback.native = native
+    _hand_socket_over(found, native, locked_rx, pump)
+    return native
 
-    def slow_rtp(data: bytes) -> None:
-        try:
-            plain = locked_rx.unprotect(data)
-            packet = RtpPacket.parse(plain, ext)
-        except Exception:  # SRTP authentication failure or a malformed header: drop
-            counters.increment("srtp_failures")
-            return
-        receiver = router.route_rtp(packet)
-        track = track_of(receiver) if receiver is not None else None
-        if track is None:
-            return  # no forwarding receiver for this SSRC: nothing else would use it
-        native.route(packet.ssrc, track)
-        track.ingest(plain)
 
-    def fallback(data: bytes, addr: tuple[Any, ...]) -> None:
-        try:
-            if 127 < data[0] < 192:  # RTP or RTCP: never STUN, skip aioice's parse attempt
-                if is_rtcp(data):
-                    protocol.receiver.data_received(data, component)
-                else:
-                    slow_rtp(data)
-            else:
-                protocol.datagram_received(data, addr)
-        except Exception:
-            log.exception("dropping a datagram after an error")
-
-    remote = pair.remote_addr
+def _native_transport(
+    found: NominatedSocket, fallback: _Fallback, counters: _fastpath.Counters
+) -> _fastpath.Transport | None:
+    sock = found.protocol.transport.get_extra_info("socket")
     try:
-        native = _fastpath.Transport(
+        return _fastpath.Transport(
             sock.fileno(),
-            remote[0],
-            remote[1],
-            _srtp_pointer(rx),
-            _srtp_pointer(tx),
-            (rx, tx),
+            found.remote[0],
+            found.remote[1],
+            _srtp_pointer(found.rx),
+            _srtp_pointer(found.tx),
+            (found.rx, found.tx),
             fallback,
             counters,
         )
     except (ValueError, OSError):  # e.g. a scoped IPv6 address the C side cannot parse
-        log.exception("no native data plane for remote %s", remote)
+        log.exception("no native data plane for remote %s", found.remote)
         return None
-    dtls._rx_srtp, dtls._tx_srtp = locked_rx, LockedSrtp(tx)  # type: ignore[assignment]
+
+
+def _hand_socket_over(
+    found: NominatedSocket,
+    native: _fastpath.Transport,
+    locked_rx: LockedSrtp,
+    pump: _fastpath.Pump | None,
+) -> None:
+    dtls = found.dtls
+    # From now on Python's own SRTP calls take the data-plane lock (see LockedSrtp).
+    dtls._rx_srtp, dtls._tx_srtp = locked_rx, LockedSrtp(found.tx)  # type: ignore[assignment]
     # asyncio's transport stops reading (it still sends for aioice and RTCP); the native
     # object reads through its own descriptor of the same socket, on the pump thread or from
     # the event loop.
-    protocol.transport.pause_reading()  # type: ignore[attr-defined]
+    found.protocol.transport.pause_reading()  # type: ignore[attr-defined]
     if pump is not None:
         pump.register(native)
     else:
         asyncio.get_running_loop().add_reader(native.fd, native.on_readable)
-    dtls._fortrolig_native = native  # type: ignore[attr-defined]
-    return native
+    setattr(dtls, _NATIVE, native)
+
+
+class _Fallback:
+    """What the native transport hands back: STUN, DTLS, RTCP for aiortc, and new SSRCs.
+
+    The first RTP packet of each SSRC is unprotected and routed here (aiortc's router decides
+    which receiver it belongs to), then its SSRC is routed natively. STUN and DTLS go to aioice
+    and aiortc exactly as before.
+    """
+
+    def __init__(
+        self,
+        found: NominatedSocket,
+        locked_rx: LockedSrtp,
+        counters: _fastpath.Counters,
+        track_of: TrackOf,
+    ) -> None:
+        self.native: _fastpath.Transport | None = None  # set once the transport exists
+        self._protocol = found.protocol
+        self._component = found.protocol.local_candidate.component
+        self._router = found.dtls._rtp_router
+        self._extensions = found.dtls._rtp_header_extensions_map
+        self._rx = locked_rx
+        self._counters = counters
+        self._track_of = track_of
+
+    def __call__(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            if 127 < data[0] < 192:  # RTP or RTCP: never STUN, skip aioice's parse attempt
+                if is_rtcp(data):
+                    self._protocol.receiver.data_received(data, self._component)
+                else:
+                    self._first_rtp(data)
+            else:
+                self._protocol.datagram_received(data, addr)
+        except Exception:
+            log.exception("dropping a datagram after an error")
+
+    def _first_rtp(self, data: bytes) -> None:
+        try:
+            plain = self._rx.unprotect(data)
+            packet = RtpPacket.parse(plain, self._extensions)
+        except Exception:  # SRTP authentication failure or a malformed header: drop
+            self._counters.increment("srtp_failures")
+            return
+        receiver = self._router.route_rtp(packet)
+        track = self._track_of(receiver) if receiver is not None else None
+        if track is None or self.native is None:
+            return  # no forwarding receiver for this SSRC: nothing else would use it
+        self.native.route(packet.ssrc, track)
+        track.ingest(plain)
 
 
 def close_native_transport(dtls: RTCDtlsTransport) -> None:
     """Stop reading the socket natively and release it; idempotent."""
-    native = getattr(dtls, "_fortrolig_native", None)
+    native = native_transport_of(dtls)
     if native is None or native.closed:
         return
     with contextlib.suppress(RuntimeError):  # the loop may already be closed at shutdown
@@ -415,3 +528,80 @@ def extension_ids(extensions: HeaderExtensionsMap) -> dict[str, int]:
 def receive_extensions(dtls: RTCDtlsTransport) -> HeaderExtensionsMap:
     """The map the transport parses incoming RTP with (to re-serialize a parsed packet)."""
     return dtls._rtp_header_extensions_map
+
+
+# -- the load tester's receivers and senders (fortrolig-load is a client, not the SFU) ---------
+
+
+def receiver_rtp_handler(receiver: RTCRtpReceiver) -> RtpHandler:
+    """What ``receiver`` does with each RTP packet after SRTP and parsing (aiortc's own path)."""
+    handler: RtpHandler = receiver._handle_rtp_packet
+    return handler
+
+
+def set_receiver_rtp_handler(receiver: RTCRtpReceiver, handler: RtpHandler) -> None:
+    """Make ``handler`` receive each RTP packet of ``receiver`` instead (see above)."""
+    receiver._handle_rtp_packet = handler  # type: ignore[method-assign,assignment]
+
+
+def set_receiver_jitter_buffer(receiver: RTCRtpReceiver, buffer: object) -> None:
+    """Replace ``receiver``'s jitter buffer (one that never completes a frame idles the decoder)."""
+    setattr(receiver, "_RTCRtpReceiver__jitter_buffer", buffer)  # noqa: B010
+
+
+def on_keyframe_request(sender: RTCRtpSender, first: Callable[[], None]) -> None:
+    """Call ``first`` whenever a PLI or FIR makes ``sender`` force a keyframe, then aiortc's own."""
+    original = sender._send_keyframe
+
+    def send_keyframe() -> None:
+        first()
+        original()
+
+    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+
+
+def feedback_only_rtp_handler(receiver: RTCRtpReceiver) -> RtpHandler:
+    """aiortc's ``_handle_rtp_packet`` without depayloading, jitter buffer and decoding.
+
+    For the load tester's synthetic participants (``fortrolig.loadtests.probe``): they keep the
+    feedback a browser gives (receiver-report statistics, NACK, REMB) at a fraction of the CPU.
+    """
+    r: Any = receiver
+
+    async def feedback(packet: RtpPacket, arrival_time_ms: int) -> None:
+        if not r._enabled:
+            return
+        estimator = r._RTCRtpReceiver__remote_bitrate_estimator
+        if estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = estimator.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
+            rtcp_ssrc = r._RTCRtpReceiver__rtcp_ssrc
+            if rtcp_ssrc is not None and remb is not None:
+                await r._send_rtcp(
+                    RtcpPsfbPacket(
+                        fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+                    )
+                )
+        codecs = r._RTCRtpReceiver__codecs
+        codec = codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        streams = r._RTCRtpReceiver__remote_streams
+        if packet.ssrc not in streams:
+            streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        streams[packet.ssrc].add(packet)  # receiver reports (loss, jitter) for the SFU
+        if is_rtx(codec):
+            original_ssrc = r._RTCRtpReceiver__rtx_ssrc.get(packet.ssrc)
+            apt = codec.parameters.get("apt")
+            if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
+                return
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+        nack = r._RTCRtpReceiver__nack_generator
+        if nack is not None and nack.add(packet):
+            await r._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
+
+    return feedback

@@ -1,82 +1,85 @@
 """The request/response channel between the signaling process and a media worker.
 
-One JSON object per line over the worker's stdin/stdout. Requests ``{"id", "op", "args"}`` get
-responses ``{"id", "ok": true, "result"}`` or ``{"id", "ok": false, "error": {...}}``; the worker
-also pushes events ``{"event", ...}`` (renegotiation offers, peer state, stats). Domain errors
-cross the channel by class name and code so the signaling side raises the same typed error.
+One message of :mod:`fortrolig.media.worker_schema` per line over the worker's stdin/stdout.
+This module holds the framing (:func:`write`, :func:`read_line`) both sides use and the signaling
+side's half, :class:`Channel`: it numbers calls, waits for their replies and raises the typed
+error a :class:`~fortrolig.media.worker_schema.Failed` reply carries.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from dataclasses import asdict
-from typing import Any
+import itertools
+from typing import Protocol
 
-from fortrolig.core import errors
+from fortrolig.core.errors import Conflict, FortroligError
 
-from .settings import IceServer, MediaSettings
+from . import worker_schema as schema
 
 MAX_LINE = 1 << 20  # an SDP is < 64 KiB; anything near 1 MiB is a bug, not a message
-
-_ERRORS: dict[str, type[errors.FortroligError]] = {
-    cls.__name__: cls
-    for cls in (
-        errors.FortroligError,
-        errors.ProtocolError,
-        errors.BadRequest,
-        errors.Unauthenticated,
-        errors.Forbidden,
-        errors.NotFound,
-        errors.Conflict,
-        errors.RateLimited,
-    )
-}
+REQUEST_TIMEOUT_S = 30.0
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    """One line of the channel."""
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+class LineWriter(Protocol):
+    """Where one side writes its lines (an asyncio.StreamWriter)."""
+
+    def write(self, data: bytes) -> None: ...
 
 
-async def read(reader: asyncio.StreamReader) -> dict[str, Any] | None:
-    """The next message, or None when the other side closed the channel."""
+def write(writer: LineWriter, message: schema.Call | schema.Reply | schema.Event) -> None:
+    """Send one message as one line."""
+    writer.write(schema.dump(message).encode() + b"\n")
+
+
+async def read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The next line, or None when the other side closed the channel."""
     try:
         line = await reader.readline()
     except (ValueError, asyncio.LimitOverrunError) as exc:
         raise ConnectionError("media channel line too long") from exc
-    if not line:
-        return None
-    message = json.loads(line)
-    if not isinstance(message, dict):
-        raise ConnectionError("media channel message is not an object")
-    return message
+    return line or None
 
 
-def error_to_wire(exc: BaseException) -> dict[str, str]:
-    """A domain error as data; anything else becomes a generic internal error."""
-    if isinstance(exc, errors.FortroligError):
-        return {"cls": type(exc).__name__, "code": exc.code, "message": exc.message}
-    return {"cls": "FortroligError", "code": "internal_error", "message": "media worker error"}
+def worker_died() -> FortroligError:
+    """What a call to a worker that died raises (a new join lands on a live worker)."""
+    return Conflict("the media worker of this room died", code="media_unavailable")
 
 
-def error_from_wire(data: dict[str, Any]) -> errors.FortroligError:
-    """The typed error a response carried."""
-    cls = _ERRORS.get(str(data.get("cls")), errors.FortroligError)
-    return cls(str(data.get("message", "")), code=str(data.get("code", "internal_error")))
+class Channel:
+    """The signaling side of one worker's channel: calls out, replies matched by id."""
 
+    def __init__(self, writer: LineWriter) -> None:
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[schema.Response]] = {}
+        self._broken: FortroligError | None = None
 
-def settings_to_json(settings: MediaSettings) -> str:
-    """Settings handed to a worker on its command line."""
-    return json.dumps(asdict(settings))
+    async def call(self, request: schema.Request) -> schema.Response:
+        """Send ``request`` and wait (30 s) for its response (a :class:`Failed` one is returned)."""
+        if self._broken is not None:
+            raise self._broken
+        rid = next(self._ids)
+        future: asyncio.Future[schema.Response] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        write(self._writer, schema.Call(rid, request))
+        try:
+            return await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
+        finally:
+            self._pending.pop(rid, None)
 
+    def send(self, request: schema.Request) -> None:
+        """Send a request whose reply nobody waits for (shutdown)."""
+        write(self._writer, schema.Call(next(self._ids), request))
 
-def settings_from_json(text: str) -> MediaSettings:
-    """The inverse of :func:`settings_to_json`."""
-    data = json.loads(text)
-    servers = tuple(
-        IceServer(urls=tuple(s["urls"]), username=s.get("username"), credential=s.get("credential"))
-        for s in data.pop("ice_servers", [])
-    )
-    data["ice_host_addresses"] = tuple(data["ice_host_addresses"])
-    return MediaSettings(ice_servers=servers, **data)
+    def deliver(self, reply: schema.Reply) -> None:
+        """Complete the call ``reply`` answers (late replies of timed-out calls are dropped)."""
+        future = self._pending.get(reply.id)
+        if future is not None and not future.done():
+            future.set_result(reply.response)
+
+    def fail(self, error: FortroligError) -> None:
+        """The worker is gone: every waiting call and every later one raises ``error``."""
+        self._broken = error
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)

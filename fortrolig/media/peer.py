@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -31,6 +30,7 @@ from fortrolig.core.errors import BadRequest, Conflict
 
 from . import _fastpath
 from . import aiortc_hooks as hooks
+from .backend import PeerEvents
 from .counters import MediaCounters
 from .extmap import align_extmap_ids, extmap_ids
 from .forwarding import Codec, Leg, PublishedTrack
@@ -40,16 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_PUBLISH_MLINES = 3  # one audio, one video, optionally one (ignored) data channel
 CONNECT_TIMEOUT_S = 30.0
-
-
-class PeerEvents(Protocol):
-    """What a peer tells its owner: offers to deliver and its own failure."""
-
-    async def send_offer(self, participant_id: str, sdp: str) -> None: ...
-
-    async def media_connected(self, participant_id: str) -> None: ...
-
-    async def media_failed(self, participant_id: str, reason: str) -> None: ...
 
 
 @dataclass
@@ -78,7 +68,7 @@ def parse_sdp(sdp: str, kind: str) -> SessionDescription:
 
 
 def _negotiated_codec(transceiver: RTCRtpTransceiver) -> Codec | None:
-    codecs: list[RTCRtpCodecParameters] = list(transceiver._codecs)
+    codecs: list[RTCRtpCodecParameters] = hooks.negotiated_codecs(transceiver)
     main = next((c for c in codecs if not c.mimeType.lower().endswith("/rtx")), None)
     if main is None:
         return None
@@ -95,7 +85,7 @@ def _negotiated_codec(transceiver: RTCRtpTransceiver) -> Codec | None:
 
 def _native_track_of(receiver: object) -> _fastpath.Track | None:
     """The native track fed by a receiver of ours (None: not a forwarding receiver)."""
-    track = getattr(receiver, "_fortrolig_track", None)
+    track = hooks.receiver_tag(receiver)
     return track.native if isinstance(track, PublishedTrack) else None
 
 
@@ -242,7 +232,8 @@ class Peer:
             # A participant who resumes keeps its id, and so its msid: the dead m-line must not
             # carry it too (browsers refuse an SDP with duplicate a=msid lines).
             sender = slot.transceiver.sender
-            hooks.set_sender_msid(sender, "-", f"gone-{slot.transceiver.mid}-{sender._ssrc}")
+            ssrc, _ = hooks.sender_ssrcs(sender)
+            hooks.set_sender_msid(sender, "-", f"gone-{slot.transceiver.mid}-{ssrc}")
             self.slots.remove(slot)
         if gone:
             self._needs_offer = True
@@ -258,7 +249,8 @@ class Peer:
             if track is not None and codec is not None:
                 if codec.mime_type.lower() == track.codec.mime_type.lower():
                     track.codec = codec
-                    pts = [int(c.payloadType) for c in t._codecs if c.payloadType is not None]
+                    codecs = hooks.negotiated_codecs(t)
+                    pts = [int(c.payloadType) for c in codecs if c.payloadType is not None]
                     hooks.set_receiver_payload_types(t.receiver, pts)
 
     def _add_published(self, transceiver: RTCRtpTransceiver) -> None:
@@ -287,8 +279,7 @@ class Peer:
             track.start(ssrc, extensions, hooks.extension_ids(extensions)["audio_level"])
 
         hooks.hook_receiver(receiver, track.on_rtp, track.on_rtcp, started)
-        # the native data plane's slow path finds the track of a new SSRC through its receiver
-        receiver._fortrolig_track = track  # type: ignore[attr-defined]
+        hooks.tag_receiver(receiver, track)
         self.published.append(track)
 
     def _attach_leg(
@@ -308,7 +299,7 @@ class Peer:
             log.warning("subscriber negotiated %s for a %s track", codec.mimeType, leg.track.codec)
             return  # never transcode: the leg stays silent
         sender = transceiver.sender
-        native = hooks.native_transport(
+        native = hooks.take_over_socket(
             sender.transport, self._counters.native, _native_track_of, self._pump
         )
         if native is None:  # DTLS not up yet: attached once the connection is
@@ -316,11 +307,12 @@ class Peer:
             return
         ext = HeaderExtensionsMap()
         ext.configure(params)
+        ssrc, rtx_ssrc = hooks.sender_ssrcs(sender)
         leg.attach(
             hooks.RawSender(sender.transport),
             native,
-            ssrc=sender._ssrc,
-            rtx_ssrc=sender._rtx_ssrc,
+            ssrc=ssrc,
+            rtx_ssrc=rtx_ssrc,
             payload_type=int(codec.payloadType or 0),
             rtx_payload_type=rtx,
             extension_ids=hooks.extension_ids(ext),
@@ -382,7 +374,7 @@ class Peer:
                 await self._events.media_failed(self.participant_id, "srtp_profile")
                 return
             natives = [
-                hooks.native_transport(dtls, self._counters.native, _native_track_of, self._pump)
+                hooks.take_over_socket(dtls, self._counters.native, _native_track_of, self._pump)
                 for dtls in hooks.dtls_transports(self.pc)
             ]
             if None in natives:

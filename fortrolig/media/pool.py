@@ -1,8 +1,10 @@
 """Media worker processes controlled by the signaling process (one per core).
 
-:class:`WorkerPool` has the same coroutine interface as :class:`~fortrolig.media.sfu.Sfu`, so
-signaling cannot tell them apart. A room is placed on the least-loaded live worker when its first
-participant arrives and stays there. A worker that dies is detected at once (its pipe closes);
+:class:`WorkerPool` is a :class:`~fortrolig.media.backend.MediaBackend`, like the in-process
+:class:`~fortrolig.media.sfu.Sfu`, so signaling cannot tell them apart. Rooms are placed by
+:mod:`fortrolig.media.placement` (least-loaded live worker, and they stay there); each worker is a
+:class:`~fortrolig.media.worker_process.WorkerProcess` talking the typed messages of
+:mod:`fortrolig.media.worker_schema`. A worker that dies is detected at once (its pipe closes);
 every participant it carried is told ``media_failed`` (reason ``worker_died``) so the client
 reconnects and lands on a live worker, and a replacement worker is started.
 """
@@ -11,46 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from fortrolig.core.errors import Conflict
+from fortrolig.core.errors import Conflict, NotFound
 from fortrolig.core.metrics import Sample
 
-from . import channel
-from .peer import PeerEvents
+from . import worker_schema as schema
+from .backend import PeerEvents
+from .placement import Placement
 from .settings import MediaSettings
 from .sfu import samples_from_snapshots
+from .worker_process import START_TIMEOUT_S, WorkerProcess
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT_S = 30.0
-START_TIMEOUT_S = 30.0
 MAX_RESTARTS = 20  # per pool lifetime: a worker that keeps dying is a bug to look at, not loop on
-
-
-@dataclass
-class _Worker:
-    index: int
-    proc: asyncio.subprocess.Process
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
-    rooms: dict[str, set[str]] = field(default_factory=dict)  # room -> participants
-    snapshot: dict[str, Any] | None = None
-    alive: bool = True
-    task: asyncio.Task[None] | None = None
-    events_task: asyncio.Task[None] | None = None
-    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def load(self) -> int:
-        return sum(len(p) for p in self.rooms.values())
+REFRESH_TIMEOUT_S = 2.0
 
 
 class WorkerPool:
@@ -62,10 +42,9 @@ class WorkerPool:
         self.settings = settings
         self.size = workers
         self.restarts = 0
-        self._workers: list[_Worker] = []
-        self._room_worker: dict[str, _Worker] = {}
+        self.placement: Placement[WorkerProcess] = Placement()
+        self._workers: list[WorkerProcess] = []
         self._events: dict[tuple[str, str], PeerEvents] = {}
-        self._ids = itertools.count(1)
         self._closed = False
         self._dead_snapshots: list[dict[str, Any]] = []
         self._worker_up = asyncio.Event()
@@ -76,42 +55,22 @@ class WorkerPool:
             self._workers.append(await self._spawn(i))
         self._worker_up.set()
 
-    async def _spawn(self, index: int) -> _Worker:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "fortrolig.media.worker",
-            channel.settings_to_json(self.settings),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=channel.MAX_LINE,
-        )
-        assert proc.stdin is not None and proc.stdout is not None
-        w = _Worker(index, proc, proc.stdout, proc.stdin)
-        loop = asyncio.get_running_loop()
-        w.task = loop.create_task(self._read_loop(w))
-        w.events_task = loop.create_task(self._event_loop(w))
-        try:
-            await asyncio.wait_for(w.ready.wait(), START_TIMEOUT_S)
-        except TimeoutError:
-            proc.kill()
-            raise RuntimeError(f"media worker {index} did not start") from None
-        return w
+    async def _spawn(self, index: int) -> WorkerProcess:
+        return await WorkerProcess.spawn(index, self.settings, self._on_event, self._on_exit)
 
     # -- MediaBackend --------------------------------------------------------------------
 
     async def open_peer(self, room_id: str, participant_id: str, events: PeerEvents) -> None:
         """Place the room (least-loaded live worker) and create the participant's peer there."""
         self._check_open()
-        w = self._room_worker.get(room_id)
+        w = self.placement.worker_of(room_id)
         if w is None or not w.alive:
             w = await self._least_loaded()
-            self._room_worker[room_id] = w
-        w.rooms.setdefault(room_id, set()).add(participant_id)
+        self.placement.add(room_id, participant_id, w)
         self._events[(room_id, participant_id)] = events
-        await self._call(w, "open_peer", room_id=room_id, participant_id=participant_id)
+        await self._call(w, schema.OpenPeer(room_id, participant_id), schema.Done)
 
-    async def _least_loaded(self) -> _Worker:
+    async def _least_loaded(self) -> WorkerProcess:
         # While every worker is being replaced, a join waits for the first one back.
         live = [x for x in self._workers if x.alive]
         if not live:
@@ -123,21 +82,18 @@ class WorkerPool:
             live = [x for x in self._workers if x.alive]
             if not live:
                 raise Conflict("no media worker is available", code="media_unavailable")
-        return min(live, key=lambda x: x.load)
+        return self.placement.least_loaded(live)
 
     async def publish(self, room_id: str, participant_id: str, offer_sdp: str) -> str:
+        """Apply the participant's publishing offer on its room's worker; returns the answer."""
         w = self._worker_of(room_id)
-        return str(
-            await self._call(
-                w, "publish", room_id=room_id, participant_id=participant_id, sdp=offer_sdp
-            )
-        )
+        request = schema.Publish(room_id, participant_id, offer_sdp)
+        return (await self._call(w, request, schema.Published)).sdp
 
     async def answer(self, room_id: str, participant_id: str, answer_sdp: str) -> None:
+        """Apply the participant's answer to the worker's renegotiation offer."""
         w = self._worker_of(room_id)
-        await self._call(
-            w, "answer", room_id=room_id, participant_id=participant_id, sdp=answer_sdp
-        )
+        await self._call(w, schema.Answer(room_id, participant_id, answer_sdp), schema.Done)
 
     async def add_candidate(
         self,
@@ -147,156 +103,84 @@ class WorkerPool:
         sdp_mid: str | None,
         sdp_mline_index: int | None,
     ) -> None:
+        """A trickled ICE candidate from the participant, passed to its room's worker."""
         w = self._worker_of(room_id)
-        await self._call(
-            w,
-            "add_candidate",
-            room_id=room_id,
-            participant_id=participant_id,
-            candidate=candidate,
-            sdp_mid=sdp_mid,
-            index=sdp_mline_index,
-        )
+        request = schema.AddCandidate(room_id, participant_id, candidate, sdp_mid, sdp_mline_index)
+        await self._call(w, request, schema.Done)
 
     async def close_peer(self, room_id: str, participant_id: str) -> None:
         """Remove a participant; idempotent, and a no-op on a dead worker."""
         self._events.pop((room_id, participant_id), None)
-        w = self._room_worker.get(room_id)
-        if w is None:
-            return
-        people = w.rooms.get(room_id, set())
-        people.discard(participant_id)
-        if not people:
-            w.rooms.pop(room_id, None)
-            self._room_worker.pop(room_id, None)
-        if w.alive:
-            await self._call(w, "close_peer", room_id=room_id, participant_id=participant_id)
+        w = self.placement.remove(room_id, participant_id)
+        if w is not None and w.alive:
+            await self._call(w, schema.ClosePeer(room_id, participant_id), schema.Done)
 
     async def close_room(self, room_id: str) -> None:
-        w = self._room_worker.pop(room_id, None)
-        if w is None:
+        """Close every peer of the room; idempotent."""
+        placed = self.placement.remove_room(room_id)
+        if placed is None:
             return
-        for pid in w.rooms.pop(room_id, set()):
+        w, people = placed
+        for pid in people:
             self._events.pop((room_id, pid), None)
         if w.alive:
-            await self._call(w, "close_room", room_id=room_id)
+            await self._call(w, schema.CloseRoom(room_id), schema.Done)
 
     async def srtp_profile(self, room_id: str, participant_id: str) -> str | None:
+        """The SRTP profile negotiated with a participant (None until connected)."""
         w = self._worker_of(room_id)
-        result = await self._call(w, "srtp_profile", room_id=room_id, participant_id=participant_id)
-        return None if result is None else str(result)
+        request = schema.GetSrtpProfile(room_id, participant_id)
+        return (await self._call(w, request, schema.SrtpProfile)).profile
 
-    # -- channel -------------------------------------------------------------------------
+    async def _call(
+        self, w: WorkerProcess, request: schema.Request, cls: type[schema.R]
+    ) -> schema.R:
+        return schema.expect(await w.call(request), cls)
 
-    async def _call(self, w: _Worker, op: str, **args: Any) -> Any:
-        if not w.alive:
-            raise Conflict("the media worker of this room died", code="media_unavailable")
-        rid = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        w.pending[rid] = future
-        w.writer.write(channel.encode({"id": rid, "op": op, "args": args}))
-        try:
-            return await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
-        finally:
-            w.pending.pop(rid, None)
-
-    async def _read_loop(self, w: _Worker) -> None:
-        try:
-            while True:
-                message = await channel.read(w.reader)
-                if message is None:
-                    break
-                if "event" in message:
-                    # Handled by another task, in order: a handler may call back into this
-                    # worker (media_failed → close_peer), whose response this loop must read.
-                    if message["event"] in ("ready", "stats"):
-                        await self._on_event(w, message)
-                    else:
-                        w.events.put_nowait(message)
-                    continue
-                future = w.pending.get(int(message.get("id", -1)))
-                if future is None or future.done():
-                    continue
-                if message.get("ok"):
-                    future.set_result(message.get("result"))
-                else:
-                    future.set_exception(channel.error_from_wire(message.get("error") or {}))
-        except (ConnectionError, ValueError):
-            log.exception("media worker %d sent garbage", w.index)
-        finally:
-            await self._on_death(w)
-
-    async def _event_loop(self, w: _Worker) -> None:
-        while True:
-            message = await w.events.get()
-            try:
-                await self._on_event(w, message)
-            except Exception:
-                log.exception("handling media worker event %s failed", message.get("event"))
-
-    async def _on_event(self, w: _Worker, message: dict[str, Any]) -> None:
-        kind = message["event"]
-        if kind == "ready":
-            w.ready.set()
-            return
-        if kind == "stats":
-            w.snapshot = message["snapshot"]
-            return
-        pid = message.get("participant_id", "")
-        room = next((r for r, people in w.rooms.items() if pid in people), None)
-        events = self._events.get((room or "", pid))
-        if events is None:
-            return
-        if kind == "offer":
-            await events.send_offer(pid, message["sdp"])
-        elif kind == "connected":
-            await events.media_connected(pid)
-        elif kind == "failed":
-            await events.media_failed(pid, message.get("reason", "failed"))
-
-    async def _on_death(self, w: _Worker) -> None:
-        if not w.alive:
-            return
-        w.alive = False
-        for future in w.pending.values():
-            if not future.done():
-                future.set_exception(
-                    Conflict("the media worker of this room died", code="media_unavailable")
-                )
-        with contextlib.suppress(ProcessLookupError):
-            w.proc.kill()
-        await w.proc.wait()
-        if w.snapshot is not None:
-            self._dead_snapshots.append({**w.snapshot, "peers_by_state": {}, "rooms": 0, "legs": 0})
-        if self._closed:
-            return
-        log.error("media worker %d (pid %s) died", w.index, w.proc.pid)
-        victims = [(room, pid) for room, people in w.rooms.items() for pid in people]
-        for room in list(w.rooms):
-            self._room_worker.pop(room, None)
-        w.rooms.clear()
-        for room, pid in victims:
-            events = self._events.pop((room, pid), None)
-            if events is not None:
-                await events.media_failed(pid, "worker_died")
-        if w.events_task is not None:
-            w.events_task.cancel()
-        if self.restarts < MAX_RESTARTS:
-            self.restarts += 1
-            replacement = await self._spawn(w.index)
-            self._workers[self._workers.index(w)] = replacement
-            self._worker_up.set()
-
-    def _worker_of(self, room_id: str) -> _Worker:
+    def _worker_of(self, room_id: str) -> WorkerProcess:
         self._check_open()
-        w = self._room_worker.get(room_id)
+        w = self.placement.worker_of(room_id)
         if w is None:
-            raise Conflict("no media worker holds this room", code="no_peer")
+            raise NotFound("no media peer for this participant", code="no_peer")
         return w
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("media worker pool is closed")
+
+    # -- what workers tell -----------------------------------------------------------------
+
+    async def _on_event(self, w: WorkerProcess, event: schema.Event) -> None:
+        if not isinstance(event, schema.Offer | schema.Connected | schema.PeerFailed):
+            return  # ready and stats are the worker process's own business
+        pid = event.participant_id
+        room = self.placement.room_of(w, pid)
+        events = self._events.get((room or "", pid))
+        if events is None:
+            return
+        if isinstance(event, schema.Offer):
+            await events.send_offer(pid, event.sdp)
+        elif isinstance(event, schema.Connected):
+            await events.media_connected(pid)
+        else:
+            await events.media_failed(pid, event.reason)
+
+    async def _on_exit(self, w: WorkerProcess) -> None:
+        if w.snapshot is not None:
+            self._dead_snapshots.append({**w.snapshot, "peers_by_state": {}, "rooms": 0, "legs": 0})
+        if self._closed:
+            return
+        log.error("media worker %d (pid %s) died", w.index, w.pid)
+        for room, pid in self.placement.evict(w):
+            events = self._events.pop((room, pid), None)
+            if events is not None:
+                await events.media_failed(pid, "worker_died")
+        w.stop_events()
+        if self.restarts < MAX_RESTARTS:
+            self.restarts += 1
+            replacement = await self._spawn(w.index)
+            self._workers[self._workers.index(w)] = replacement
+            self._worker_up.set()
 
     # -- observability and lifecycle -----------------------------------------------------
 
@@ -304,15 +188,17 @@ class WorkerPool:
         """Fetch a fresh snapshot from every live worker (called before /metrics renders, so a
         scrape is exact rather than up to one push interval old)."""
 
-        async def one(w: _Worker) -> None:
+        async def one(w: WorkerProcess) -> None:
             with contextlib.suppress(Exception):
-                w.snapshot = await asyncio.wait_for(self._call(w, "snapshot"), 2.0)
+                async with asyncio.timeout(REFRESH_TIMEOUT_S):
+                    response = await w.call(schema.GetSnapshot())
+                w.snapshot = schema.expect(response, schema.Snapshot).snapshot
 
         await asyncio.gather(*(one(w) for w in self._workers if w.alive))
 
     def worker_pids(self) -> list[int]:
         """PIDs of the live workers (for operators and tests)."""
-        return [w.proc.pid for w in self._workers if w.alive]
+        return [w.pid for w in self._workers if w.alive]
 
     def samples(self) -> Iterator[Sample]:
         """Media metrics summed over every worker (dead workers keep their counter totals)."""
@@ -337,18 +223,6 @@ class WorkerPool:
             return
         self._closed = True
         for w in self._workers:
-            if w.alive:
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    w.writer.write(channel.encode({"op": "shutdown"}))
+            w.request_shutdown()
         for w in self._workers:
-            try:
-                await asyncio.wait_for(w.proc.wait(), 5)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    w.proc.kill()
-                await w.proc.wait()
-            for task in (w.task, w.events_task):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await w.wait_stopped()

@@ -1,8 +1,7 @@
 """The SFU: rooms of peers, wiring each publisher's tracks to every other participant.
 
-This is the interface the signaling side calls (structurally, through its own Protocol). All
-methods are coroutines so that the same interface can later be served by media worker processes
-over a request/response channel.
+:class:`Sfu` is the in-process :class:`~fortrolig.media.backend.MediaBackend` (and what each media
+worker process runs); the signaling side calls it structurally, through its own Protocol.
 """
 
 from __future__ import annotations
@@ -17,8 +16,9 @@ from fortrolig.core.metrics import Sample
 
 from . import _fastpath
 from . import aiortc_hooks as hooks
+from .backend import PeerEvents
 from .counters import MediaCounters
-from .peer import Peer, PeerEvents
+from .peer import Peer
 from .settings import MediaSettings
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,10 @@ class Sfu:
         if settings.forbid_transcoding:
             self.codec_guard.install()
 
-    # -- the interface signaling uses ----------------------------------------------------
+    # -- MediaBackend --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Nothing to start: the native I/O thread starts with the first peer."""
 
     async def open_peer(self, room_id: str, participant_id: str, events: PeerEvents) -> None:
         """Create the peer of a participant admitted to ``room_id`` (replacing a stale one)."""
@@ -121,11 +124,14 @@ class Sfu:
             self.counters.pump = self._pump
         return self._pump
 
-    def srtp_profile(self, room_id: str, participant_id: str) -> str | None:
+    async def srtp_profile(self, room_id: str, participant_id: str) -> str | None:
         """The SRTP profile negotiated with a participant (None until connected)."""
         return self._peer(room_id, participant_id).srtp_profile()
 
     # -- observability -------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Nothing to fetch: :meth:`samples` reads this process's state at scrape time."""
 
     def peer_count(self) -> int:
         return sum(len(r) for r in self._rooms.values())

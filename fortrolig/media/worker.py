@@ -1,9 +1,10 @@
 """A media worker process: one Sfu owning whole rooms, driven over stdin/stdout.
 
-Started by :class:`fortrolig.media.pool.WorkerPool` as ``python -m fortrolig.media.worker
-SETTINGS_JSON``. Python does one thread of real work per process, so a node runs one worker per
-core (as mediasoup does); each room lives entirely in one worker, so forwarding never crosses a
-process boundary. Logs go to stderr; stdout carries only the channel.
+Started by :class:`fortrolig.media.worker_process.WorkerProcess` as
+``python -m fortrolig.media.worker SETTINGS_JSON``. Python does one thread of real work per
+process, so a node runs one worker per core (as mediasoup does); each room lives entirely in one
+worker, so forwarding never crosses a process boundary. Logs go to stderr; stdout carries only
+the channel.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import asyncio
 import logging
 import os
 import sys
-from typing import Any
 
-from . import channel
+from fortrolig.core.errors import ProtocolError
+
+from . import worker_schema as schema
+from .channel import MAX_LINE, LineWriter, read_line, write
 from .sfu import Sfu
 
 log = logging.getLogger("fortrolig.media.worker")
@@ -24,79 +27,91 @@ STATS_INTERVAL_S = 1.0
 class _Events:
     """PeerEvents that push over the channel."""
 
-    def __init__(self, send: Any) -> None:
-        self._send = send
+    def __init__(self, writer: LineWriter) -> None:
+        self._writer = writer
 
     async def send_offer(self, participant_id: str, sdp: str) -> None:
-        self._send({"event": "offer", "participant_id": participant_id, "sdp": sdp})
+        write(self._writer, schema.Offer(participant_id, sdp))
 
     async def media_connected(self, participant_id: str) -> None:
-        self._send({"event": "connected", "participant_id": participant_id})
+        write(self._writer, schema.Connected(participant_id))
 
     async def media_failed(self, participant_id: str, reason: str) -> None:
-        self._send({"event": "failed", "participant_id": participant_id, "reason": reason})
+        write(self._writer, schema.PeerFailed(participant_id, reason))
 
 
 class Worker:
     """Serves channel requests with one Sfu."""
 
-    def __init__(self, sfu: Sfu, writer: asyncio.StreamWriter | Any) -> None:
+    def __init__(self, sfu: Sfu, writer: LineWriter) -> None:
         self.sfu = sfu
         self._writer = writer
-        self._events = _Events(self.send)
+        self._events = _Events(writer)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def send(self, message: dict[str, Any]) -> None:
-        self._writer.write(channel.encode(message))
+    def send(self, message: schema.Reply | schema.Event) -> None:
+        """Write one reply or event to the signaling process."""
+        write(self._writer, message)
 
-    async def handle(self, request: dict[str, Any]) -> None:
-        rid, op, args = request.get("id"), request.get("op"), request.get("args") or {}
+    async def handle(self, call: schema.Call) -> None:
+        """Run one request and reply: its result, or the error it raised (typed)."""
+        response: schema.Response
         try:
-            result = await self._dispatch(str(op), args)
-            self.send({"id": rid, "ok": True, "result": result})
+            response = await self._dispatch(call.request)
         except Exception as exc:
             if not hasattr(exc, "code"):
-                log.exception("media worker request %s failed", op)
-            self.send({"id": rid, "ok": False, "error": channel.error_to_wire(exc)})
+                log.exception("media worker request %s failed", call.request.type)
+            response = schema.Failed.from_exception(exc)
+        self.send(schema.Reply(call.id, response))
 
-    async def _dispatch(self, op: str, a: dict[str, Any]) -> Any:
+    async def _dispatch(self, request: schema.Request) -> schema.Response:
         sfu = self.sfu
-        if op == "open_peer":
-            return await sfu.open_peer(a["room_id"], a["participant_id"], self._events)
-        if op == "publish":
-            return await sfu.publish(a["room_id"], a["participant_id"], a["sdp"])
-        if op == "answer":
-            return await sfu.answer(a["room_id"], a["participant_id"], a["sdp"])
-        if op == "add_candidate":
-            return await sfu.add_candidate(
-                a["room_id"], a["participant_id"], a["candidate"], a["sdp_mid"], a["index"]
-            )
-        if op == "close_peer":
-            return await sfu.close_peer(a["room_id"], a["participant_id"])
-        if op == "close_room":
-            return await sfu.close_room(a["room_id"])
-        if op == "srtp_profile":
-            return sfu.srtp_profile(a["room_id"], a["participant_id"])
-        if op == "snapshot":
-            return sfu.snapshot()
-        raise ValueError(f"unknown op {op!r}")
+        match request:
+            case schema.OpenPeer(room, pid):
+                await sfu.open_peer(room, pid, self._events)
+            case schema.Publish(room, pid, sdp):
+                return schema.Published(await sfu.publish(room, pid, sdp))
+            case schema.Answer(room, pid, sdp):
+                await sfu.answer(room, pid, sdp)
+            case schema.AddCandidate(room, pid, candidate, mid, index):
+                await sfu.add_candidate(room, pid, candidate, mid, index)
+            case schema.ClosePeer(room, pid):
+                await sfu.close_peer(room, pid)
+            case schema.CloseRoom(room):
+                await sfu.close_room(room)
+            case schema.GetSrtpProfile(room, pid):
+                return schema.SrtpProfile(await sfu.srtp_profile(room, pid))
+            case schema.GetSnapshot():
+                return schema.Snapshot(sfu.snapshot())
+            case schema.Shutdown():  # the read loop stops on it; never dispatched
+                raise ProtocolError("shutdown is not a call", code="bad_type")
+        return schema.Done()
 
-    def spawn(self, request: dict[str, Any]) -> None:
+    def refuse(self, line: bytes, error: ProtocolError) -> None:
+        """Answer a request that does not parse with its typed error (it changes nothing)."""
+        log.error("bad media channel request: %s", error.message)
+        rid = schema.call_id(line)
+        if rid is not None:  # without an id nobody can be told; that call times out
+            self.send(schema.Reply(rid, schema.Failed.from_exception(error)))
+
+    def spawn(self, call: schema.Call) -> None:
+        """Handle ``call`` in its own task."""
         # Requests run concurrently (one participant's slow negotiation must not hold up
         # another's); each participant's own requests are already serialized by signaling.
-        task = asyncio.get_running_loop().create_task(self.handle(request))
+        task = asyncio.get_running_loop().create_task(self.handle(call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def push_stats(self) -> None:
+        """Send the SFU's snapshot every second (what /metrics shows between refreshes)."""
         while True:
             await asyncio.sleep(STATS_INTERVAL_S)
-            self.send({"event": "stats", "snapshot": self.sfu.snapshot()})
+            self.send(schema.Stats(self.sfu.snapshot()))
 
 
 async def _stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=channel.MAX_LINE)
+    reader = asyncio.StreamReader(limit=MAX_LINE)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     transport, protocol = await loop.connect_write_pipe(
         asyncio.streams.FlowControlMixin, os.fdopen(sys.stdout.fileno(), "wb", closefd=False)
@@ -107,17 +122,24 @@ async def _stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
 
 async def serve(settings_json: str) -> None:
     """Run until the signaling process closes the channel or says shutdown."""
-    sfu = Sfu(channel.settings_from_json(settings_json))
+    sfu = Sfu(schema.parse_settings(settings_json))
     reader, writer = await _stdio()
     worker = Worker(sfu, writer)
     stats = asyncio.get_running_loop().create_task(worker.push_stats())
-    worker.send({"event": "ready", "pid": os.getpid()})
+    worker.send(schema.Ready(os.getpid()))
     try:
         while True:
-            request = await channel.read(reader)
-            if request is None or request.get("op") == "shutdown":
+            line = await read_line(reader)
+            if line is None:
                 break
-            worker.spawn(request)
+            try:
+                call = schema.parse_call(line)
+            except ProtocolError as exc:
+                worker.refuse(line, exc)
+                continue
+            if isinstance(call.request, schema.Shutdown):
+                break
+            worker.spawn(call)
     finally:
         stats.cancel()
         await sfu.close()

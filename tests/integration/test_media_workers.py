@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -12,10 +13,13 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from fortrolig.core.errors import BadRequest
+from fortrolig.core.errors import BadRequest, NotFound, ProtocolError
 from fortrolig.loadtests.sources import FrameCounter, PatternVideoTrack, ToneAudioTrack
+from fortrolig.media import worker_schema as schema
+from fortrolig.media.backend import MediaBackend
 from fortrolig.media.pool import WorkerPool
 from fortrolig.media.settings import MediaSettings
+from fortrolig.media.sfu import Sfu
 from tests.conftest import Server
 
 
@@ -108,12 +112,13 @@ async def test_rooms_spread_over_workers_and_forward_media(pool: WorkerPool) -> 
         for c in clients:
             await c.start()
         # Two rooms, two workers: one room each (least-loaded placement).
-        assert len({id(pool._room_worker[r]) for r in ("r1", "r2")}) == 2
+        assert len({id(pool.placement.worker_of(r)) for r in ("r1", "r2")}) == 2
         await until(lambda: all(c.frames() > 20 for c in clients), 20)
         await until(lambda: metric(pool, "fortrolig_media_peers", state="connected") == 4, 5)
         assert metric(pool, "fortrolig_media_forwarded_packets_total") > 0
         assert metric(pool, "fortrolig_media_codec_instances_total") == 0
         assert metric(pool, "fortrolig_media_workers") == 2
+        assert await pool.srtp_profile("r1", "r1-0") == "SRTP_AEAD_AES_256_GCM"
     finally:
         for c in clients:
             await c.close()
@@ -126,8 +131,9 @@ async def test_a_dead_worker_is_detected_reported_and_replaced(pool: WorkerPool)
         for c in (a, b, other):
             await c.start()
         await until(lambda: a.frames() > 10 and b.frames() > 10, 20)
-        victim = pool._room_worker["r1"]
-        os.kill(victim.proc.pid, signal.SIGKILL)
+        victim = pool.placement.worker_of("r1")
+        assert victim is not None
+        os.kill(victim.pid, signal.SIGKILL)
         await until(lambda: a.failed == ["worker_died"] and b.failed == ["worker_died"], 10)
         assert other.failed == []
         await until(lambda: metric(pool, "fortrolig_media_workers") == 2, 20)
@@ -156,6 +162,71 @@ async def test_errors_cross_the_channel_typed(pool: WorkerPool) -> None:
     assert err.value.code == "bad_sdp"
     await pool.close_peer("r9", "x")
     await c.close()
+
+
+async def test_sfu_and_pool_are_one_interface(pool: WorkerPool) -> None:
+    """Lifecycle, metrics and errors are the same whichever backend the node has."""
+    # forbid_transcoding=False: the codec guard is process-wide, and this test process's own
+    # aiortc clients encode.
+    sfu = Sfu(MediaSettings(ice_host_addresses=("127.0.0.1",), forbid_transcoding=False))
+    backends: list[MediaBackend] = [sfu, pool]
+    try:
+        await sfu.start()  # (the pool fixture started the pool)
+        for media in backends:
+            await media.refresh()
+            assert any(s.name == "fortrolig_media_peers" for s in media.samples())
+            for call in (
+                media.srtp_profile("nowhere", "x"),
+                media.publish("nowhere", "x", "v=0"),
+                media.answer("nowhere", "x", "v=0"),
+            ):
+                with pytest.raises(NotFound) as err:
+                    await call
+                assert err.value.code == "no_peer"
+            await media.close_peer("nowhere", "x")  # idempotent: nothing to close
+            await media.close_room("nowhere")
+    finally:
+        await sfu.close()
+
+
+async def test_a_worker_answers_a_bad_request_with_its_typed_error_and_keeps_serving() -> None:
+    """The worker process alone, driven over its pipes as WorkerProcess does."""
+    settings = MediaSettings(ice_host_addresses=("127.0.0.1",))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fortrolig.media.worker",
+        schema.dump_settings(settings),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    async def receive() -> schema.Reply | schema.Event:
+        assert proc.stdout is not None
+        while True:  # skip the stats pushed every second
+            message = schema.parse_from_worker(await asyncio.wait_for(proc.stdout.readline(), 10))
+            if not isinstance(message, schema.Stats):
+                return message
+
+    try:
+        assert isinstance(await receive(), schema.Ready)
+        proc.stdin.write(b'{"type": "publish", "id": 7, "room_id": 5}\n')
+        proc.stdin.write(b"not json\n")  # no id: nobody to tell, and nothing changes
+        proc.stdin.write(schema.dump(schema.Call(8, schema.GetSnapshot())).encode() + b"\n")
+        bad, good = await receive(), await receive()
+        assert isinstance(bad, schema.Reply) and bad.id == 7
+        with pytest.raises(ProtocolError) as err:
+            schema.expect(bad.response, schema.Done)
+        assert err.value.code == "bad_field"
+        assert isinstance(good, schema.Reply) and good.id == 8
+        assert schema.expect(good.response, schema.Snapshot).snapshot["peers"] == 0
+        proc.stdin.write(schema.dump(schema.Call(9, schema.Shutdown())).encode() + b"\n")
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 def _worker_pids(server_pid: int) -> list[int]:

@@ -5,7 +5,10 @@ These fail loudly if an upgrade of the pinned aiortc==1.16.0 / aioice==0.13.0 mo
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import re
+from pathlib import Path
 
 import aioice
 import aioice.ice
@@ -18,10 +21,88 @@ from aiortc import (
     rtcrtpsender,
 )
 
+from fortrolig.media import aiortc_hooks as hooks
+
 
 def test_versions_are_the_pinned_ones() -> None:
     assert aiortc.__version__ == "1.16.0"
     assert aioice.__version__ == "0.13.0"
+
+
+# Every private aiortc/aioice/pylibsrtp name media/aiortc_hooks.py uses, by the object that has it.
+PINNED: dict[str, tuple[str, ...]] = {
+    "sender": (
+        "_RTCRtpSender__started",
+        "_RTCRtpSender__rtp_started",
+        "_RTCRtpSender__rtp_exited",
+        "_RTCRtpSender__rtcp_started",
+        "_RTCRtpSender__rtcp_exited",
+        "_run_rtp",
+        "_run_rtcp",
+        "_handle_rtcp_packet",
+        "_ssrc",
+        "_rtx_ssrc",
+        "_stream_id",
+        "_track_id",
+        "_send_keyframe",
+    ),
+    "receiver": (
+        "_RTCRtpReceiver__started",
+        "_RTCRtpReceiver__stop_decoder",
+        "_RTCRtpReceiver__rtcp_ssrc",
+        "_RTCRtpReceiver__codecs",
+        "_RTCRtpReceiver__jitter_buffer",
+        "_RTCRtpReceiver__nack_generator",
+        "_RTCRtpReceiver__remote_bitrate_estimator",
+        "_RTCRtpReceiver__remote_streams",
+        "_RTCRtpReceiver__rtx_ssrc",
+        "_handle_rtp_packet",
+        "_handle_rtcp_packet",
+        "_enabled",
+        "_send_rtcp",
+        "_send_rtcp_nack",
+    ),
+    "transceiver": ("_codecs",),
+    "dtls": (
+        "_srtp_profiles",
+        "_state",
+        "_ssl",
+        "_rx_srtp",
+        "_tx_srtp",
+        "_rtp_router",
+        "_rtp_header_extensions_map",
+    ),
+    "ice_transport": ("_connection",),
+    "ice_connection": ("_nominated",),
+    "extensions_map": ("_HeaderExtensionsMap__ids",),
+    "srtp_session": ("_srtp",),  # pylibsrtp.Session (checked on a connected transport below)
+}
+# Private names in aiortc_hooks.py that are the SFU's own: a slot, and attributes it sets.
+OURS = {"_dtls", "_fortrolig_native", "_fortrolig_track"}
+
+
+def _private_names(source: str) -> set[str]:
+    """Private attribute names the module reads or writes on other objects (not self/cls), and
+    private names spelled as strings (getattr, setattr, mangled names)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and _PRIVATE.match(node.attr):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                names.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _PRIVATE.match(node.value):
+                names.add(node.value)
+    return names
+
+
+_PRIVATE = re.compile(r"^_(?!_)[A-Za-z0-9_]*[A-Za-z0-9]$")
+
+
+def test_every_private_name_the_hooks_use_is_pinned() -> None:
+    used = _private_names(Path(hooks.__file__).read_text())
+    pinned = {name for names in PINNED.values() for name in names}
+    assert used - OURS - pinned == set(), "pin these in PINNED (and check them below)"
+    assert pinned - used == set(), "no longer used by aiortc_hooks.py: unpin"
 
 
 async def test_private_attributes_exist() -> None:
@@ -30,22 +111,22 @@ async def test_private_attributes_exist() -> None:
     assert hasattr(rtcrtpreceiver, "get_decoder") and hasattr(rtcrtpsender, "get_encoder")
     pc = RTCPeerConnection()
     t = pc.addTransceiver("video", direction="sendonly")
-    sender, receiver = t.sender, t.receiver
-    for name in ("started", "rtp_started", "rtp_exited", "rtcp_started", "rtcp_exited"):
-        assert hasattr(sender, f"_RTCRtpSender__{name}"), name
-    for name in ("_run_rtp", "_run_rtcp", "_handle_rtcp_packet", "_ssrc", "_rtx_ssrc"):
-        assert hasattr(sender, name), name
-    for name in ("_RTCRtpReceiver__started", "_RTCRtpReceiver__rtcp_ssrc"):
-        assert hasattr(receiver, name), name
-    assert callable(receiver._RTCRtpReceiver__stop_decoder)
-    dtls = receiver.transport
-    for name in ("_srtp_profiles", "_state", "_tx_srtp", "_ssl", "_handle_rtp_data"):
-        assert hasattr(dtls, name), name
-    assert hasattr(dtls.transport, "_connection")
-    assert hasattr(dtls.transport._connection, "_nominated")
-    # The native data plane (native_transport, extension_ids).
-    for name in ("_rx_srtp", "_rtp_router", "_rtp_header_extensions_map"):
-        assert hasattr(dtls, name), name
+    dtls = t.receiver.transport
+    objects: dict[str, object] = {
+        "sender": t.sender,
+        "receiver": t.receiver,
+        "transceiver": t,
+        "dtls": dtls,
+        "ice_transport": dtls.transport,
+        "ice_connection": dtls.transport._connection,
+        "extensions_map": dtls._rtp_header_extensions_map,
+    }
+    for kind, obj in objects.items():
+        for name in PINNED[kind]:
+            assert hasattr(obj, name), f"{kind}.{name}"
+    assert callable(t.receiver._RTCRtpReceiver__stop_decoder)
+    assert hasattr(dtls._rtp_router, "payload_type_table")
+    assert callable(dtls._rtp_router.route_rtp)
     ids = dtls._rtp_header_extensions_map._HeaderExtensionsMap__ids
     for name in ("mid", "abs_send_time", "audio_level"):
         assert hasattr(ids, name), name
@@ -55,11 +136,10 @@ async def test_private_attributes_exist() -> None:
 
 
 async def test_native_transport_reaches_into_a_real_connection() -> None:
-    """Two aiortc peers on 127.0.0.1: every private attribute native_transport() reads is there
-    once connected, and pylibsrtp exposes the session pointer and libsrtp's functions."""
+    """Two aiortc peers on 127.0.0.1: every private attribute nominated_socket() and
+    take_over_socket() read is there once connected, and pylibsrtp exposes the session pointer
+    and libsrtp's functions."""
     from pylibsrtp._binding import ffi, lib
-
-    from fortrolig.media import aiortc_hooks as hooks
 
     hooks.restrict_host_addresses(["127.0.0.1"])
     assert ffi.addressof(lib, "srtp_protect") and ffi.addressof(lib, "srtp_unprotect")
@@ -77,6 +157,8 @@ async def test_native_transport_reaches_into_a_real_connection() -> None:
             await asyncio.sleep(0.025)
         dtls = a.getTransceivers()[0].receiver.transport
         assert dtls._state == rtcdtlstransport.State.CONNECTED
+        for name in PINNED["srtp_session"]:
+            assert hasattr(dtls._rx_srtp, name) and hasattr(dtls._tx_srtp, name), name
         assert int(ffi.cast("uintptr_t", dtls._rx_srtp._srtp[0])) != 0
         pair = dtls.transport._connection._nominated[1]
         assert isinstance(pair.protocol, aioice.ice.StunProtocol)
@@ -84,6 +166,10 @@ async def test_native_transport_reaches_into_a_real_connection() -> None:
         assert pair.protocol.local_candidate.component == 1
         assert callable(pair.protocol.receiver.data_received)
         assert pair.remote_addr[0] == "127.0.0.1"
+        assert callable(pair.protocol.transport.pause_reading)
+        found = hooks.nominated_socket(dtls)  # inspects only: nothing is taken over
+        assert found is not None and found.protocol is pair.protocol
+        assert hooks.native_transport_of(dtls) is None
     finally:
         await a.close()
         await b.close()
