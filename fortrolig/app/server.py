@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, read_private_file, read_secret_file
@@ -46,6 +46,11 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 CONFIG_KEY = web.AppKey("config", Config)
 LOOP_LAG_KEY = web.AppKey("loop_lag", list)
 SHUTTING_DOWN_KEY = web.AppKey("shutting_down", list)
+OPEN_WEBSOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("open_websockets")
+# On shutdown, how long clients get to answer the close of their WebSocket (they normally do
+# at once); aiohttp would otherwise wait up to 60 s for open connections, beyond a container's
+# stop grace period (10 s by default), and the node would be killed instead of stopping.
+SHUTDOWN_CLOSE_TIMEOUT_S = 5.0
 # /readyz refuses above this event-loop lag (proposed config key: server.ready_max_loop_lag_s).
 READY_MAX_LOOP_LAG_S = 1.0
 JOURNAL_KEY = web.AppKey("journal", JournalService)
@@ -134,14 +139,16 @@ def build_app(config: Config) -> web.Application:
     app[METRICS_KEY] = metrics
     app[LOOP_LAG_KEY] = [0.0]
     app[SHUTTING_DOWN_KEY] = [False]
+    app[OPEN_WEBSOCKETS_KEY] = set()
     app.on_shutdown.append(_mark_shutting_down)
+    app.on_shutdown.append(_close_websockets)
     metrics.add_source(service.samples)
     metrics.add_source(invites.samples)
     metrics.add_source(sfu.samples)
     metrics.add_source(lambda: _process_samples(app))
 
     async def ws(request: web.Request) -> web.StreamResponse:
-        return await handle_ws(request, service)
+        return await handle_ws(request, service, app[OPEN_WEBSOCKETS_KEY])
 
     app.router.add_get("/ws", ws)
     app.router.add_get("/healthz", _healthz)
@@ -245,6 +252,26 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _mark_shutting_down(app: web.Application) -> None:
     app[SHUTTING_DOWN_KEY][0] = True
+
+
+async def _close_websockets(app: web.Application) -> None:
+    """SIGTERM (or SIGINT): close every signaling WebSocket with 1001 (going away).
+
+    Each connection's handler then ends its session (the participant leaves its room), so
+    the node stops promptly; a client reconnects when a node answers again.
+    """
+    open_sockets = app[OPEN_WEBSOCKETS_KEY]
+    sockets = list(open_sockets)
+    if not sockets:
+        return
+    log.info("shutting down: closing %d signaling connections", len(sockets))
+    closes = (
+        ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets
+    )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(*closes, return_exceptions=True), SHUTDOWN_CLOSE_TIMEOUT_S
+        )
 
 
 def not_ready_reasons(app: web.Application) -> list[str]:
