@@ -41,13 +41,19 @@ deps-build:
 	fi
 
 # Debian packages the test suite needs (real PostgreSQL for the journal stores, a Unicode font
-# for PDF exports). Installed only when missing; needs root (or sudo).
-APT_PACKAGES := postgresql fonts-dejavu-core chromium
+# for PDF exports, Podman with runc and mmdebstrap to build and run the container image; rootless
+# Podman also needs uidmap and slirp4netns). Installed only when missing; needs root (or sudo).
+APT_PACKAGES := postgresql fonts-dejavu-core chromium podman runc mmdebstrap
 deps-system:
 	@missing=""; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$$missing fonts-dejavu-core"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	for tool in podman runc mmdebstrap; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  command -v newuidmap >/dev/null 2>&1 || missing="$$missing uidmap"; \
+	  command -v slirp4netns >/dev/null 2>&1 || missing="$$missing slirp4netns"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
