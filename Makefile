@@ -41,15 +41,22 @@ deps-build:
 	fi
 
 # Debian packages the test suite needs (real PostgreSQL for the stores, real Redis for
-# coordination, a Unicode font for PDF exports, Chromium). Installed only when missing; needs
-# root (or sudo). Debian starts a redis-server service on install; the tests start their own.
-APT_PACKAGES := postgresql fonts-dejavu-core chromium redis-server
+# coordination, a Unicode font for PDF exports, Chromium, Podman with runc and mmdebstrap to build
+# and run the container image; rootless Podman also needs uidmap and slirp4netns). Installed only
+# when missing; needs root (or sudo). Debian may start a redis-server service on install; the
+# tests start their own.
+APT_PACKAGES := postgresql fonts-dejavu-core chromium redis-server podman runc mmdebstrap
 deps-system:
 	@missing=""; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$$missing fonts-dejavu-core"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
+	for tool in podman runc mmdebstrap; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  command -v newuidmap >/dev/null 2>&1 || missing="$$missing uidmap"; \
+	  command -v slirp4netns >/dev/null 2>&1 || missing="$$missing slirp4netns"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

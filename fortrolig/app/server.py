@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from fortrolig.core.aead import FileKeyring
 from fortrolig.core.clock import SystemClock
@@ -64,6 +64,11 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 CONFIG_KEY = web.AppKey("config", Config)
 LOOP_LAG_KEY = web.AppKey("loop_lag", list)
 SHUTTING_DOWN_KEY = web.AppKey("shutting_down", list)
+OPEN_WEBSOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("open_websockets")
+# On shutdown, how long clients get to answer the close of their WebSocket (they normally do
+# at once); aiohttp would otherwise wait up to 60 s for open connections, beyond a container's
+# stop grace period (10 s by default), and the node would be killed instead of stopping.
+SHUTDOWN_CLOSE_TIMEOUT_S = 5.0
 # /readyz refuses above this event-loop lag (proposed config key: server.ready_max_loop_lag_s).
 READY_MAX_LOOP_LAG_S = 1.0
 JOURNAL_KEY = web.AppKey("journal", JournalService)
@@ -176,8 +181,12 @@ def build_app(config: Config) -> web.Application:
     app[METRICS_KEY] = metrics
     app[LOOP_LAG_KEY] = [0.0]
     app[SHUTTING_DOWN_KEY] = [False]
+    app[OPEN_WEBSOCKETS_KEY] = set()
     app.on_shutdown.append(_mark_shutting_down)
+    # SIGTERM: drain first (rooms end or move, clients reconnect to their new owner), then
+    # close whatever connections remain with 1001 so the process stops promptly.
     app.on_shutdown.append(drain_on_shutdown(service, config))
+    app.on_shutdown.append(_close_websockets)
     app[CLUSTER_KEY] = cluster
     metrics.add_source(service.samples)
     metrics.add_source(invites.samples)
@@ -185,7 +194,7 @@ def build_app(config: Config) -> web.Application:
     metrics.add_source(lambda: _process_samples(app))
 
     async def ws(request: web.Request) -> web.StreamResponse:
-        return await handle_ws(request, service)
+        return await handle_ws(request, service, app[OPEN_WEBSOCKETS_KEY])
 
     app.cleanup_ctx.append(records_ctx(records))
     app.router.add_get("/ws", ws)
@@ -299,6 +308,26 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _mark_shutting_down(app: web.Application) -> None:
     app[SHUTTING_DOWN_KEY][0] = True
+
+
+async def _close_websockets(app: web.Application) -> None:
+    """SIGTERM (or SIGINT): close every signaling WebSocket with 1001 (going away).
+
+    Each connection's handler then ends its session (the participant leaves its room), so
+    the node stops promptly; a client reconnects when a node answers again.
+    """
+    open_sockets = app[OPEN_WEBSOCKETS_KEY]
+    sockets = list(open_sockets)
+    if not sockets:
+        return
+    log.info("shutting down: closing %d signaling connections", len(sockets))
+    closes = (
+        ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets
+    )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(*closes, return_exceptions=True), SHUTDOWN_CLOSE_TIMEOUT_S
+        )
 
 
 def not_ready_reasons(app: web.Application) -> list[str]:

@@ -446,7 +446,9 @@ def _hand_socket_over(
     # asyncio's transport stops reading (it still sends for aioice and RTCP); the native
     # object reads through its own descriptor of the same socket, on the pump thread or from
     # the event loop.
-    found.protocol.transport.pause_reading()  # type: ignore[attr-defined]
+    pause_datagram_reading(
+        found.protocol.transport, found.protocol.transport.get_extra_info("socket").fileno()
+    )
     if pump is not None:
         pump.register(native)
     else:
@@ -503,6 +505,21 @@ class _Fallback:
             return  # no forwarding receiver for this SSRC: nothing else would use it
         self.native.route(packet.ssrc, track)
         track.ingest(plain)
+
+
+def pause_datagram_reading(transport: Any, fd: int) -> None:
+    """Stop asyncio's reads of a UDP socket whose datagrams the native object now reads.
+
+    CPython 3.11.7 gives selector datagram transports ``pause_reading``; 3.11.2 (Debian
+    bookworm's python3, the container image's) inherits ``ReadTransport``'s, which raises
+    NotImplementedError. There the loop's reader on the socket is removed instead, which is
+    all the newer method does; the transport adds no reader again after its start. (The
+    public ``remove_reader`` refuses a descriptor a transport owns, hence the private one.)
+    """
+    try:
+        transport.pause_reading()
+    except NotImplementedError:
+        asyncio.get_running_loop()._remove_reader(fd)  # type: ignore[attr-defined]
 
 
 def close_native_transport(dtls: RTCDtlsTransport) -> None:

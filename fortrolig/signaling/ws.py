@@ -93,8 +93,16 @@ class WsOutbound:
             await asyncio.sleep(0.01)
 
 
-async def handle_ws(request: web.Request, service: SignalingService) -> web.WebSocketResponse:
-    """Serve one signaling WebSocket connection from handshake to cleanup."""
+async def handle_ws(
+    request: web.Request,
+    service: SignalingService,
+    open_sockets: set[web.WebSocketResponse] | None = None,
+) -> web.WebSocketResponse:
+    """Serve one signaling WebSocket connection from handshake to cleanup.
+
+    The connection is in ``open_sockets`` (when given) while it is open, so that the node can
+    close every one of them when it shuts down.
+    """
     cfg = service.config.signaling
     # aiohttp refuses a message of exactly ``max_msg_size`` bytes; the documented limit is
     # inclusive (a message of max_message_bytes is allowed, one byte more closes with 1009).
@@ -102,6 +110,8 @@ async def handle_ws(request: web.Request, service: SignalingService) -> web.WebS
         max_msg_size=cfg.max_message_bytes + 1, heartbeat=cfg.heartbeat_s, compress=False
     )
     await ws.prepare(request)
+    if open_sockets is not None:
+        open_sockets.add(ws)
     out = WsOutbound(ws)
     session = service.new_session(out)
     try:
@@ -120,6 +130,8 @@ async def handle_ws(request: web.Request, service: SignalingService) -> web.WebS
         await out.drain_and_stop()
         if not ws.closed:
             await ws.close(code=WSCloseCode.GOING_AWAY)
+        if open_sockets is not None:
+            open_sockets.discard(ws)
     return ws
 
 
