@@ -8,12 +8,14 @@ failovers happen in seconds; each test may override them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,24 @@ class TestCluster:
     def node(self, name: str) -> Node:
         (found,) = [n for n in self.nodes if n.name == name]
         return found
+
+
+@contextlib.asynccontextmanager
+async def new_cluster(request: Any, tmp_path: Path) -> AsyncIterator[TestCluster]:
+    """A fresh records database (PostgreSQL), a fresh Redis, and no nodes yet; everything
+    stopped at the end."""
+    from tests.conftest import fresh_database
+
+    request.param = "postgresql"  # fresh_database reads the backend from the request
+    url = await fresh_database(request, tmp_path, "records")
+    redis = TempRedis(tmp_path)
+    redis.start()
+    cluster = TestCluster(tmp_path, redis, url)
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+        redis.stop()
 
 
 async def wait_for(check: Any, limit: float, what: str = "", step: float = 0.1) -> float:

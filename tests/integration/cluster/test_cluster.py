@@ -16,25 +16,15 @@ import pytest
 
 from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
-from tests.conftest import fresh_database
-from tests.support.cluster import Node, TestCluster, wait_for
-from tests.support.redis_server import TempRedis
+from tests.support.cluster import Node, TestCluster, new_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TestCluster]:
-    request.param = "postgresql"  # fresh_database reads the backend from the request
-    url = await fresh_database(request, tmp_path, "records")
-    redis = TempRedis(tmp_path)
-    redis.start()
-    c = TestCluster(tmp_path, redis, url)
-    try:
+    async with new_cluster(request, tmp_path) as c:
         yield c
-    finally:
-        c.stop_all()
-        redis.stop()
 
 
 def participant(ws_url: str, token: str, colour: tuple[int, int, int]) -> Participant:

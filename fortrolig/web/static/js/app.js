@@ -633,6 +633,9 @@ Object.defineProperty(window, "fortrolig", {
     stats: () => ui.call?.stats() ?? Promise.resolve(null),
     safetyCodes: () => ui.chat?.safetyCodes() ?? {},
     dropSignaling: () => ui.call?.dropSignaling(),
+    get redirects() {
+      return ui.call?.redirects ?? 0;
+    },
   }),
 });
 

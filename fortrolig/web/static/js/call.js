@@ -16,6 +16,9 @@ const BACKOFF_MS = [250, 1_000, 2_000, 4_000, 8_000, 15_000];
 
 // Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes").
 const FINAL_CLOSE = { 4401: "auth", 4403: "forbidden", 4409: "replaced", 1002: "error", 1009: "error" };
+const CLOSE_REDIRECT = 4307; // after `redirect`: connect to the node it names
+// Not final, reconnect: 1001 (the node is going away), 1013 (try again later: no node of the
+// room's regions, or coordination down), 4503 (the node handed the room over).
 
 export class Call {
   /**
@@ -130,9 +133,13 @@ export class Call {
     this.offers = [];
     this.negotiating = false;
     this.lastHeard = Date.now();
+    // A redirect names the node that serves the room for the next connection only; after a
+    // loss the page starts again at its own node, which knows where the room lives now.
+    const url = this.redirectUrl || this.wsUrl;
+    this.redirectUrl = null;
     let ws;
     try {
-      ws = new WebSocket(this.wsUrl);
+      ws = new WebSocket(url);
     } catch {
       this.scheduleReconnect();
       return;
@@ -171,6 +178,11 @@ export class Call {
     };
     ws.onclose = (ev) => {
       if (gen !== this.gen || this.state === "ended") return;
+      if (ev.code === CLOSE_REDIRECT && this.redirectUrl) {
+        this.teardown();
+        this.connect(); // at once: this is not a failure
+        return;
+      }
       if (ev.code === 1000 && this.byeReason) this.end(this.byeReason);
       else if (FINAL_CLOSE[ev.code]) this.end(ev.code === 4401 && this.joinedOnce ? "failed" : FINAL_CLOSE[ev.code]);
       else this.connectionLost(gen, `close ${ev.code}`);
@@ -238,6 +250,14 @@ export class Call {
         break;
       case "bye":
         this.byeReason = msg.reason;
+        break;
+      case "redirect":
+        // Another node serves the room: go there with the resume token it gave (close 4307).
+        if (typeof msg.ws_url === "string" && /^wss?:\/\//.test(msg.ws_url)) {
+          this.redirectUrl = msg.ws_url;
+          this.redirects = (this.redirects || 0) + 1;
+          this.storeResumeToken(msg.resume_token);
+        }
         break;
       case "error":
         this.onServerError(msg);
