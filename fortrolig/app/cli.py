@@ -26,6 +26,7 @@ from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 
 from .cli_accounts import add_parsers as add_account_parsers
 from .cli_accounts import ensure_dev_subscription
+from .cli_nodes import add_parsers as add_node_parsers
 from .server import build_app, public_url
 
 DEV_PRACTITIONER = "dev-practitioner"
@@ -297,6 +298,7 @@ def parser() -> argparse.ArgumentParser:
     )
     retention.add_argument("--dry-run", action="store_true", help="only list what would go")
     add_account_parsers(sub)
+    add_node_parsers(sub)
     return top
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from fortrolig.coordination.base import Coordination
+from fortrolig.coordination.base import Coordination, CoordinationUnavailable
 from fortrolig.coordination.local import LocalCoordination
 from fortrolig.coordination.redis_store import RedisCoordination
 from fortrolig.core.clock import Clock
@@ -78,8 +78,12 @@ def cluster_ctx(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cluster = service.cluster
         await cluster.coordination.start()
+        with contextlib.suppress(CoordinationUnavailable):  # a restart takes rooms again
+            await cluster.coordination.clear_drain(cluster.node.node_id)
         await service.cluster_tick()  # registered before the first request
-        task = asyncio.get_running_loop().create_task(_beat(service), name="cluster-heartbeat")
+        task = asyncio.get_running_loop().create_task(
+            _beat(service, config.coordination.drain_deadline_s), name="cluster-heartbeat"
+        )
         try:
             yield
         finally:
@@ -92,12 +96,23 @@ def cluster_ctx(
     return ctx
 
 
-async def _beat(service: SignalingService) -> None:
+async def _beat(service: SignalingService, drain_deadline_s: float) -> None:
+    cluster = service.cluster
     interval = service.config.coordination.heartbeat_s
+    draining: asyncio.Task[None] | None = None
     while True:
         await asyncio.sleep(interval)
         try:
             await service.cluster_tick()
+            if draining is None and await cluster.coordination.drain_requested(
+                cluster.node.node_id
+            ):
+                log.info("drain requested: taking no new rooms")
+                draining = asyncio.get_running_loop().create_task(
+                    drain(service, drain_deadline_s), name="cluster-drain"
+                )
+        except CoordinationUnavailable:
+            pass  # the cluster tick has logged it; the next beat may succeed
         except Exception:  # a bad beat must never end the loop: the next one may succeed
             log.exception("cluster heartbeat failed")
 

@@ -88,6 +88,18 @@ class Coordination(Protocol):
         """Give the room up if ``lease`` is still the current one."""
         ...
 
+    async def request_drain(self, node_id: str) -> None:
+        """Ask ``node_id`` to drain (it sees the request at its next heartbeat)."""
+        ...
+
+    async def drain_requested(self, node_id: str) -> bool:
+        """Whether someone asked ``node_id`` to drain."""
+        ...
+
+    async def clear_drain(self, node_id: str) -> None:
+        """Forget a drain request (a node starting again under the same id)."""
+        ...
+
     async def ping(self) -> None:
         """Raise :class:`CoordinationUnavailable` unless the store answers."""
         ...

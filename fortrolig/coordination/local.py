@@ -20,6 +20,7 @@ class LocalCoordination:
         self._nodes: dict[str, tuple[NodeInfo, float]] = {}  # id -> (info, expires at)
         self._leases: dict[str, tuple[Lease, float]] = {}
         self._fences = itertools.count(1)
+        self._drain: set[str] = set()
 
     async def start(self) -> None:
         return None
@@ -64,6 +65,15 @@ class LocalCoordination:
     async def release(self, lease: Lease) -> None:
         if await self.lease(lease.room_id) == lease:
             del self._leases[lease.room_id]
+
+    async def request_drain(self, node_id: str) -> None:
+        self._drain.add(node_id)
+
+    async def drain_requested(self, node_id: str) -> bool:
+        return node_id in self._drain
+
+    async def clear_drain(self, node_id: str) -> None:
+        self._drain.discard(node_id)
 
     async def ping(self) -> None:
         return None

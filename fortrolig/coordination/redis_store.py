@@ -35,6 +35,10 @@ FENCE_KEY = "fortrolig:room:{room_id}:fence"
 """The room's fencing counter (INCR on every new owner). TTL one day, refreshed when it grows:
 after a day without owners no lease of the old counter can still exist."""
 FENCE_TTL_S = 86_400
+DRAIN_KEY = "fortrolig:node:{node_id}:drain"
+"""Set by ``fortrolig node drain``: the node drains at its next heartbeat. TTL one day (a node
+id that never comes back leaves nothing behind); deleted when the node starts afresh."""
+DRAIN_TTL_S = 86_400
 
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])
@@ -188,6 +192,19 @@ class RedisCoordination:
     async def release(self, lease: Lease) -> None:
         key = LEASE_KEY.format(room_id=lease.room_id)
         await self._run(lambda r: r.eval(_RELEASE, 1, key, _value(lease)))
+
+    async def request_drain(self, node_id: str) -> None:
+        key = DRAIN_KEY.format(node_id=node_id)
+        await self._run(lambda r: r.set(key, "1", ex=DRAIN_TTL_S))
+
+    async def drain_requested(self, node_id: str) -> bool:
+        key = DRAIN_KEY.format(node_id=node_id)
+        return bool(await self._run(lambda r: r.exists(key)))
+
+    async def clear_drain(self, node_id: str) -> None:
+        """Forget a drain request (a node starting again under the same id)."""
+        key = DRAIN_KEY.format(node_id=node_id)
+        await self._run(lambda r: r.delete(key))
 
     async def ping(self) -> None:
         async def call(r: aioredis.Redis) -> None:

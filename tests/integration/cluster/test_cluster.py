@@ -8,6 +8,9 @@ other side grow again after the event.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +19,7 @@ import pytest
 
 from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
+from tests.conftest import FORTROLIG
 from tests.support.cluster import Node, TestCluster, new_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -234,6 +238,51 @@ async def test_redis_down_for_15_s_keeps_sessions_and_the_cluster_recovers(
             assert (await c.connect())["type"] == "welcome"
         finally:
             await c.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+def fortrolig_cli(cluster: TestCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FORTROLIG_COORDINATION__REDIS_URL": cluster.redis.url}
+    return subprocess.run(
+        [*FORTROLIG, *args], capture_output=True, text=True, timeout=30, env=env, check=False
+    )
+
+
+async def test_operators_list_nodes_and_drain_one_whose_rooms_move(
+    cluster: TestCluster,
+) -> None:
+    n1 = cluster.add("n1", "eu-north")
+    n2 = cluster.add("n2", "eu-north")
+    room = cluster.create_room(n1)
+    a = participant(n1.ws_url, cluster.join_token(n1, room, "practitioner"), (82, 90, 240))
+    b = participant(n1.ws_url, cluster.join_token(n1, room, "client"), (145, 54, 34))
+    a.doors = b.doors = [n1.ws_url, n2.ws_url]
+    try:
+        await a.start()
+        await b.start()
+        await media_flows(a, b)
+        owner = owner_node(cluster, room, n1)
+        other = n2 if owner is n1 else n1
+        listed = fortrolig_cli(cluster, "nodes", "--json")
+        assert listed.returncode == 0, listed.stderr
+        rows = {r["node_id"]: r for r in json.loads(listed.stdout)["nodes"]}
+        assert set(rows) == {"n1", "n2"} and rows[owner.name]["participants"] == 2
+        assert {r["region"] for r in rows.values()} == {"eu-north"}
+        assert not any(r["draining"] for r in rows.values())
+
+        drained = fortrolig_cli(cluster, "node", "drain", owner.name)
+        assert drained.returncode == 0, drained.stderr
+        await wait_for(lambda: a.resumes >= 1 and b.resumes >= 1, 20, "moved")
+        await media_flows(a, b)
+        assert owner_node(cluster, room, other) is other
+        again = json.loads(fortrolig_cli(cluster, "nodes", "--json").stdout)["nodes"]
+        rows = {r["node_id"]: r for r in again}
+        assert rows[owner.name]["draining"] and not rows[other.name]["draining"]
+        assert owner.get("/readyz")[0] == 503 and owner.get("/healthz")[0] == 200
+        unknown = fortrolig_cli(cluster, "node", "drain", "no-such-node")
+        assert unknown.returncode == 1 and "node_not_found" in unknown.stderr
     finally:
         await a.close()
         await b.close()
