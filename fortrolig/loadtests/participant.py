@@ -113,6 +113,7 @@ class Participant:
             timeout=aiohttp.ClientWSTimeout(ws_close=1.0),
         )
         self._inbox = asyncio.Queue()
+        self.close_code = None  # of this connection (a redirect closed the previous one)
         await self.send({"type": "hello", "v": 1, "token": token})
         self._reader = asyncio.get_running_loop().create_task(self._read())
         return await self.expect("welcome", "error", "redirect")

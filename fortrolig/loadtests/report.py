@@ -152,6 +152,7 @@ def build_report(
             "ok": sum(1 for s in samples if s["ok"]),
         },
     }
+    summary["by_node"] = by_node(participants)
     violations = check_thresholds(scenario, summary)
     status = EXIT_OK
     if any(v["kind"] == "failed" for v in violations):
@@ -172,6 +173,27 @@ def build_report(
         "exit_status": status,
         "participants": participants,
     }
+
+
+def by_node(participants: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Rooms, participants, join latency and loss per serving node (a cluster run); the node is
+    the one the participant's WebSocket ended on after any redirect."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for p in participants:
+        groups.setdefault(str(p.get("node") or "unknown"), []).append(p)
+    out = {}
+    for node, members in sorted(groups.items()):
+        expected = sum(p["packets_expected"] for p in members)
+        lost = sum(p["packets_lost"] for p in members)
+        joins = [p["join_latency_s"] for p in members if p["join_latency_s"] is not None]
+        out[node] = {
+            "rooms": len({p["room_id"] for p in members}),
+            "participants": len(members),
+            "failed": sum(1 for p in members if p["status"] == "failed"),
+            "join_latency_s": _stat(joins),
+            "loss_pct": 100.0 * lost / expected if expected else 0.0,
+        }
+    return out
 
 
 def check_thresholds(scenario: Scenario, summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -260,6 +282,16 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
                 f"{_fmt(server['join_latency_mean_s'], 1000, 0)} ms",
             )
         )
+    nodes = s.get("by_node", {})
+    if len(nodes) > 1:
+        for node, n in nodes.items():
+            rows.append(
+                (
+                    f"node {node}: rooms / participants / join p95 / loss",
+                    f"{n['rooms']} / {n['participants']} / "
+                    f"{_fmt(n['join_latency_s']['p95'], 1000, 0)} ms / {n['loss_pct']:.3f} %",
+                )
+            )
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)

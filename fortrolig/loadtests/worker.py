@@ -160,6 +160,7 @@ class Outcome:
     status: str = "pending"  # pending, joining, joined, active, done, failed, skipped
     error: str | None = None
     participant_id: str | None = None
+    node: str | None = None  # base URL of the node that served it (after any redirect)
     connect_at: float | None = None
     welcome_s: float | None = None
     joined_s: float | None = None
@@ -187,6 +188,7 @@ class Outcome:
             "role": self.role,
             "worker": self.worker,
             "participant_id": self.participant_id,
+            "node": self.node,
             "status": self.status,
             "error": self.error,
             "welcome_s": self.welcome_s,
@@ -305,6 +307,7 @@ class Worker:
             if welcome["type"] != "welcome":
                 raise _Failure(str(welcome.get("code", welcome["type"])))
             o.participant_id = p.participant_id
+            o.node = p.redirects[-1] if p.redirects else self.plan.base_url
             o.welcome_s = time.monotonic() - start
             joined = await p.join()
             if joined["type"] != "joined":

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -286,3 +287,33 @@ async def test_operators_list_nodes_and_drain_one_whose_rooms_move(
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.timeout(150)
+async def test_fortrolig_load_spreads_rooms_over_two_nodes_and_reports_per_node(
+    cluster: TestCluster, tmp_path: Path
+) -> None:
+    n1 = cluster.add("n1", "eu-north")
+    n2 = cluster.add("n2", "eu-north")
+    out = tmp_path / "load"
+    cmd = [
+        sys.executable, "-m", "fortrolig.loadtests.cli",
+        "--base-url", n1.base_url,
+        "--data-dir", str(cluster.seed),
+        "--cache-dir", str(tmp_path / "clips"),
+        "--out", str(out),
+        "--no-progress", "--workers", "1",
+        "--resolution", "320x180", "--fps", "15", "--video-bitrate", "300k",
+        "--rooms", "4", "--participants-per-room", "2", "--duration", "8s",
+        "--max-loss", "2%", "--max-join-p95", "8s",
+    ]  # fmt: skip
+    run = await asyncio.to_thread(
+        subprocess.run, cmd, capture_output=True, text=True, timeout=140, check=False
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads((out / "report.json").read_text())
+    nodes = report["summary"]["by_node"]
+    assert set(nodes) == {n1.base_url, n2.base_url}, nodes
+    assert all(n["rooms"] >= 1 and n["failed"] == 0 for n in nodes.values()), nodes
+    assert sum(n["participants"] for n in nodes.values()) == 8
+    assert "node " + n2.base_url in run.stdout  # the printed summary has a row per node
