@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck imports bench bench-janus bench-capacity clean deps-system deps-build venv
+.PHONY: run test lint typecheck imports bench bench-janus bench-capacity bench-failover clean deps-system deps-build venv
 
 # The native data plane (fortrolig/media/native/) is compiled by the editable install: it needs
 # a C compiler and the headers of the Python that makes the venv (installed when missing).
@@ -78,6 +78,11 @@ bench-janus: $(STAMP)
 # Consultations per core: `fortrolig serve --media-workers 1` pinned to core 1, fortrolig-load on core 0.
 bench-capacity: $(STAMP)
 	$(BIN)/python -m bench.capacity --out docs/bench-capacity.json
+
+# Join latency and media-back time after the owner node's SIGKILL, over 20 kills, on three nodes
+# sharing a real Redis and PostgreSQL (installed by deps-system).
+bench-failover: $(STAMP) deps-system
+	$(BIN)/python -m bench.failover --out docs/bench-failover.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

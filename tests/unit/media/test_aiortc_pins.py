@@ -76,6 +76,8 @@ PINNED: dict[str, tuple[str, ...]] = {
     "ice_connection": ("_nominated",),
     "extensions_map": ("_HeaderExtensionsMap__ids",),
     "srtp_session": ("_srtp",),  # pylibsrtp.Session (checked on a connected transport below)
+    # asyncio's selector loop: the fallback of pause_datagram_reading on Python 3.11.2.
+    "event_loop": ("_remove_reader",),
 }
 # Private names in aiortc_hooks.py that are the SFU's own: a slot, and attributes it sets.
 OURS = {"_dtls", "_fortrolig_native", "_fortrolig_track"}
@@ -120,6 +122,7 @@ async def test_private_attributes_exist() -> None:
         "ice_transport": dtls.transport,
         "ice_connection": dtls.transport._connection,
         "extensions_map": dtls._rtp_header_extensions_map,
+        "event_loop": asyncio.get_running_loop(),
     }
     for kind, obj in objects.items():
         for name in PINNED[kind]:
