@@ -47,7 +47,7 @@ RUN apt-get update \
     && groupadd --system --gid 10001 fortrolig \
     && useradd --system --uid 10001 --gid fortrolig --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin fortrolig \
-    && install -d -m 0700 -o fortrolig -g fortrolig /data
+    && install -d -m 0700 -o fortrolig -g fortrolig /data /data/keys
 
 COPY --from=build /opt/fortrolig /opt/fortrolig
 

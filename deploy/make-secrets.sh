@@ -5,6 +5,7 @@
 #   fortrolig.pgpass    node (uid 10001)                            libpq password file (PGPASSFILE)
 #   postgres_password   postgres entrypoint (root)                  POSTGRES_PASSWORD_FILE
 #   redis.acl           redis (uid 999)                             ACL file: default user off
+#   redis_password      node (uid 10001)                            the ACL user's password
 # Existing files are kept: rerunning never rotates a secret by accident.
 set -eu
 cd "$(dirname "$0")"
@@ -32,5 +33,11 @@ if [ ! -e secrets/postgres_password ]; then
 else
   echo "kept    secrets/postgres_password (and fortrolig.pgpass)"
 fi
-write redis.acl "$REDIS_UID" "user default off
-user fortrolig on >$(random) ~* &* +@all -@dangerous"
+if [ ! -e secrets/redis.acl ]; then
+  rp="$(random)"
+  write redis.acl "$REDIS_UID" "user default off
+user fortrolig on >$rp ~* &* +@all -@dangerous"
+  write redis_password "$NODE_UID" "$rp"
+else
+  echo "kept    secrets/redis.acl (and redis_password)"
+fi

@@ -19,19 +19,21 @@ from fortrolig.coordination.redis_store import RedisCoordination
 from fortrolig.core.config import Config, load_config
 from fortrolig.core.errors import ConfigError, NotFound
 
+from .cluster_ctx import redis_coordination
+
 
 def _coordination(args: argparse.Namespace) -> tuple[Config, RedisCoordination]:
     import os
 
     config = load_config(args.config, os.environ)
-    c = config.coordination
-    if not c.redis_url:
+    coord = redis_coordination(config)
+    if coord is None:
         raise ConfigError(
             "coordination.redis_url is not set: one node with in-process coordination "
             "(stop it with SIGTERM to drain it)",
             code="no_cluster",
         )
-    return config, RedisCoordination(c.redis_url, timeout_s=c.redis_timeout_s)
+    return config, coord
 
 
 async def _nodes(coord: RedisCoordination) -> list[NodeInfo]:

@@ -23,7 +23,7 @@ from fortrolig.coordination.base import Coordination, CoordinationUnavailable
 from fortrolig.coordination.local import LocalCoordination
 from fortrolig.coordination.redis_store import RedisCoordination
 from fortrolig.core.clock import Clock
-from fortrolig.core.config import Config
+from fortrolig.core.config import Config, read_secret_file
 from fortrolig.signaling.records_sql import open_records
 from fortrolig.signaling.service import SignalingService
 from fortrolig.storage import Database
@@ -35,10 +35,19 @@ NODE_ID_FILE = "node-id"
 
 def coordination_for(config: Config, clock: Clock) -> Coordination:
     """Redis when ``coordination.redis_url`` is set, else in this process."""
+    redis = redis_coordination(config)
+    return redis if redis is not None else LocalCoordination(clock)
+
+
+def redis_coordination(config: Config) -> RedisCoordination | None:
+    """The configured Redis (its password read from ``redis_password_file``), or None."""
     c = config.coordination
-    if c.redis_url:
-        return RedisCoordination(c.redis_url, timeout_s=c.redis_timeout_s)
-    return LocalCoordination(clock)
+    if not c.redis_url:
+        return None
+    password = None
+    if c.redis_password_file is not None:
+        password = read_secret_file(c.redis_password_file).decode("utf-8")
+    return RedisCoordination(c.redis_url, timeout_s=c.redis_timeout_s, password=password)
 
 
 def node_id_for(config: Config) -> str:

@@ -93,9 +93,10 @@ def _node(raw: str) -> NodeInfo | None:
 class RedisCoordination:
     """:class:`~fortrolig.coordination.base.Coordination` on one Redis server."""
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
+    def __init__(self, url: str, *, timeout_s: float, password: str | None = None) -> None:
         self._url = url
         self._timeout = timeout_s
+        self._password = password
         self._redis: aioredis.Redis | None = None
 
     async def start(self) -> None:
@@ -103,6 +104,7 @@ class RedisCoordination:
             self._redis = aioredis.Redis.from_url(
                 self._url,
                 decode_responses=True,
+                password=self._password,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,
                 retry_on_timeout=False,

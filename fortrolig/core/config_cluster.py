@@ -40,12 +40,15 @@ class CoordinationConfig:
     An empty ``redis_url`` keeps coordination in this process (one node, no Redis). With Redis,
     each node refreshes its registry entry every ``heartbeat_s`` (Redis forgets it after
     ``node_ttl_s``) and renews the leases of its rooms, which lapse after ``lease_ttl_s`` without
-    renewal; a node that could not renew for that long ends its copy of the room.
+    renewal; a node that could not renew for that long ends its copy of the room. The Redis
+    password (an ACL user's, named in the URL as ``redis://user@host``) comes from
+    ``redis_password_file`` (mode 0600, at least 32 bytes), never from the URL.
     ``default_regions`` are where a consultation may be served unless it says otherwise (empty:
     the region of the node that creates it). ``node_id`` defaults to an id kept in the data dir.
     """
 
     redis_url: str = ""
+    redis_password_file: Path | None = None
     node_id: str = ""
     heartbeat_s: float = 1.0
     node_ttl_s: float = 3.0
@@ -59,6 +62,11 @@ class CoordinationConfig:
             self.redis_url == "" or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
             "coordination.redis_url",
             "must be empty (in-process, one node) or a redis://, rediss:// or unix:// URL",
+        )
+        require(
+            self.redis_password_file is None or bool(self.redis_url),
+            "coordination.redis_password_file",
+            "needs coordination.redis_url",
         )
         require(
             self.node_id == "" or (len(self.node_id) <= 64 and set(self.node_id) <= _NODE_ID_CHARS),

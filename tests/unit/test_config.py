@@ -505,3 +505,38 @@ def test_eid_settings_from_config(tmp_path: Path) -> None:
 )
 def test_eid_validation(env: dict[str, str], match: str) -> None:
     config_error(match, None, env)
+
+
+def test_cluster_sections_from_the_environment() -> None:
+    config = load_config(
+        None,
+        {
+            "FORTROLIG_RECORDS__DATABASE_URL": "postgresql://fortrolig@db:5432/fortrolig",
+            "FORTROLIG_COORDINATION__REDIS_URL": "redis://fortrolig@redis:6379/0",
+            "FORTROLIG_COORDINATION__REDIS_PASSWORD_FILE": "/run/secrets/redis_password",
+            "FORTROLIG_COORDINATION__DEFAULT_REGIONS": "eu-north,no-east",
+            "FORTROLIG_COORDINATION__NODE_ID": "node-1.eu-north",
+        },
+    )
+    assert config.records.database_url.startswith("postgresql://")
+    assert config.coordination.default_regions == ("eu-north", "no-east")
+    assert config.coordination.redis_password_file == Path("/run/secrets/redis_password")
+    assert (config.coordination.heartbeat_s, config.coordination.lease_ttl_s) == (1.0, 20.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("FORTROLIG_COORDINATION__REDIS_URL", "http://redis:6379", "coordination.redis_url"),
+        ("FORTROLIG_COORDINATION__DEFAULT_REGIONS", "eu-north,us-east", "default_regions"),
+        ("FORTROLIG_COORDINATION__NODE_ID", "Node 1", "coordination.node_id"),
+        ("FORTROLIG_COORDINATION__NODE_TTL_S", "1", "coordination.node_ttl_s"),
+        ("FORTROLIG_COORDINATION__LEASE_TTL_S", "2", "coordination.lease_ttl_s"),
+        ("FORTROLIG_COORDINATION__REDIS_PASSWORD_FILE", "/x", "redis_password_file"),
+        ("FORTROLIG_RECORDS__DATABASE_URL", "mysql://db", "records.database_url"),
+    ],
+)
+def test_cluster_settings_that_cannot_work_are_refused(key: str, value: str, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {key: value})
+    assert named in str(info.value)
