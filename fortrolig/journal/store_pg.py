@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
-from fortrolig.core.dsn import redact
 from fortrolig.journal.audit import next_link
 from fortrolig.journal.errors import AppendOnlyViolation, DuplicateRecord
 from fortrolig.journal.model import (
@@ -24,6 +23,7 @@ from fortrolig.journal.model import (
     NoteRow,
     RetentionCandidate,
 )
+from fortrolig.storage.pg_pool import PgPool
 
 T = TypeVar("T")
 _MIGRATION_LOCK = 0x666F7274_0001  # "fort" + 1: arbitrary constants, unique to this schema
@@ -145,16 +145,13 @@ class PostgresJournalStore:
     """:class:`~fortrolig.journal.store.JournalStore` on PostgreSQL via an asyncpg pool."""
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
-        self._dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-        self._sizes = (min_size, max_size)
+        self._db = PgPool(dsn, min_size=min_size, max_size=max_size)
         self._audit_key: bytes | None = None
-        self._closed = False
 
     @property
     def url(self) -> str:
         """The DSN without password."""
-        return redact(self._dsn)
+        return self._db.url
 
     def use_audit_key(self, key: bytes) -> None:
         """Set the audit chain HMAC key."""
@@ -162,39 +159,24 @@ class PostgresJournalStore:
 
     async def open(self) -> None:
         """Create the pool and migrate."""
-        if self._closed:
-            raise RuntimeError("store is closed")
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._sizes[0], max_size=self._sizes[1]
-            )
-        await self._tx(self._migrate)
+        await self._db.open(self._migrate)
 
     async def close(self) -> None:
         """Close the pool; idempotent."""
-        self._closed = True
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self._db.close()
 
     async def _tx(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        if self._pool is None:
-            raise RuntimeError("store is not open")
-        async with self._pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    return await fn(conn)
-            except asyncpg.RaiseError as exc:
-                if str(exc).startswith("append_only"):
-                    raise AppendOnlyViolation(str(exc)) from None
-                raise
-            except asyncpg.UniqueViolationError as exc:
-                raise DuplicateRecord(f"record exists already ({exc.constraint_name})") from None
+        try:
+            return await self._db.tx(fn)
+        except asyncpg.RaiseError as exc:
+            if str(exc).startswith("append_only"):
+                raise AppendOnlyViolation(str(exc)) from None
+            raise
+        except asyncpg.UniqueViolationError as exc:
+            raise DuplicateRecord(f"record exists already ({exc.constraint_name})") from None
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        if self._pool is None:
-            raise RuntimeError("store is not open")
-        rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+        rows: list[asyncpg.Record] = await self._db.pool.fetch(sql, *args)
         return rows
 
     # --- schema ------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ connection; SQLite has one writer anyway).
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from fortrolig.journal.model import (
     NoteRow,
     RetentionCandidate,
 )
+from fortrolig.storage.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 
@@ -139,21 +139,19 @@ class SqliteJournalStore:
     """:class:`~fortrolig.journal.store.JournalStore` on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
+        # secure_delete: an erased journal's ciphertext does not linger in freed pages.
+        self._file = SqliteFile(path, pragmas=("foreign_keys=ON", "secure_delete=ON"))
         self._audit_key: bytes | None = None
-        self._closed = False
 
     @property
     def url(self) -> str:
         """``sqlite:///abs/path.db`` or ``sqlite://rel/path.db``, as :func:`open_store` reads it."""
-        return f"sqlite://{self._path}"
+        return self._file.url
 
     @property
     def path(self) -> Path:
         """The database file."""
-        return self._path
+        return self._file.path
 
     def use_audit_key(self, key: bytes) -> None:
         """Set the audit chain HMAC key."""
@@ -161,39 +159,16 @@ class SqliteJournalStore:
 
     async def open(self) -> None:
         """Open the file (creating it mode 0600) and migrate."""
-        if self._closed:
-            raise RuntimeError("store is closed")
-        if self._conn is None:
-            self._conn = await asyncio.to_thread(self._connect)
-        await self._run(self._migrate)
-
-    def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._path.touch(mode=0o600, exist_ok=True)
-        conn = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        # Overwrite freed pages so an erased journal's ciphertext does not linger in the file.
-        conn.execute("PRAGMA secure_delete=ON")
-        return conn
+        await self._file.open(_translating(self._migrate))
 
     async def close(self) -> None:
         """Close the connection; idempotent."""
-        self._closed = True
-        async with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.to_thread(conn.close)
+        await self._file.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
-        async with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise RuntimeError("store is not open")
-            return await asyncio.to_thread(_transaction, conn, fn, write)
+        # IMMEDIATE (SqliteFile's write transactions) takes the write lock up front, so the
+        # audit chain's "read last, insert next" cannot interleave with another process.
+        return await self._file.run(_translating(fn), write=write)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(fn, write=False)
@@ -407,20 +382,17 @@ def _hashes(row: AuditRow) -> tuple[bytes, bytes]:
     return row.prev_hash, row.hash
 
 
-def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
-    # IMMEDIATE takes the write lock up front, so the audit chain's "read last, insert next"
-    # cannot interleave with another process writing the same file.
-    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        result = fn(conn)
-    except sqlite3.IntegrityError as exc:
-        conn.execute("ROLLBACK")
-        raise _translate(exc) from None
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
+def _translating(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` with SQLite's integrity errors as the journal's typed errors (the transaction
+    around it still rolls back)."""
+
+    def run(conn: sqlite3.Connection) -> T:
+        try:
+            return fn(conn)
+        except sqlite3.IntegrityError as exc:
+            raise _translate(exc) from None
+
+    return run
 
 
 def _translate(exc: sqlite3.IntegrityError) -> Exception:
