@@ -31,10 +31,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fortrolig.journal.testing import TempPostgres  # noqa: E402
 from fortrolig.loadtests.participant import Participant  # noqa: E402
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack  # noqa: E402
 from tests.support.cluster import TestCluster  # noqa: E402
+from tests.support.postgres_server import TempPostgres  # noqa: E402
 from tests.support.redis_server import TempRedis  # noqa: E402
 
 DEFAULTS = {  # the shipped defaults (TestCluster's are faster, for tests)

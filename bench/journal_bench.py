@@ -27,7 +27,7 @@ from fortrolig.core.clock import SystemClock
 from fortrolig.core.principal import Principal
 from fortrolig.journal.service import JournalService
 from fortrolig.journal.store import open_store
-from fortrolig.journal.testing import TempPostgres
+from tests.support.postgres_server import TempPostgres
 
 WHO = Principal("prac_bench", "practitioner")
 CLIENTS = 20

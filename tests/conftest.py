@@ -19,7 +19,10 @@ import aioice.ice
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from fortrolig.journal.testing import PostgresUnavailable, TempPostgres
+from fortrolig.core.clock import SystemClock
+from fortrolig.core.keys import load_or_create_signing_keys
+from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
+from tests.support.postgres_server import PostgresUnavailable, TempPostgres
 
 if TYPE_CHECKING:
     from tests.mailbox import Mailbox
@@ -78,6 +81,44 @@ class Server:
         return self.base_url.replace("http://", "ws://") + "/ws"
 
     def session(self, max_participants: int | None = None) -> dict[str, Any]:
+        """A room with a practitioner and a client link, as `fortrolig session create --json`
+        prints it, made over the node's HTTP API (the CLI costs a Python start per call; it is
+        used where it does more: giving the dev practitioner a subscription when billing is
+        enforced)."""
+        if self.env.get("FORTROLIG_BILLING__ENFORCE", "").lower() in ("1", "true", "yes", "on"):
+            return self.session_by_cli(max_participants)
+        key, _ = load_or_create_signing_keys(self.data_dir)
+        access = TokenIssuer(key, "fortrolig", SystemClock()).issue(
+            TokenKind.ACCESS, "dev-practitioner", Role.PRACTITIONER, ttl_s=900
+        )
+        body = {} if max_participants is None else {"max_participants": max_participants}
+        room = self._post("/api/v1/rooms", body, access)
+        links = {
+            role: self._post(f"/api/v1/rooms/{room['room_id']}/tokens", {"role": role}, access)
+            for role in ("practitioner", "client")
+        }
+        return {
+            "room_id": room["room_id"],
+            "max_participants": room["max_participants"],
+            "practitioner_url": links["practitioner"]["url"],
+            "client_url": links["client"]["url"],
+            "practitioner_token": links["practitioner"]["token"],
+            "client_token": links["client"]["token"],
+            "expires_at": min(links[r]["expires_at"] for r in links),
+            "access_token": access,
+        }
+
+    def _post(self, path: str, body: dict[str, Any], token: str) -> dict[str, Any]:
+        req = urllib.request.Request(
+            self.base_url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+
+    def session_by_cli(self, max_participants: int | None = None) -> dict[str, Any]:
         """`fortrolig session create --json` against this node."""
         cmd = [
             *FORTROLIG,

@@ -1,7 +1,7 @@
 """Fixtures for the account tests: one suite on real SQLite and a real PostgreSQL.
 
-The PostgreSQL server (Debian's binaries, :class:`fortrolig.journal.testing.TempPostgres`) starts
-once per session; each test gets a fresh database. Missing binaries fail the tests (no skip).
+The PostgreSQL server (Debian's binaries, :class:`tests.support.postgres_server.TempPostgres`)
+starts once per session; each test gets a fresh database. Missing binaries fail the tests (no skip).
 Access tokens are minted by the real :class:`~fortrolig.signaling.auth.TokenIssuer`, through the
 same small adapter the composition root uses.
 """

@@ -235,7 +235,7 @@ async def test_a_schema_newer_than_the_code_refuses_to_start(db: Database) -> No
 async def test_two_nodes_migrating_one_postgresql_at_once(
     pg_server: object, tmp_path: Path
 ) -> None:
-    from fortrolig.journal.testing import TempPostgres
+    from tests.support.postgres_server import TempPostgres
 
     assert isinstance(pg_server, TempPostgres)
     conn = await asyncpg.connect(pg_server.dsn)

@@ -1,6 +1,6 @@
 """Fixtures for the subscription store tests: one suite on a real SQLite and PostgreSQL.
 
-PostgreSQL comes from :class:`fortrolig.journal.testing.TempPostgres` (Debian's binaries on a
+PostgreSQL comes from :class:`tests.support.postgres_server.TempPostgres` (Debian's binaries on a
 temporary directory and a free loopback port), once per session; each test gets a fresh
 database. Missing binaries fail the PostgreSQL tests rather than skipping them.
 """
