@@ -22,14 +22,11 @@ escapes. The worker's settings travel on its command line (:func:`dump_settings`
 from __future__ import annotations
 
 import dataclasses
-import json
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 
-from fortrolig.core import errors
+from fortrolig.core import errors, wire
 from fortrolig.core.errors import ProtocolError
 
 from .settings import IceServer, MediaSettings
@@ -38,6 +35,7 @@ ID_MAX: Final = 256  # room and participant ids (signaling's are 64; the channel
 SDP_MAX: Final = 1 << 19  # an SDP is < 64 KiB; the channel's line limit is 1 MiB
 TEXT_MAX: Final = 1024
 CODE_MAX: Final = 64
+MAX_ITEMS: Final = 4096
 _RID_MAX: Final = 2**53  # request ids count up from 1; JSON numbers stay exact below 2**53
 
 
@@ -326,27 +324,27 @@ def dump(message: Call | Reply | Event) -> str:
     """One message as compact JSON (one line: JSON never contains a raw newline)."""
     if isinstance(message, Call | Reply):
         inner = message.request if isinstance(message, Call) else message.response
-        body = {"type": inner.type, "id": message.id, **_fields(inner)}
+        body = {"type": inner.type, "id": message.id, **wire.to_json(inner)}
     else:
-        body = {"type": message.type, **_fields(message)}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        body = {"type": message.type, **wire.to_json(message)}
+    return wire.dumps(body)
 
 
 def parse_call(raw: str | bytes) -> Call:
     """What a worker reads: one request with its call id."""
-    data = _load_json(raw)
-    kind = _tag(data)
+    data = wire.load_object(raw)
+    kind = wire.pop_type(data)
     cls = REQUESTS.get(kind)
     if cls is None:
         raise ProtocolError(f"unknown request type {kind[:CODE_MAX]!r}", code="unknown_type")
     rid = _call_id(data, kind)
-    return Call(rid, _build(cls, data, kind))
+    return Call(rid, _SCHEMA.build(cls, data, kind))
 
 
 def call_id(raw: str | bytes) -> int | None:
     """The ``id`` of a request line that may not parse (to reply with its error), or None."""
     try:
-        data = _load_json(raw)
+        data = wire.load_object(raw)
         return _call_id(data, "request")
     except ProtocolError:
         return None
@@ -354,128 +352,41 @@ def call_id(raw: str | bytes) -> int | None:
 
 def parse_from_worker(raw: str | bytes) -> Reply | Event:
     """What the signaling side reads: a reply to one of its calls, or an event."""
-    data = _load_json(raw)
-    kind = _tag(data)
+    data = wire.load_object(raw)
+    kind = wire.pop_type(data)
     if kind in EVENTS:
-        event: Event = _build(EVENTS[kind], data, kind)
+        event: Event = _SCHEMA.build(EVENTS[kind], data, kind)
         return event
     cls = RESPONSES.get(kind)
     if cls is None:
         raise ProtocolError(f"unknown response type {kind[:CODE_MAX]!r}", code="unknown_type")
     rid = _call_id(data, kind)
-    return Reply(rid, _build(cls, data, kind))
+    return Reply(rid, _SCHEMA.build(cls, data, kind))
 
 
 def dump_settings(settings: MediaSettings) -> str:
     """The settings handed to a worker on its command line."""
-    return json.dumps(_fields(settings), separators=(",", ":"))
+    return wire.dumps(wire.to_json(settings))
 
 
 def parse_settings(raw: str | bytes) -> MediaSettings:
     """The inverse of :func:`dump_settings`."""
-    settings: MediaSettings = _build(MediaSettings, _load_json(raw), "settings")
+    settings: MediaSettings = _SCHEMA.build(MediaSettings, wire.load_object(raw), "settings")
     return settings
-
-
-def _fields(obj: Any) -> dict[str, Any]:
-    return {f.name: _to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-
-
-def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _fields(value)
-    if isinstance(value, tuple | list):
-        return [_to_json(item) for item in value]
-    return value
-
-
-def _load_json(raw: str | bytes) -> dict[str, Any]:
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
-        data = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, TypeError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise ProtocolError("message is not valid UTF-8 JSON", code="bad_json") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("message is not a JSON object", code="bad_json")
-    return data
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _tag(data: dict[str, Any]) -> str:
-    kind = data.pop("type", None)
-    if not isinstance(kind, str):
-        raise ProtocolError("message needs a string 'type'", code="bad_type")
-    return kind
 
 
 def _call_id(data: dict[str, Any], kind: str) -> int:
     rid = data.pop("id", None)
     if isinstance(rid, bool) or not isinstance(rid, int) or not 0 <= rid <= _RID_MAX:
-        raise _bad(kind, "'id' must be an integer in 0..2**53")
+        raise wire.bad(kind, "'id' must be an integer in 0..2**53")
     return rid
 
 
-_FieldSpec: TypeAlias = tuple[dataclasses.Field[Any], Any, bool]
-"""A field, its resolved type hint, and whether it is required on the wire."""
-
-
-def _field_specs(cls: type[Any]) -> tuple[_FieldSpec, ...]:
-    hints = typing.get_type_hints(cls)
-    return tuple(
-        (f, hints[f.name], f.default is f.default_factory is dataclasses.MISSING)
-        for f in dataclasses.fields(cls)
-    )
-
-
-# Resolved once at import: type hints are strings under ``from __future__ import annotations``.
-_SPECS: Final[Mapping[type[Any], tuple[_FieldSpec, ...]]] = {
-    cls: _field_specs(cls)
-    for cls in (*REQUESTS.values(), *RESPONSES.values(), *EVENTS.values(), MediaSettings, IceServer)
-}
-
-
-def _build(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
-    specs = _SPECS[cls]
-    unknown = sorted(set(data) - {f.name for f, _, _ in specs})
-    if unknown:
-        raise _bad(where, f"unknown field {unknown[0][:CODE_MAX]!r}")
-    kwargs = {}
-    for f, hint, required in specs:
-        if f.name not in data:
-            if required:
-                raise _bad(where, f"missing field {f.name!r}")
-            continue
-        kwargs[f.name] = _check(f"{where}.{f.name}", hint, f.metadata, data[f.name])
-    return cls(**kwargs)
-
-
-def _bad(where: str, problem: str) -> ProtocolError:
-    return ProtocolError(f"{where}: {problem}", code="bad_field")
-
-
-def _check(where: str, hint: Any, meta: Mapping[str, Any], value: object) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        (inner,) = (arg for arg in args if arg is not type(None))
-        return _check(where, inner, meta, value)
-    if hint is bool and isinstance(value, bool):
-        return value
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint is str and isinstance(value, str):
-        max_len: int = meta.get("max_len", TEXT_MAX)
-        if len(value) > max_len:
-            raise _bad(where, f"longer than {max_len} characters")
-        return value
-    if origin is tuple and isinstance(value, list):
-        return tuple(_check(f"{where}[]", args[0], {}, item) for item in value)
-    if origin is dict and isinstance(value, dict):
-        return value
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return _build(typing.cast(type[Any], hint), value, where)
-    raise _bad(where, f"expected {getattr(hint, '__name__', hint)}")
+# Type hints resolved once at import (see fortrolig.core.wire). Lists may be long (a snapshot's
+# rooms); every string has its limit.
+_SCHEMA: Final = wire.Schema(
+    (*REQUESTS.values(), *RESPONSES.values(), *EVENTS.values(), MediaSettings, IceServer),
+    max_items=MAX_ITEMS,
+    text_max=TEXT_MAX,
+    int_range=(-(2**63), 2**63 - 1),
+)

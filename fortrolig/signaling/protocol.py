@@ -10,14 +10,12 @@ message (for the load tester and tests), and :func:`dump` writes either. Any bad
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeAlias
 
+from fortrolig.core import wire
 from fortrolig.core.errors import ProtocolError
 
 PROTOCOL_VERSION: Final = 1
@@ -394,151 +392,27 @@ def parse_server(raw: str | bytes) -> ServerMessage:
 
 def dump(msg: ServerMessage | ClientMessage) -> str:
     """Serialise a message to a compact JSON text frame."""
-    body = {"type": msg.type, **_to_json(msg)}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return wire.dumps({"type": msg.type, **wire.to_json(msg)})
+
+
+# Type hints resolved once at import (see fortrolig.core.wire).
+_SCHEMA: Final = wire.Schema(
+    (*CLIENT_MESSAGES.values(), *SERVER_MESSAGES.values(), ParticipantInfo, WaitingClient),
+    max_items=MAX_ITEMS,
+    text_max=TEXT_MAX,
+)
 
 
 def _parse(raw: str | bytes, registry: Mapping[str, type[Any]]) -> Any:
-    data = _load_json(raw)
-    kind = data.pop("type", None)
-    if not isinstance(kind, str):
-        raise ProtocolError("message needs a string 'type'", code="bad_type")
+    data = wire.load_object(raw)
+    kind = wire.pop_type(data)
     cls = registry.get(kind)
     if cls is None:
         raise ProtocolError(f"unknown message type {kind[:CODE_MAX]!r}", code="unknown_type")
-    msg = _build(cls, data, kind)
+    msg = _SCHEMA.build(cls, data, kind)
     if isinstance(msg, Hello) and msg.v != PROTOCOL_VERSION:
         raise ProtocolError(
             f"protocol version {msg.v} not supported (server speaks {PROTOCOL_VERSION})",
             code="unsupported_version",
         )
     return msg
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate key")  # parsers disagree on which one wins
-    return result
-
-
-def _load_json(raw: str | bytes) -> dict[str, Any]:
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
-        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_pairs)
-    except (ValueError, TypeError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise ProtocolError("message is not valid UTF-8 JSON", code="bad_json") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("message is not a JSON object", code="bad_json")
-    return data
-
-
-_FieldSpec: TypeAlias = tuple[dataclasses.Field[Any], Any, bool]
-"""A field, its resolved type hint, and whether it is required on the wire."""
-
-
-def _field_specs(cls: type[Any]) -> tuple[_FieldSpec, ...]:
-    hints = typing.get_type_hints(cls)
-    return tuple(
-        (f, hints[f.name], f.default is f.default_factory is dataclasses.MISSING)
-        for f in dataclasses.fields(cls)
-    )
-
-
-# Resolved once at import: type hints are strings under ``from __future__ import annotations``.
-_SPECS: Final[Mapping[type[Any], tuple[_FieldSpec, ...]]] = {
-    cls: _field_specs(cls)
-    for cls in (
-        *CLIENT_MESSAGES.values(),
-        *SERVER_MESSAGES.values(),
-        ParticipantInfo,
-        WaitingClient,
-    )
-}
-
-
-def _build(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
-    specs = _SPECS[cls]
-    known = {f.name for f, _, _ in specs}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise _bad(where, f"unknown field {unknown[0][:CODE_MAX]!r}")
-    kwargs = {}
-    for f, hint, required in specs:
-        if f.name not in data:
-            if required:
-                raise _bad(where, f"missing field {f.name!r}")
-            continue
-        kwargs[f.name] = _check(f"{where}.{f.name}", hint, f.metadata, data[f.name])
-    return cls(**kwargs)
-
-
-def _bad(where: str, problem: str) -> ProtocolError:
-    return ProtocolError(f"{where}: {problem}", code="bad_field")
-
-
-def _check(where: str, hint: Any, meta: Mapping[str, Any], value: object) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        (inner,) = (arg for arg in args if arg is not type(None))
-        return _check(where, inner, meta, value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _bad(where, "expected a boolean")
-        return value
-    if hint is int:
-        return _check_int(where, meta, value)
-    if hint is str:
-        return _check_str(where, meta, value)
-    if origin is tuple:
-        if not isinstance(value, list) or len(value) > MAX_ITEMS:
-            raise _bad(where, f"expected a list of at most {MAX_ITEMS} items")
-        return tuple(_check(f"{where}[]", args[0], {}, item) for item in value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _bad(where, "expected an object")
-        return value
-    if isinstance(value, dict) and dataclasses.is_dataclass(hint):
-        return _build(typing.cast(type[Any], hint), value, where)
-    raise _bad(where, "wrong type")
-
-
-def _check_int(where: str, meta: Mapping[str, Any], value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(where, "expected an integer")
-    lo, hi = meta.get("range", (-(2**53), 2**53))
-    if not lo <= value <= hi:
-        raise _bad(where, f"must be in {lo}..{hi}")
-    return value
-
-
-def _check_str(where: str, meta: Mapping[str, Any], value: object) -> str:
-    if not isinstance(value, str):
-        raise _bad(where, "expected a string")
-    max_len: int = meta.get("max_len", TEXT_MAX)
-    try:
-        too_long = len(value) > max_len or len(value.encode("utf-8")) > max_len
-    except UnicodeEncodeError:  # a lone surrogate escaped as \ud800
-        raise _bad(where, "not valid Unicode") from None
-    if too_long:
-        raise _bad(where, f"longer than {max_len} bytes")
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        raise _bad(where, f"must be one of {', '.join(choices)}")
-    return value
-
-
-def _to_json(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple | list):
-        return [_to_json(item) for item in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        raise ValueError("non-finite number in a message")
-    return obj
