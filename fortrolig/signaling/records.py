@@ -84,6 +84,10 @@ class RoomStore(Protocol):
 
     async def open_rooms_of(self, owner: str) -> list[RoomRecord]: ...
 
+    async def ended_among(self, room_ids: list[str]) -> set[str]:
+        """Which of ``room_ids`` have ended or are unknown (one query for a node's live rooms)."""
+        ...
+
     async def set_member(self, room_id: str, participant_id: str, state: str) -> None:
         """Record ``participant_id`` as ``admitted`` or ``denied`` (denied wins)."""
         ...
@@ -113,6 +117,9 @@ class MemoryRoomStore:
 
     async def open_rooms_of(self, owner: str) -> list[RoomRecord]:
         return [r for r in self.rooms.values() if r.owner == owner and not r.closed]
+
+    async def ended_among(self, room_ids: list[str]) -> set[str]:
+        return {r for r in room_ids if r not in self.rooms or self.rooms[r].closed}
 
     async def set_member(self, room_id: str, participant_id: str, state: str) -> None:
         states = self.member_states.setdefault(room_id, {})

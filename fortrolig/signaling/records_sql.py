@@ -462,6 +462,21 @@ class SqlRoomStore:
         )
         return [_room(r) for r in rows]
 
+    async def ended_among(self, room_ids: list[str]) -> set[str]:
+        still_open: set[str] = set()
+        for start in range(0, len(room_ids), _ID_BATCH):
+            batch = room_ids[start : start + _ID_BATCH]
+            sql = (
+                f"SELECT id FROM sig_rooms WHERE id IN ({', '.join('?' * len(batch))}) "
+                "AND closed_us IS NULL"
+            )
+
+            async def run(tx: Tx, sql: str = sql, batch: list[str] = batch) -> list[Row]:
+                return await tx.fetchall(sql, *batch)
+
+            still_open.update(str(r[0]) for r in await self._db.tx(run, write=False))
+        return set(room_ids) - still_open
+
     async def set_member(self, room_id: str, participant_id: str, state: str) -> None:
         if state not in (ADMITTED, DENIED):
             raise ValueError(f"unknown member state {state!r}")
@@ -491,6 +506,7 @@ class SqlRoomStore:
         )
 
 
+_ID_BATCH = 500  # ids per IN (...) list: well below SQLite's 32766 and PostgreSQL's 65535 limits
 _ROOM_COLS = "id, owner, max_participants, waiting_room, created_us, regions, closed_us"
 
 

@@ -201,6 +201,9 @@ class SignalingService:
         room = self.rooms.find(record.id)
         if room is None:
             members = await self.room_store.members(record.id)
+            # Another hello may have loaded it meanwhile: one live copy, or sessions split.
+            room = self.rooms.find(record.id)
+        if room is None:
             room = self.rooms.add(
                 Room(
                     record.id,
@@ -311,10 +314,9 @@ class SignalingService:
         lost = await self.cluster.beat(len(self.rooms), self.rooms.participant_count())
         for room_id in lost:
             await self.lose_room(room_id, "lease_lost")
-        for room in self.rooms.all():
-            record = await self.room_store.room(room.id)
-            if record is None or record.closed:
-                await self._end_live_copy(room.id, "room_ended")
+        live = [room.id for room in self.rooms.all()]
+        for room_id in await self.room_store.ended_among(live) if live else ():
+            await self._end_live_copy(room_id, "room_ended")
 
     def count_error(self, code: str) -> None:
         self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1

@@ -317,3 +317,44 @@ async def test_fortrolig_load_spreads_rooms_over_two_nodes_and_reports_per_node(
     assert all(n["rooms"] >= 1 and n["failed"] == 0 for n in nodes.values()), nodes
     assert sum(n["participants"] for n in nodes.values()) == 8
     assert "node " + n2.base_url in run.stdout  # the printed summary has a row per node
+
+
+async def test_ending_a_room_on_another_node_ends_it_where_it_is_served(
+    cluster: TestCluster,
+) -> None:
+    n1 = cluster.add("n1", "eu-north")
+    n2 = cluster.add("n2", "eu-west")
+    room = cluster.create_room(n1)  # served by n1 (its region)
+    a = Participant(n2.ws_url, cluster.join_token(n1, room, "practitioner"))
+    b = Participant(n1.ws_url, cluster.join_token(n1, room, "client"))
+    try:
+        for p in (a, b):
+            assert (await p.connect())["type"] == "welcome"
+            assert (await p.join())["type"] == "joined"
+        assert a.redirects == [n1.base_url]
+        status, body = _delete(n2, f"/api/v1/rooms/{room}", cluster.access_token())
+        assert status == 204, body
+        for p in (a, b):  # at n1's next heartbeat it sees the record ended
+            assert (await p.expect("bye", within=5))["reason"] == "room_ended"
+            assert (await p.expect("closed", within=5))["code"] == 1000
+        assert n1.metric("fortrolig_rooms") == 0
+        path = f"/api/v1/rooms/{room}/tokens"
+        status, body = n2.post(path, {"role": "client"}, cluster.access_token())
+        assert (status, body["error"]["code"]) == (404, "room_not_found")
+    finally:
+        await a.close()
+        await b.close()
+
+
+def _delete(node: Node, path: str, token: str) -> tuple[int, object]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        node.base_url + path, headers={"Authorization": f"Bearer {token}"}, method="DELETE"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")

@@ -215,6 +215,13 @@ async def test_room_records_and_members(db: Database) -> None:
     members = await rooms.members("room_1")
     assert members.admitted == {"p_1"} and members.denied == {"p_2"}
     assert [r.id for r in await rooms.open_rooms_of("prac_a")] == ["room_1"]
+    await rooms.add_room(RoomRecord("room_2", "prac_a", 2, False, NOW, ("eu-north",)))
+    many = ["room_1", "room_2", "room_gone", *(f"room_x{i}" for i in range(700))]
+    ended = await rooms.ended_among(many)  # more ids than one IN list takes
+    assert "room_1" not in ended and "room_2" not in ended and "room_gone" in ended
+    assert len(ended) == len(many) - 2
+    assert await rooms.close_room("room_2", NOW + 1) is True
+    assert await rooms.ended_among(["room_1", "room_2"]) == {"room_2"}
     assert await rooms.close_room("room_1", NOW + 5) is True
     assert await rooms.close_room("room_1", NOW + 6) is False
     closed = await rooms.room("room_1")
