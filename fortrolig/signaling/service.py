@@ -74,6 +74,9 @@ FATAL_CLOSE: Mapping[str, int] = {
 # Join latency (hello received → the participant's peer connected), in seconds.
 JOIN_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 
+ROOM_IDLE_S = 300.0
+"""A live room with nobody in it (or a lease without a live room) is given up after this."""
+
 # Fatal user errors after whose `error` a `bye` (with this reason) precedes the close.
 BYE_BEFORE_CLOSE: Mapping[str, str] = {"room_closed": "room_ended", "denied": "denied"}
 
@@ -121,6 +124,7 @@ class SignalingService:
         # records and the configured coordination (app/server.py).
         self.room_store: RoomStore = room_store or MemoryRoomStore()
         self.cluster = cluster or standalone_cluster(config, clock)
+        self._idle_since: dict[str, float] = {}  # room id -> monotonic time it became idle
         # Set by the composition root when subscriptions are enforced: raises (Forbidden,
         # code subscription_required) unless the practitioner may hold sessions.
         self.access_gate: Callable[[str], Awaitable[None]] | None = None
@@ -309,14 +313,33 @@ class SignalingService:
         await self.cluster.release(room_id)
 
     async def cluster_tick(self) -> None:
-        """One heartbeat: renew leases (ending the copies of lost rooms) and end rooms that
-        another node marked ended in the records."""
+        """One heartbeat: renew leases (ending the copies of lost rooms), end rooms that another
+        node marked ended in the records, and unload rooms idle for :data:`ROOM_IDLE_S`."""
         lost = await self.cluster.beat(len(self.rooms), self.rooms.participant_count())
         for room_id in lost:
             await self.lose_room(room_id, "lease_lost")
         live = [room.id for room in self.rooms.all()]
         for room_id in await self.room_store.ended_among(live) if live else ():
             await self._end_live_copy(room_id, "room_ended")
+        await self._unload_idle()
+
+    async def _unload_idle(self) -> None:
+        """Give up rooms nobody is in (and leases of rooms never loaded here, e.g. a hello whose
+        token was then refused) once idle for ROOM_IDLE_S: the room stays open in the records
+        and is placed again by its next hello, so memory and leases do not grow without end."""
+        now = self.clock.monotonic()
+        busy = {r.id for r in self.rooms.all() if r.participants or r.waiting}
+        held = set(self.cluster.held_rooms()) | {r.id for r in self.rooms.all()}
+        for room_id in list(self._idle_since):
+            if room_id in busy or room_id not in held:
+                del self._idle_since[room_id]
+        for room_id in held - busy:
+            since = self._idle_since.setdefault(room_id, now)
+            if now - since >= ROOM_IDLE_S:
+                del self._idle_since[room_id]
+                if self.rooms.forget(room_id) is not None:
+                    await self.media.close_room(room_id)
+                await self.cluster.release(room_id)
 
     def count_error(self, code: str) -> None:
         self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1

@@ -244,3 +244,28 @@ async def test_rooms_without_a_waiting_room_admit_clients_directly(world: World)
     client, out = await world.connect(Role.CLIENT)
     assert out.of(p.Joined) and not out.of(p.Waiting)
     assert world.media.touched(pid(client)) == ["open_peer"]
+
+
+async def test_an_empty_room_is_unloaded_after_a_while_and_placed_again_by_its_next_hello(
+    world: World,
+) -> None:
+    clock = world.service.clock
+    assert isinstance(clock, FakeClock)
+    doctor, _ = await world.connect(Role.PRACTITIONER)
+    client, _ = await world.connect(Role.CLIENT)
+    await doctor.handle(p.Admit(participant_id=pid(client)))
+    assert world.service.cluster.holds(world.room.id)
+    for session in (doctor, client):
+        await session.close("left")
+    for _ in range(30):  # heartbeats every 10 s keep the lease (20 s) for 5 minutes
+        await world.service.cluster_tick()
+        clock.advance(10)
+    assert world.service.rooms.find(world.room.id) is not None  # idle 290 s: not yet
+    clock.advance(10)
+    await world.service.cluster_tick()
+    assert world.service.rooms.find(world.room.id) is None
+    assert not world.service.cluster.holds(world.room.id)
+    assert ("close_room", world.room.id) in world.media.calls
+    # Still open in the records: the admitted client comes back without waiting.
+    _again, out = await world.connect(Role.PRACTITIONER)
+    assert out.of(p.Joined) and world.service.cluster.holds(world.room.id)
