@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -75,9 +76,13 @@ class Server:
 
     @property
     def ws_url(self) -> str:
+        if self.base_url.startswith("https://"):
+            return "wss://" + self.base_url.removeprefix("https://") + "/ws"
         return self.base_url.replace("http://", "ws://") + "/ws"
 
-    def session(self, max_participants: int | None = None) -> dict[str, Any]:
+    def session(
+        self, max_participants: int | None = None, force_relay: bool = False
+    ) -> dict[str, Any]:
         """`fortrolig session create --json` against this node."""
         cmd = [
             *FORTROLIG,
@@ -91,6 +96,8 @@ class Server:
         ]
         if max_participants is not None:
             cmd += ["--max-participants", str(max_participants)]
+        if force_relay:
+            cmd.append("--force-relay")
         out = subprocess.run(
             cmd,
             capture_output=True,
@@ -125,9 +132,18 @@ class Server:
 
 
 def start_server(
-    tmp: Path, extra_env: dict[str, str] | None = None, *, port: int | None = None
+    tmp: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    port: int | None = None,
+    ca_file: Path | None = None,
 ) -> Server:
+    """A node on 127.0.0.1; on https when ``extra_env`` names a TLS certificate, checked
+    against ``ca_file`` (which ``session()`` also trusts, through SSL_CERT_FILE)."""
     port = port or free_port()
+    tls = bool((extra_env or {}).get("FORTROLIG_SERVER__TLS_CERT_FILE"))
+    if ca_file is not None:
+        extra_env = {**(extra_env or {}), "SSL_CERT_FILE": str(ca_file)}
     data = tmp / "data"
     log_path = tmp / "server.log"
     env = {**os.environ, **(extra_env or {})}
@@ -149,11 +165,12 @@ def start_server(
             env=env,
             cwd=ROOT,
         )
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     deadline = time.monotonic() + 30
     while True:
         try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1):
+            with urllib.request.urlopen(base + "/healthz", timeout=1, context=context):
                 break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
