@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography import x509
 
@@ -153,6 +154,14 @@ async def test_forwarded_headers_count_only_from_a_trusted_proxy(tmp_path: Path)
         assert status == 200 and headers["Strict-Transport-Security"] == "max-age=31536000"
         status, headers = await _get(port, forwarded, "127.0.0.2")
         assert status == 200 and "Strict-Transport-Security" not in headers
+        # Signaling through the proxy: the WebSocket upgrade works on the rewritten request.
+        token = node.session()["practitioner_token"]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(node.ws_url, headers=forwarded) as ws,
+        ):
+            await ws.send_json({"type": "hello", "v": 1, "token": token})
+            assert (await ws.receive_json(timeout=5))["type"] == "welcome"
         await asyncio.sleep(0.2)  # the access log line is written after the response
     finally:
         stop_server(node)
