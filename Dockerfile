@@ -3,7 +3,13 @@
 # "Container image", documents ports, the volume, the environment and the health check.
 #
 #   docker build -t fortrolig .
-#   docker run --network=host -v fortrolig-data:/data fortrolig
+#   docker run --network=host -v fortrolig-data:/data \
+#       -e FORTROLIG_SERVER__PUBLIC_URL=https://consult.example.eu fortrolig
+#
+# The image listens on 0.0.0.0, so the node refuses to start on plain http until it is told
+# how clients reach it: FORTROLIG_SERVER__PUBLIC_URL=https://... (TLS at a reverse proxy), or
+# FORTROLIG_SERVER__TLS_CERT_FILE/_KEY_FILE (the node serves HTTPS itself), or, for a lab
+# only, FORTROLIG_SERVER__ALLOW_INSECURE_HTTP=true.
 #
 # Media needs host networking (or a host with the node's own address): ICE host candidates
 # are bound to the addresses in FORTROLIG_MEDIA__ICE_HOST_ADDRESSES on ephemeral UDP ports.
@@ -54,7 +60,8 @@ COPY --from=build /opt/fortrolig /opt/fortrolig
 # Configuration: FORTROLIG_<SECTION>__<KEY> (see docs/operations.md), or a TOML file named by
 # FORTROLIG_CONFIG. Secrets are files mounted read-only (e.g. /run/secrets/...), mode 0600,
 # owned by uid 10001. Links and ICE host addresses must be set for a real deployment:
-# FORTROLIG_SERVER__PUBLIC_URL and FORTROLIG_MEDIA__ICE_HOST_ADDRESSES.
+# FORTROLIG_SERVER__PUBLIC_URL (https; required by the 0.0.0.0 listener, see above) and
+# FORTROLIG_MEDIA__ICE_HOST_ADDRESSES.
 ENV PATH=/opt/fortrolig/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -78,20 +79,29 @@ class Server:
 
     @property
     def ws_url(self) -> str:
+        if self.base_url.startswith("https://"):
+            return "wss://" + self.base_url.removeprefix("https://") + "/ws"
         return self.base_url.replace("http://", "ws://") + "/ws"
 
-    def session(self, max_participants: int | None = None) -> dict[str, Any]:
+    def session(
+        self, max_participants: int | None = None, force_relay: bool = False
+    ) -> dict[str, Any]:
         """A room with a practitioner and a client link, as `fortrolig session create --json`
         prints it, made over the node's HTTP API (the CLI costs a Python start per call; it is
         used where it does more: giving the dev practitioner a subscription when billing is
         enforced)."""
-        if self.env.get("FORTROLIG_BILLING__ENFORCE", "").lower() in ("1", "true", "yes", "on"):
-            return self.session_by_cli(max_participants)
+        enforced = self.env.get("FORTROLIG_BILLING__ENFORCE", "").lower() in ("1", "true", "on")
+        if enforced or self.base_url.startswith("https://"):  # the CLI knows the test CA there
+            return self.session_by_cli(max_participants, force_relay)
         key, _ = load_or_create_signing_keys(self.data_dir)
         access = TokenIssuer(key, "fortrolig", SystemClock()).issue(
             TokenKind.ACCESS, "dev-practitioner", Role.PRACTITIONER, ttl_s=900
         )
-        body = {} if max_participants is None else {"max_participants": max_participants}
+        body: dict[str, Any] = {}
+        if max_participants is not None:
+            body["max_participants"] = max_participants
+        if force_relay:
+            body["force_relay"] = True
         room = self._post("/api/v1/rooms", body, access)
         links = {
             role: self._post(f"/api/v1/rooms/{room['room_id']}/tokens", {"role": role}, access)
@@ -118,7 +128,9 @@ class Server:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return dict(json.loads(resp.read()))
 
-    def session_by_cli(self, max_participants: int | None = None) -> dict[str, Any]:
+    def session_by_cli(
+        self, max_participants: int | None = None, force_relay: bool = False
+    ) -> dict[str, Any]:
         """`fortrolig session create --json` against this node."""
         cmd = [
             *FORTROLIG,
@@ -132,6 +144,8 @@ class Server:
         ]
         if max_participants is not None:
             cmd += ["--max-participants", str(max_participants)]
+        if force_relay:
+            cmd.append("--force-relay")
         out = subprocess.run(
             cmd,
             capture_output=True,
@@ -166,9 +180,18 @@ class Server:
 
 
 def start_server(
-    tmp: Path, extra_env: dict[str, str] | None = None, *, port: int | None = None
+    tmp: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    port: int | None = None,
+    ca_file: Path | None = None,
 ) -> Server:
+    """A node on 127.0.0.1; on https when ``extra_env`` names a TLS certificate, checked
+    against ``ca_file`` (which ``session()`` also trusts, through SSL_CERT_FILE)."""
     port = port or free_port()
+    tls = bool((extra_env or {}).get("FORTROLIG_SERVER__TLS_CERT_FILE"))
+    if ca_file is not None:
+        extra_env = {**(extra_env or {}), "SSL_CERT_FILE": str(ca_file)}
     data = tmp / "data"
     log_path = tmp / "server.log"
     env = {**os.environ, **(extra_env or {})}
@@ -190,11 +213,12 @@ def start_server(
             env=env,
             cwd=ROOT,
         )
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     deadline = time.monotonic() + 30
     while True:
         try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1):
+            with urllib.request.urlopen(base + "/healthz", timeout=1, context=context):
                 break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -41,8 +41,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def peer_address(request: web.Request) -> str | None:
-    """The connection's peer address. Behind a reverse proxy, pass a lookup that trusts the
-    proxy's ``X-Forwarded-For`` instead, or every client shares the proxy's throttle key."""
+    """The client's address: the connection's peer, or behind a reverse proxy listed in
+    ``server.trusted_proxies`` the client its ``X-Forwarded-For`` names (app/edge.py has
+    already rewritten ``request.remote``), so clients do not share the proxy's throttle key."""
     return request.remote
 
 

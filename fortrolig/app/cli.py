@@ -27,7 +27,8 @@ from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 from .cli_accounts import add_parsers as add_account_parsers
 from .cli_accounts import ensure_dev_subscription
 from .cli_nodes import add_parsers as add_node_parsers
-from .server import build_app, public_url
+from .edge import CLIENT_ADDRESS
+from .server import TLS_KEY, build_app, public_url
 
 DEV_PRACTITIONER = "dev-practitioner"
 
@@ -51,12 +52,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
     """Access log lines without query strings: callbacks carry one-time codes and states, and
-    a health-data service logs no more than it needs."""
+    a health-data service logs no more than it needs. The address is the client's as a
+    trusted proxy named it (``server.trusted_proxies``), else the connection's peer."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info(
             '%s "%s %s" %d %.3fs',
-            request.remote,
+            request.get(CLIENT_ADDRESS, request.remote),
             request.method,
             request.path,
             response.status,
@@ -72,13 +74,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     app = build_app(config)
+    tls = app[TLS_KEY]
     print(
-        f"fortrolig serving on {public_url(config)} (data dir {config.server.data_dir})", flush=True
+        f"fortrolig serving on {public_url(config)} (data dir {config.server.data_dir}"
+        f"{', TLS ' + str(config.server.tls_cert_file) if tls else ''})",
+        flush=True,
     )
     web.run_app(
         app,
         host=config.server.host,
         port=config.server.port,
+        ssl_context=tls.context if tls else None,
         print=None,
         access_log_class=PathOnlyAccessLogger,
     )
@@ -86,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _create_session(
-    config: Config, base_url: str, max_participants: int | None
+    config: Config, base_url: str, max_participants: int | None, force_relay: bool = False
 ) -> dict[str, Any]:
     signing_key, _ = load_or_create_signing_keys(config.server.data_dir)
     await ensure_dev_subscription(config, DEV_PRACTITIONER)
@@ -96,7 +102,11 @@ async def _create_session(
     )
     headers = {"Authorization": f"Bearer {access}"}
     async with ClientSession(headers=headers) as http:
-        body = {} if max_participants is None else {"max_participants": max_participants}
+        body: dict[str, Any] = {}
+        if max_participants is not None:
+            body["max_participants"] = max_participants
+        if force_relay:
+            body["force_relay"] = True
         async with http.post(f"{base_url}/api/v1/rooms", json=body) as resp:
             room = await _checked(resp)
         urls = {}
@@ -137,6 +147,8 @@ async def _create_consultation(
             body[key] = value
     if args.send_invite:
         body["send_invite"] = True
+    if args.force_relay:
+        body["force_relay"] = True
     async with ClientSession(headers={"Authorization": f"Bearer {access}"}) as http:
         async with http.post(f"{base_url}/api/v1/consultations", json=body) as resp:
             consultation = await _checked(resp)
@@ -180,7 +192,7 @@ def cmd_session_create(args: argparse.Namespace) -> int:
     if args.verification == "none":
         if args.client_email or args.client_name or args.send_invite:
             raise RuntimeError("--client-email/--client-name/--send-invite need --verification")
-        result = asyncio.run(_create_session(config, base, args.max_participants))
+        result = asyncio.run(_create_session(config, base, args.max_participants, args.force_relay))
     else:
         result = asyncio.run(_create_consultation(config, base, args))
     if args.json:
@@ -272,6 +284,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--client-email", help="where the e-mail code (and invite) goes")
     create.add_argument("--client-name")
     create.add_argument("--send-invite", action="store_true", help="e-mail the invite link")
+    create.add_argument(
+        "--force-relay", action="store_true", help="media through TURN only (needs TURN)"
+    )
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(func=cmd_session_create)
 

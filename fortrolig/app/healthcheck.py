@@ -3,11 +3,16 @@
 The container image's HEALTHCHECK. It reads the same configuration as ``fortrolig serve``
 (``FORTROLIG_CONFIG`` and ``FORTROLIG_*`` variables) to find the port, so it needs no curl and
 follows a changed port. Standard library only: it runs every 30 s and must start fast.
+
+A node that serves TLS itself is probed over https without checking its certificate: the probe
+talks to its own node on loopback, where the certificate's names (the public host) never match,
+and it asks only whether the node answers.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import urllib.request
 from collections.abc import Mapping
@@ -24,7 +29,15 @@ def healthz_url(env: Mapping[str, str]) -> str:
     host = _WILDCARDS.get(server.host, server.host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{server.port}/healthz"
+    return f"{'https' if server.tls else 'http'}://{host}:{server.port}/healthz"
+
+
+def _loopback_tls_context() -> ssl.SSLContext:
+    """TLS without certificate checks, for the probe of this node only (see module doc)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def main(env: Mapping[str, str] | None = None, timeout_s: float = 4.0) -> int:
@@ -35,7 +48,8 @@ def main(env: Mapping[str, str] | None = None, timeout_s: float = 4.0) -> int:
         print(f"healthcheck: configuration error: {exc}", file=sys.stderr)
         return 1
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        tls = _loopback_tls_context() if url.startswith("https:") else None
+        with urllib.request.urlopen(url, timeout=timeout_s, context=tls) as resp:
             ok = resp.status == 200
     except OSError as exc:  # URLError and HTTPError (a 5xx) are OSErrors
         print(f"healthcheck: {url}: {exc}", file=sys.stderr)

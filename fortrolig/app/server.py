@@ -22,6 +22,7 @@ from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, read_private_file, read_secret_file
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.core.metrics import CONTENT_TYPE, Metrics, Sample
+from fortrolig.core.tls import ReloadingTls
 from fortrolig.journal.factory import open_journal, retention_loop
 from fortrolig.journal.http import journal_routes
 from fortrolig.journal.service import JournalService
@@ -54,6 +55,7 @@ from .cluster_ctx import (
     node_id_for,
     records_ctx,
 )
+from .edge import edge_middleware, hsts_on_prepare, server_tls, tls_reload_ctx
 from .gate import gate_ctx, gate_middleware, gate_routes
 
 log = logging.getLogger(__name__)
@@ -76,13 +78,12 @@ CLUSTER_KEY = web.AppKey("cluster", Cluster)
 RECORDS_FILE = "records.db"
 RECORDS_KEYRING = Path("keys") / "records-keyring.json"
 INVITES_KEY = web.AppKey("invites", InviteService)
+TLS_KEY: web.AppKey[ReloadingTls | None] = web.AppKey("tls")
 
 
 def public_url(config: Config) -> str:
-    """The base URL links are built on."""
-    return (config.server.public_url or f"http://{config.server.host}:{config.server.port}").rstrip(
-        "/"
-    )
+    """The base URL links are built on (``server.public_url``, else this node's own)."""
+    return config.server.base_url
 
 
 def media_settings(config: Config) -> MediaSettings:
@@ -170,10 +171,20 @@ def build_app(config: Config) -> web.Application:
     )
     metrics = Metrics({"region": config.server.region, "node": node.node_id})
 
-    app = web.Application(
-        middlewares=[error_middleware, auth_middleware(service), gate_middleware(config)],  # type: ignore[list-item]
-        client_max_size=64 * 1024,
-    )
+    # The edge middleware comes first: every later one (and the handlers, the access log) sees
+    # the client's address and scheme as a trusted proxy gave them.
+    middlewares = [
+        edge_middleware(config.server),
+        error_middleware,
+        auth_middleware(service),
+        gate_middleware(config),
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
+    app.on_response_prepare.append(hsts_on_prepare(config.server.hsts_max_age_s))
+    tls = server_tls(config.server)
+    app[TLS_KEY] = tls
+    if tls is not None:
+        app.cleanup_ctx.append(tls_reload_ctx(tls, config.server.tls_reload_interval_s))
     app[CONFIG_KEY] = config
     app[MEDIA_KEY] = sfu
     app[SIGNALING_KEY] = service

@@ -22,6 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from fortrolig.core.config_cluster import CoordinationConfig, RecordsConfig
+from fortrolig.core.config_net import (
+    check_tls_files,
+    check_transport_security,
+    check_turn_url,
+    is_loopback_name,
+    parse_networks,
+)
 from fortrolig.core.config_rules import REGION_PREFIXES, fail, is_eu_region, require
 from fortrolig.core.errors import ConfigError
 
@@ -33,7 +40,7 @@ CONFIG_PATH_ENV = "FORTROLIG_CONFIG"
 
 MIN_SECRET_BYTES = 32
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
-_URL_SCHEMES = {"stun_urls": ("stun:", "stuns:"), "turn_urls": ("turn:", "turns:")}
+_STUN_SCHEMES = ("stun:", "stuns:")
 
 
 _fail = fail
@@ -42,7 +49,12 @@ _require = require
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Where the node listens, what it stores, and its region tag."""
+    """Where the node listens, what it stores, its region tag, and how it meets the web.
+
+    With ``tls_cert_file`` and ``tls_key_file`` the node serves HTTPS/WSS itself (the files are
+    re-read when they change); behind a reverse proxy, ``trusted_proxies`` lists the proxies'
+    addresses or CIDR blocks whose ``X-Forwarded-For``/``-Proto`` headers count.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8750
@@ -50,6 +62,12 @@ class ServerConfig:
     public_url: str = ""
     region: str = "eu-north"
     log_level: str = "info"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_reload_interval_s: float = 5.0
+    trusted_proxies: tuple[str, ...] = ()
+    hsts_max_age_s: int = 31_536_000
+    allow_insecure_http: bool = False
 
     def __post_init__(self) -> None:
         _require(bool(self.host), "server.host", "must not be empty")
@@ -65,14 +83,28 @@ class ServerConfig:
             f"{self.region!r} is not an EU/EEA region (allowed prefixes: {REGION_PREFIXES})",
         )
         _require(self.log_level in LOG_LEVELS, "server.log_level", f"one of {sorted(LOG_LEVELS)}")
+        check_tls_files(self.tls_cert_file, self.tls_key_file)
+        _require(
+            0.5 <= self.tls_reload_interval_s <= 3600,
+            "server.tls_reload_interval_s",
+            "must be in 0.5..3600",
+        )
+        parse_networks(self.trusted_proxies, "server.trusted_proxies")
+        _require(0 <= self.hsts_max_age_s <= 63_072_000, "server.hsts_max_age_s", "0..63072000")
+        check_transport_security(self.base_url, self.host, self.allow_insecure_http)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the node serves HTTPS/WSS itself."""
+        return self.tls_cert_file is not None
 
     @property
     def base_url(self) -> str:
-        """The public URL without a trailing slash; ``http://{host}:{port}`` when unset."""
+        """The public URL without a trailing slash; ``http(s)://{host}:{port}`` when unset."""
         if self.public_url:
             return self.public_url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +197,10 @@ class MediaConfig:
         _require(bool(self.ice_host_addresses), "media.ice_host_addresses", "must not be empty")
         for address in self.ice_host_addresses:
             _require(_is_ip(address), "media.ice_host_addresses", f"{address!r} is not an IP")
-        for name, schemes in _URL_SCHEMES.items():
-            for url in getattr(self, name):
-                _require(url.startswith(schemes), f"media.{name}", f"{url!r} must start {schemes}")
+        for url in self.stun_urls:
+            _require(url.startswith(_STUN_SCHEMES), "media.stun_urls", f"{url!r} must start stun:")
+        for url in self.turn_urls:
+            check_turn_url(url)
         _require(
             not self.turn_urls or self.turn_secret_file is not None,
             "media.turn_secret_file",
@@ -305,7 +338,6 @@ class InvitesConfig:
 
 
 _EMAIL_RE = re.compile(r"^[^@\s<>\x00-\x1f\x7f]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
-_LOOPBACK_HOSTS = frozenset({"localhost", "localhost.localdomain"})
 
 
 def is_email_address(text: str) -> bool:
@@ -315,12 +347,7 @@ def is_email_address(text: str) -> bool:
 
 def is_loopback_host(host: str) -> bool:
     """``localhost`` or a loopback IP address."""
-    if host.lower() in _LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_name(host)
 
 
 @dataclass(frozen=True, slots=True)

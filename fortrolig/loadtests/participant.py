@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,8 @@ class Participant:
     # one public URL reaches a live node; on loopback the tests name the nodes).
     doors: list[str] = field(default_factory=list)
     heartbeat_s: float = 2.0
+    # wss:// against a node whose CA is not in the system store (tests, a staging CA).
+    ssl_context: ssl.SSLContext | None = None
     auto_resume: bool = False  # reconnect by itself when the connection is lost (a browser does)
     resumes: int = 0
     resume_failures: int = 0
@@ -111,6 +114,7 @@ class Participant:
             autoping=True,
             heartbeat=self.heartbeat_s,
             timeout=aiohttp.ClientWSTimeout(ws_close=1.0),
+            ssl=self.ssl_context if self.ssl_context is not None else True,
         )
         self._inbox = asyncio.Queue()
         self.close_code = None  # of this connection (a redirect closed the previous one)

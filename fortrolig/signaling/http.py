@@ -25,7 +25,7 @@ from fortrolig.core.principal import Principal
 
 from .auth import Role, TokenKind
 from .protocol import NAME_MAX
-from .records import RoomRecord, check_room_owner, parse_regions
+from .records import RoomRecord, check_room_owner, parse_force_relay, parse_regions
 from .service import SignalingService
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,7 @@ def _room_body(room: RoomRecord) -> dict[str, Any]:
         "max_participants": room.max_participants,
         "waiting_room": room.waiting_room,
         "regions": list(room.regions),
+        "force_relay": room.force_relay,
     }
 
 
@@ -175,7 +176,7 @@ def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef
     async def create_room(request: web.Request) -> web.Response:
         who = _principal(request)
         data = await _json_body(request)
-        unknown = set(data) - {"max_participants", "waiting_room", "regions"}
+        unknown = set(data) - {"max_participants", "waiting_room", "regions", "force_relay"}
         if unknown:
             raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
         waiting_room = data.get("waiting_room", False)
@@ -186,6 +187,7 @@ def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef
             _optional_int(data, "max_participants"),
             waiting_room,
             parse_regions(data.get("regions")),
+            parse_force_relay(data.get("force_relay")),
         )
         return web.json_response(_room_body(room), status=201)
 

@@ -87,13 +87,19 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
         who = principal(request)
         req = parse_consultation_request(await json_body(request))
         consultation, invite = await invites.create_consultation(who.subject, req)
-        body = {**_consultation_body(consultation), "invite": _invite_body(invite)}
+        body = {
+            **_consultation_body(consultation),
+            "force_relay": req.force_relay,
+            "invite": _invite_body(invite),
+        }
         return _json(body, status=201)
 
     async def show(request: web.Request) -> web.Response:
         who = principal(request)
         consultation = await invites.owned(who.subject, request.match_info["consultation_id"])
-        return _json(_consultation_body(consultation))
+        room = await invites.signaling.room_store.room(consultation.room_id)
+        force_relay = room is not None and room.force_relay
+        return _json({**_consultation_body(consultation), "force_relay": force_relay})
 
     async def reissue(request: web.Request) -> web.Response:
         who = principal(request)

@@ -47,7 +47,7 @@ from .auth import VerificationMode
 from .eid import EidClient, VerifiedIdentity
 from .mailer import Mailer, code_email, invite_email
 from .protocol import NAME_MAX
-from .records import RoomRecord, parse_regions
+from .records import RoomRecord, parse_force_relay, parse_regions
 from .service import SignalingService
 
 PHONE_RE = re.compile(r"^\+?[0-9][0-9 ()-]{3,31}$")
@@ -60,6 +60,7 @@ CONSULTATION_FIELDS = frozenset(
         "send_invite",
         "max_participants",
         "regions",
+        "force_relay",
     }
 )
 
@@ -202,6 +203,7 @@ class ConsultationRequest:
     send_invite: bool
     max_participants: int | None
     regions: tuple[str, ...] | None = None
+    force_relay: bool = False
 
 
 # --- storage ---------------------------------------------------------------------------------
@@ -381,7 +383,8 @@ def parse_consultation_request(data: Mapping[str, Any]) -> ConsultationRequest:
             code="anonymous_identity",
         )
     regions = parse_regions(data.get("regions"))
-    return ConsultationRequest(mode, name, email, phone, send, size, regions)
+    relay = parse_force_relay(data.get("force_relay"))
+    return ConsultationRequest(mode, name, email, phone, send, size, regions, relay)
 
 
 def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
@@ -472,6 +475,7 @@ class InviteService:
         if (req.send_invite or req.verification is VerificationMode.EMAIL_CODE) and not self.mailer:
             raise Conflict("e-mail is not configured on this node", code="email_not_configured")
         self.signaling.rooms.check_size(req.max_participants)
+        self.signaling.check_force_relay(req.force_relay)
         anonymous = req.verification is VerificationMode.ANONYMOUS
         secret, invite_url, expires_at = self._new_secret()
         sent = False
@@ -479,7 +483,11 @@ class InviteService:
             await self._send_invite(req.client_email, invite_url, expires_at)
             sent = True
         room = await self.signaling.create_room(
-            owner, req.max_participants, waiting_room=True, regions=req.regions
+            owner,
+            req.max_participants,
+            waiting_room=True,
+            regions=req.regions,
+            force_relay=req.force_relay,
         )
         consultation = Consultation(
             id=new_id("con"),

@@ -34,6 +34,7 @@ URL_MAX: Final = 2048
 MAX_ITEMS: Final = 64
 ROLES: Final = ("practitioner", "client")
 VERIFICATIONS: Final = ("email_code", "anonymous", "eid", "none")
+ICE_TRANSPORT_POLICIES: Final = ("all", "relay")  # RTCIceTransportPolicy
 VERIFIED_MAX: Final = 320  # an e-mail address (RFC 5321 path limit is 256; names are shorter)
 
 
@@ -198,6 +199,8 @@ class Welcome:
     room_id: str = _s(ID_MAX)
     role: str = _role()
     ice_servers: tuple[dict[str, Any], ...] = ()
+    # "relay": the room forces TURN; the page sets iceTransportPolicy to it.
+    ice_transport_policy: str = field(default="all", metadata={"choices": ICE_TRANSPORT_POLICIES})
     resume_token: str = _s(TOKEN_MAX, default="")
     limits: dict[str, Any] = field(default_factory=dict)
 

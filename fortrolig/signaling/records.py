@@ -22,7 +22,13 @@ DENIED = "denied"
 
 @dataclass(frozen=True, slots=True)
 class RoomRecord:
-    """A room as stored: ``closed_at`` is set once it ended (it never reopens)."""
+    """A room as stored: ``closed_at`` is set once it ended (it never reopens).
+
+    ``force_relay`` makes every participant's browser use TURN relay candidates only
+    (``iceTransportPolicy: "relay"``): no participant learns another's or the node's host
+    address from its own ICE candidates, and a client on a network that blocks UDP still gets
+    through (TURN over TLS on 443).
+    """
 
     id: str
     owner: str
@@ -31,6 +37,7 @@ class RoomRecord:
     created_at: float
     regions: tuple[str, ...]
     closed_at: float | None = None
+    force_relay: bool = False
 
     @property
     def closed(self) -> bool:
@@ -61,6 +68,15 @@ def parse_regions(value: object) -> tuple[str, ...] | None:
             code="bad_region",
         )
     return tuple(dict.fromkeys(value))
+
+
+def parse_force_relay(value: object) -> bool:
+    """A request's ``force_relay`` (absent: False); anything but a boolean is ``bad_field``."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest("force_relay must be a boolean", code="bad_field")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,13 +60,19 @@ _SCHEMA = (
         room_id TEXT NOT NULL, participant_id TEXT NOT NULL, state TEXT NOT NULL,
         PRIMARY KEY (room_id, participant_id))""",
 )
+# Step 2: a room may force TURN relay for its participants (issue 13). Existing rooms keep
+# the default (off), as they were created without it.
+_SCHEMA_2 = ("ALTER TABLE sig_rooms ADD COLUMN force_relay INTEGER NOT NULL DEFAULT 0",)
 KEEP_CLOSED_US = 3600 * 1_000_000
 """Finished invites and challenges stay an hour after they close (a clear "expired" error)."""
 
 
 def migrations(db: Database) -> list[Migration]:
     """The signaling component's schema steps for ``db``'s dialect."""
-    return [Migration(1, tuple(ddl(s, db.dialect) for s in _SCHEMA))]
+    return [
+        Migration(1, tuple(ddl(s, db.dialect) for s in _SCHEMA)),
+        Migration(2, tuple(ddl(s, db.dialect) for s in _SCHEMA_2)),
+    ]
 
 
 async def open_records(db: Database) -> None:
@@ -423,7 +429,7 @@ class SqlRoomStore:
         await self._db.tx(
             lambda tx: tx.execute(
                 "INSERT INTO sig_rooms (id, owner, max_participants, waiting_room, created_us, "
-                "regions, closed_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "regions, closed_us, force_relay) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 room.id,
                 room.owner,
                 room.max_participants,
@@ -431,6 +437,7 @@ class SqlRoomStore:
                 to_us(room.created_at),
                 ",".join(room.regions),
                 None if room.closed_at is None else to_us(room.closed_at),
+                int(room.force_relay),
             )
         )
 
@@ -507,7 +514,9 @@ class SqlRoomStore:
 
 
 _ID_BATCH = 500  # ids per IN (...) list: well below SQLite's 32766 and PostgreSQL's 65535 limits
-_ROOM_COLS = "id, owner, max_participants, waiting_room, created_us, regions, closed_us"
+_ROOM_COLS = (
+    "id, owner, max_participants, waiting_room, created_us, regions, closed_us, force_relay"
+)
 
 
 def _room(row: Row) -> RoomRecord:
@@ -519,4 +528,5 @@ def _room(row: Row) -> RoomRecord:
         created_at=row[4] / 1_000_000,
         regions=tuple(r for r in str(row[5]).split(",") if r),
         closed_at=_s(row[6]),
+        force_relay=bool(row[7]),
     )

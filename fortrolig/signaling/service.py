@@ -137,6 +137,23 @@ class SignalingService:
         self.messages_by_type: dict[str, int] = {}
         self.join_latency = Histogram(JOIN_LATENCY_BUCKETS)
 
+    @property
+    def offers_turn(self) -> bool:
+        """Whether ``welcome`` carries TURN servers (URLs configured and the secret read)."""
+        return bool(self.config.media.turn_urls) and self.turn_secret is not None
+
+    def check_force_relay(self, force_relay: bool) -> None:
+        """Refuse ``force_relay`` (``turn_not_configured``) on a node without TURN.
+
+        A relay-only browser without a TURN server gathers no candidate at all: refusing now
+        beats handing out a room nobody can connect to.
+        """
+        if force_relay and not self.offers_turn:
+            raise Conflict(
+                "force_relay needs TURN (media.turn_urls and media.turn_secret_file)",
+                code="turn_not_configured",
+            )
+
     def ice_servers(self, participant_id: str) -> list[dict[str, Any]]:
         """STUN as configured and TURN with credentials minted for this participant."""
         media = self.config.media
@@ -178,17 +195,27 @@ class SignalingService:
         max_participants: int | None,
         waiting_room: bool = False,
         regions: tuple[str, ...] | None = None,
+        force_relay: bool = False,
     ) -> RoomRecord:
         """A new room record for ``owner`` (placed on a node at its first ``hello``); with
-        ``waiting_room`` on, clients wait to be let in. ``no_node_in_region`` when no live node
-        of its regions (default: ``coordination.default_regions`` or this node's) takes rooms."""
+        ``waiting_room`` on, clients wait to be let in; with ``force_relay`` every browser uses
+        TURN relay candidates only (``turn_not_configured`` when this node hands out no TURN).
+        ``no_node_in_region`` when no live node of its regions (default:
+        ``coordination.default_regions`` or this node's) takes rooms."""
         size = self.rooms.check_size(max_participants)
+        self.check_force_relay(force_relay)
         allowed = (
             regions or self.config.coordination.default_regions or (self.config.server.region,)
         )
         await self.cluster.check_placeable(allowed)
         record = RoomRecord(
-            new_id("room"), owner, size, waiting_room, self.clock.now(), tuple(allowed)
+            new_id("room"),
+            owner,
+            size,
+            waiting_room,
+            self.clock.now(),
+            tuple(allowed),
+            force_relay=force_relay,
         )
         await self.room_store.add_room(record)
         return record
@@ -478,6 +505,7 @@ class Session:
                 room_id=room.id,
                 role=claims.role.value,
                 ice_servers=tuple(self.service.ice_servers(participant_id)),
+                ice_transport_policy="relay" if record.force_relay else "all",
                 resume_token=self._resume_token(),
                 limits={
                     "max_message_bytes": self.service.config.signaling.max_message_bytes,

@@ -55,6 +55,7 @@ class RoomPage:
     from_server: list[str] = field(default_factory=list)
     to_server: list[str] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
+    ws_urls: list[str] = field(default_factory=list)  # every signaling WebSocket it opened
 
     async def state(self) -> str:
         return str(await self.page.evaluate("window.fortrolig.state"))
@@ -155,6 +156,7 @@ class Browsers:
         page.on("console", lambda m: room.console.append(f"{m.type}: {m.text}"))
 
         async def route(ws: Any) -> None:
+            room.ws_urls.append(str(ws.url))
             server = ws.connect_to_server()
 
             def from_page(message: str | bytes) -> None:

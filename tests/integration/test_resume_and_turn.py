@@ -10,12 +10,15 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
 from tests.conftest import Server, start_server, stop_server
+from tests.integration.test_rooms_api import Api, load_server_key
 
 TURN_SECRET = b"0123456789abcdef0123456789abcdef-turn"
 
@@ -55,6 +58,7 @@ async def test_welcome_carries_ephemeral_turn_credentials(node: Server) -> None:
         welcome = await a.connect()
     finally:
         await a.close()
+    assert welcome["ice_transport_policy"] == "all"  # relay only where the room forces it
     (turn,) = welcome["ice_servers"]
     assert turn["urls"] == ["turn:turn.example.eu:3478?transport=udp"]
     expiry, user = turn["username"].split(":")
@@ -161,3 +165,39 @@ def test_world_readable_turn_secret_is_refused_at_start(tmp_path: Path) -> None:
                 "FORTROLIG_MEDIA__TURN_SECRET_FILE": str(secret),
             },
         )
+
+
+async def test_a_force_relay_room_tells_its_participants_to_relay(node: Server) -> None:
+    async with aiohttp.ClientSession() as http:
+        api = Api(node, http, load_server_key(node))
+        status, room = await api.call("POST", "/api/v1/rooms", {"force_relay": True})
+        assert status == 201 and room["force_relay"] is True, room
+        status, shown = await api.call("GET", f"/api/v1/rooms/{room['room_id']}")
+        assert status == 200 and shown["force_relay"] is True
+        token = await api.join_token(room["room_id"], "client")
+    welcome = await _welcome_of(node, token)
+    assert welcome["ice_transport_policy"] == "relay"
+    (turn,) = welcome["ice_servers"]
+    assert turn["urls"] == ["turn:turn.example.eu:3478?transport=udp"] and turn["credential"]
+
+
+async def test_a_force_relay_consultation_is_stored_with_its_room(node: Server) -> None:
+    async with aiohttp.ClientSession() as http:
+        api = Api(node, http, load_server_key(node))
+        body = {"verification": "anonymous", "force_relay": True}
+        status, made = await api.call("POST", "/api/v1/consultations", body)
+        assert status == 201 and made["force_relay"] is True, made
+        status, shown = await api.call("GET", f"/api/v1/consultations/{made['consultation_id']}")
+        assert status == 200 and shown["force_relay"] is True
+        status, room = await api.call("GET", f"/api/v1/rooms/{made['room_id']}")
+        assert status == 200 and room["force_relay"] is True and room["waiting_room"] is True
+        token = await api.join_token(made["room_id"], "practitioner")
+    assert (await _welcome_of(node, token))["ice_transport_policy"] == "relay"
+
+
+async def _welcome_of(node: Server, token: str) -> dict[str, Any]:
+    a = Participant(node.ws_url, token)
+    try:
+        return await a.connect()
+    finally:
+        await a.close()

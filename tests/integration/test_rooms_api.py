@@ -321,7 +321,7 @@ async def test_create_room_with_bad_size_is_400_bad_room_size(
 async def test_create_room_at_the_size_bounds_is_201(api: Api, size: int) -> None:
     status, body = await api.call("POST", "/api/v1/rooms", {"max_participants": size})
     assert status == 201
-    assert set(body) == {"room_id", "max_participants", "waiting_room", "regions"}
+    assert set(body) == {"room_id", "max_participants", "waiting_room", "regions", "force_relay"}
     assert body["max_participants"] == size
     assert body["regions"] == ["eu-north"]  # the node's region unless the request names others
 
@@ -333,8 +333,15 @@ async def test_create_room_without_body_uses_the_default_size(api: Api) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"max_participants": "3"}, {"max_participants": 3.0}, {"max_participants": True}, {"x": 1}],
-    ids=["string", "float", "bool", "unknown_field"],
+    [
+        {"max_participants": "3"},
+        {"max_participants": 3.0},
+        {"max_participants": True},
+        {"x": 1},
+        {"force_relay": "yes"},
+        {"force_relay": 1},
+    ],
+    ids=["string", "float", "bool", "unknown_field", "force_relay_string", "force_relay_int"],
 )
 async def test_create_room_with_bad_field_is_400_bad_field(api: Api, body: dict[str, Any]) -> None:
     rooms = api.rooms_open()
@@ -558,3 +565,23 @@ async def test_a_room_no_live_node_may_serve_is_refused_with_503(api: Api) -> No
     assert_error(status, body, 503, "no_node_in_region")
     status, body = await api.call("POST", "/api/v1/rooms", {"regions": ["eu-west", "eu-north"]})
     assert status == 201 and body["regions"] == ["eu-west", "eu-north"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/rooms", {"force_relay": True}),
+        ("/api/v1/consultations", {"verification": "anonymous", "force_relay": True}),
+    ],
+    ids=["room", "consultation"],
+)
+async def test_force_relay_on_a_node_without_turn_is_409_turn_not_configured(
+    api: Api, path: str, body: dict[str, Any]
+) -> None:
+    # A relay-only browser without a TURN server would gather no candidate at all.
+    rooms = api.rooms_open()
+    status, data = await api.call("POST", path, body)
+    assert_error(status, data, 409, "turn_not_configured")
+    assert api.rooms_open() == rooms
+    status, data = await api.call("POST", "/api/v1/rooms", {"force_relay": False})
+    assert status == 201 and data["force_relay"] is False

@@ -51,6 +51,7 @@ def test_layers_in_order(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         '[server]\nport = 9000\nhost = "0.0.0.0"\nregion = "eu-west"\n'
+        'public_url = "https://consult.example.eu"\n'
         "[signaling]\nheartbeat_s = 5\n",
     )
     env = {"FORTROLIG_SERVER__PORT": "9100", "FORTROLIG_SERVER__REGION": "eea-north"}

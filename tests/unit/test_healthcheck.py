@@ -12,10 +12,14 @@ from fortrolig.app.healthcheck import healthz_url, main
 
 
 def test_probes_loopback_for_a_wildcard_listen_address() -> None:
-    env = {"FORTROLIG_SERVER__HOST": "0.0.0.0", "FORTROLIG_SERVER__PORT": "9000"}
+    public = {"FORTROLIG_SERVER__PUBLIC_URL": "https://consult.example.eu"}
+    env = {**public, "FORTROLIG_SERVER__HOST": "0.0.0.0", "FORTROLIG_SERVER__PORT": "9000"}
     assert healthz_url(env) == "http://127.0.0.1:9000/healthz"
-    assert healthz_url({"FORTROLIG_SERVER__HOST": "::"}) == "http://[::1]:8750/healthz"
-    assert healthz_url({"FORTROLIG_SERVER__HOST": "10.0.0.5"}) == "http://10.0.0.5:8750/healthz"
+    assert healthz_url({**public, "FORTROLIG_SERVER__HOST": "::"}) == "http://[::1]:8750/healthz"
+    assert (
+        healthz_url({**public, "FORTROLIG_SERVER__HOST": "10.0.0.5"})
+        == "http://10.0.0.5:8750/healthz"
+    )
 
 
 class _Healthz(BaseHTTPRequestHandler):

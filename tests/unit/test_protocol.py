@@ -57,6 +57,7 @@ SERVER_SAMPLES: dict[str, dict[str, Any]] = {
                 "credential": "c2VjcmV0",
             },
         ],
+        "ice_transport_policy": "relay",
         "resume_token": "eyJ0.e30.sig",
         "limits": {"max_message_bytes": 65536, "chat_max_bytes": 4096, "heartbeat_s": 20.0},
     },

@@ -24,6 +24,7 @@ from fortrolig.signaling.records_sql import (
     SqlJtiStore,
     SqlPendingStore,
     SqlRoomStore,
+    migrations,
     open_records,
 )
 from fortrolig.storage import Database, SchemaTooNew, open_database
@@ -229,6 +230,32 @@ async def test_room_records_and_members(db: Database) -> None:
     assert await rooms.open_rooms_of("prac_a") == []
 
 
+async def test_force_relay_is_stored_and_step_2_keeps_older_rooms_relay_free(
+    url: str, tmp_path: Path
+) -> None:
+    # A database left at step 1 by the previous release, with a room in it.
+    old = open_database(url, tmp_path / "unused.db")
+    await old.open()
+    await old.migrate("signaling", migrations(old)[:1])
+    await old.tx(
+        lambda tx: tx.execute(
+            "INSERT INTO sig_rooms (id, owner, max_participants, waiting_room, created_us, "
+            "regions) VALUES ('room_old', 'prac_a', 2, 0, 1, 'eu-north')"
+        )
+    )
+    await old.close()
+    db = await opened(url, tmp_path)  # this release: step 2
+    try:
+        rooms = SqlRoomStore(db)
+        before = await rooms.room("room_old")
+        assert before is not None and before.force_relay is False
+        relayed = RoomRecord("room_r", "prac_a", 2, True, NOW, ("eu-north",), force_relay=True)
+        await rooms.add_room(relayed)
+        assert await rooms.room("room_r") == relayed
+    finally:
+        await db.close()
+
+
 async def test_a_schema_newer_than_the_code_refuses_to_start(db: Database) -> None:
     await db.tx(
         lambda tx: tx.execute(
@@ -259,7 +286,7 @@ async def test_two_nodes_migrating_one_postgresql_at_once(
                 "SELECT version FROM schema_migrations WHERE component = 'signaling'"
             )
         )
-        assert row is not None and row[0] == 1
+        assert row is not None and row[0] == 2
     finally:
         for d in dbs:
             await d.close()

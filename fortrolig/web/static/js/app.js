@@ -627,6 +627,9 @@ Object.defineProperty(window, "fortrolig", {
     get role() {
       return ui.role;
     },
+    get iceTransportPolicy() {
+      return ui.call?.iceTransportPolicy ?? null;
+    },
     states: () => [...ui.stateLog],
     participants: () => [...(ui.call?.participants.values() ?? [])].map((p) => ({ ...p })),
     waiting: () => ui.waiting.map((c) => ({ ...c })),

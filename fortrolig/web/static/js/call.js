@@ -45,6 +45,7 @@ export class Call {
     this.roomId = null;
     this.role = null;
     this.iceServers = [];
+    this.iceTransportPolicy = "all";
     this.participants = new Map();
     this.local = { stream: new MediaStream(), audio: null, video: null, hasAudio: false, hasVideo: false };
     this.mediaState = { audio: true, video: true };
@@ -196,6 +197,9 @@ export class Call {
         this.roomId = msg.room_id;
         this.role = msg.role;
         this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
+        // "relay": the room forces TURN, so this browser gathers relay candidates only (its
+        // own addresses never leave it in a candidate). Anything else is the default.
+        this.iceTransportPolicy = msg.ice_transport_policy === "relay" ? "relay" : "all";
         this.storeResumeToken(msg.resume_token);
         this.hooks.onWelcome?.(msg);
         this.send(this.name ? { type: "join", name: this.name } : { type: "join" });
@@ -298,7 +302,11 @@ export class Call {
     this.closePeer();
     this.trackOwners.clear();
     // The server's ice_servers is the complete list: never let the browser add a default.
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: "max-bundle",
+    });
     this.pc = pc;
     const stream = this.local.stream;
     this.senders = { audio: null, video: null };
@@ -463,7 +471,14 @@ export class Call {
     const pc = this.pc;
     if (!pc) return null;
     const report = await pc.getStats();
-    const out = { connectionState: pc.connectionState, inbound: [], outbound: [], transport: null, pair: null };
+    const out = {
+      connectionState: pc.connectionState,
+      iceTransportPolicy: pc.getConfiguration().iceTransportPolicy,
+      inbound: [],
+      outbound: [],
+      transport: null,
+      pair: null,
+    };
     for (const s of report.values()) {
       if (s.type === "inbound-rtp") {
         out.inbound.push({
@@ -497,6 +512,7 @@ export class Call {
           tlsVersion: s.tlsVersion,
           dtlsState: s.dtlsState,
           iceState: s.iceState,
+          selectedCandidatePairId: s.selectedCandidatePairId,
         };
       } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
         out.pair = {
@@ -505,6 +521,7 @@ export class Call {
         };
       }
     }
+    out.selected = selectedPair(report);
     return out;
   }
 
@@ -512,4 +529,24 @@ export class Call {
   dropSignaling() {
     if (this.ws) this.ws.close(4000, "dropped by the page");
   }
+}
+
+/**
+ * The transport's selected candidate pair: each side's candidate type ("relay" when media goes
+ * through TURN) and how this browser reaches its TURN server (udp, tcp or tls). No addresses.
+ */
+function selectedPair(report) {
+  let pair = null;
+  for (const s of report.values()) {
+    if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+  }
+  if (!pair) return null;
+  const local = report.get(pair.localCandidateId) || {};
+  const remote = report.get(pair.remoteCandidateId) || {};
+  return {
+    state: pair.state,
+    localCandidateType: local.candidateType,
+    localRelayProtocol: local.relayProtocol,
+    remoteCandidateType: remote.candidateType,
+  };
 }
