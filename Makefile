@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck imports bench bench-janus bench-capacity bench-failover clean deps-system deps-build venv
+.PHONY: run test lint typecheck imports bench bench-recording bench-janus bench-capacity bench-failover clean deps-system deps-build venv
 
 # The native data plane (fortrolig/media/native/) is compiled by the editable install: it needs
 # a C compiler and the headers of the Python that makes the venv (installed when missing).
@@ -75,6 +75,12 @@ test: deps-system lint typecheck imports
 bench: $(STAMP)
 	$(BIN)/python -m bench.sfu_bench --out docs/bench-sfu.json
 	$(BIN)/python -m bench.journal_bench --out docs/bench-journal.json
+
+# The recorder's cost: the SFU with and without a Recorder attached (server CPU, latency of the
+# other legs), then the native path's per-packet cost with and without a Python tap.
+bench-recording: $(STAMP)
+	$(BIN)/python -m bench.sfu_bench --servers fortrolig,fortrolig-recorded --ks 1,2 --no-direct --out docs/bench-recording.json
+	$(BIN)/python -m bench.tap_bench --out docs/bench-tap.json
 
 # Side by side with Janus (Debian's janus package, installed when missing; needs root for the
 # network namespace the benchmark creates and deletes).

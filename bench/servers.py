@@ -3,6 +3,10 @@
 * ``fortrolig``: :class:`fortrolig.media.sfu.Sfu` (RTP-level forwarding, no codec work), its
   media sockets read by the native I/O thread; ``fortrolig-inline`` the same with
   ``io_thread=False`` (read by the event loop).
+* ``fortrolig-recorded``: ``fortrolig`` with a :class:`fortrolig.recording.recorder.Recorder`
+  attached to the room from the start (a subscriber like any other), writing encrypted WebM
+  parts to ``record_dir`` (a temporary directory, deleted at shutdown, when none is given); the
+  CodecGuard is installed, so any decoder or encoder would fail and be counted.
 * ``relay``: the stock aiortc way, one ``RTCPeerConnection`` per participant and
   ``aiortc.contrib.media.MediaRelay``: the publisher's tracks are decoded once and every
   subscriber's sender re-encodes them.
@@ -16,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -61,17 +66,67 @@ class ServerImpl(Protocol):
 class FortroligServer:
     """Fortrolig's SFU behind the benchmark channel (it is also the SFU's PeerEvents)."""
 
-    def __init__(self, push: Push, ice_address: str = LOOPBACK, io_thread: bool = True) -> None:
+    def __init__(
+        self,
+        push: Push,
+        ice_address: str = LOOPBACK,
+        io_thread: bool = True,
+        record_dir: str | None = None,
+    ) -> None:
         # Imported here so that the baseline's process never loads Fortrolig's media code.
         from fortrolig.media.settings import MediaSettings
         from fortrolig.media.sfu import Sfu
 
         self._push = push
         settings = MediaSettings(
-            forbid_transcoding=False, ice_host_addresses=(ice_address,), io_thread=io_thread
+            forbid_transcoding=record_dir is not None,
+            ice_host_addresses=(ice_address,),
+            io_thread=io_thread,
         )
         self.sfu = Sfu(settings)
         self.failures: list[str] = []
+        self.recorder: Any = None
+        self._record_key = b""
+        if record_dir is not None:
+            self._start_recorder(record_dir)
+
+    def _start_recorder(self, record_dir: str) -> None:
+        from pathlib import Path
+
+        from fortrolig.recording.keys import new_recording_key
+        from fortrolig.recording.recorder import DirectorySink, Recorder
+
+        self._record_key = new_recording_key()
+        sink = DirectorySink(Path(record_dir))
+        self.recorder = Recorder("bench-recording", self._record_key, sink)
+        self.sfu.attach_subscriber(ROOM, self.recorder)
+
+    def _stop_recorder(self) -> Message:
+        recorder = self.recorder
+        if recorder is None:
+            raise ValueError("no recorder")
+        opened = recorder.codecs_opened()
+        self.sfu.detach_subscriber(ROOM, recorder)
+        parts = recorder.close()
+        return {
+            # The key goes back to the test or benchmark that asked for it, over this local
+            # socket only; it is never written anywhere.
+            "key": self._record_key.hex(),
+            "parts": [
+                {
+                    "index": p.index,
+                    "name": p.name,
+                    "starts_at_s": p.starts_at_s,
+                    "duration_s": p.duration_s,
+                    "tracks": [list(t) for t in p.tracks],
+                    "frames": p.frames,
+                }
+                for p in parts
+            ],
+            "codecs_opened": opened,
+            "codec_instances": self.sfu.snapshot()["codec_instances"],
+            "lost_packets": recorder.lost_packets,
+        }
 
     async def send_offer(self, participant_id: str, sdp: str) -> None:
         self._push({"ev": "offer", "pid": participant_id, "sdp": sdp})
@@ -95,12 +150,18 @@ class FortroligServer:
             return {}
         if op == "srtp":
             return {"profile": await self.sfu.srtp_profile(ROOM, pid)}
+        if op == "record_stop":
+            return self._stop_recorder()
+        if op == "codec_instances":
+            return {"codec_instances": self.sfu.snapshot()["codec_instances"]}
         raise ValueError(f"unknown op {op}")
 
     def counters(self) -> dict[str, int]:
         return self.sfu.counters.as_dict()
 
     async def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
         await self.sfu.close()
 
 
@@ -188,20 +249,35 @@ class RelayServer:
         self._pcs.clear()
 
 
-def server_main(kind: str, socket_path: str, conn: Connection, ice_address: str = LOOPBACK) -> None:
+def server_main(
+    kind: str,
+    socket_path: str,
+    conn: Connection,
+    ice_address: str = LOOPBACK,
+    record_dir: str | None = None,
+) -> None:
     """Process entry point: pin to the server core, serve until told to shut down.
 
     ``ice_address`` is the only ICE host address offered (bench.janus_bench runs the server
-    inside its own network namespace, on a veth address).
+    inside its own network namespace, on a veth address). ``record_dir``: where the
+    ``fortrolig-recorded`` kind writes (a temporary directory when None).
     """
     pin_process(SERVER_CORE)
     ice_host_only(ice_address)
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_serve(kind, socket_path, conn, ice_address))
+    if kind == "fortrolig-recorded" and record_dir is None:
+        with tempfile.TemporaryDirectory(prefix="bench-recording-") as tmp:
+            asyncio.run(_serve(kind, socket_path, conn, ice_address, tmp))
+    else:
+        asyncio.run(_serve(kind, socket_path, conn, ice_address, record_dir))
 
 
 async def _serve(
-    kind: str, socket_path: str, conn: Connection, ice_address: str = LOOPBACK
+    kind: str,
+    socket_path: str,
+    conn: Connection,
+    ice_address: str = LOOPBACK,
+    record_dir: str | None = None,
 ) -> None:
     stop = asyncio.Event()
     writers: list[asyncio.StreamWriter] = []
@@ -214,6 +290,8 @@ async def _serve(
     impl: ServerImpl
     if kind == "fortrolig":
         impl = FortroligServer(push, ice_address)
+    elif kind == "fortrolig-recorded":
+        impl = FortroligServer(push, ice_address, record_dir=record_dir)
     elif kind == "fortrolig-inline":  # media.io_thread = false: sockets read by the event loop
         impl = FortroligServer(push, ice_address, io_thread=False)
     elif kind == "relay":

@@ -115,3 +115,77 @@ def _mean_yuv(frame: av.VideoFrame) -> tuple[float, float, float]:
     u = float(arr[h : h + h // 4].mean())
     v = float(arr[h + h // 4 :].mean())
     return (y, u, v)
+
+
+class SyncClock:
+    """A start time shared by a participant's audio and video: both sync marks of second k
+    are made for the same instant ``start + k``."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+
+    def origin(self) -> float:
+        if self.start is None:
+            self.start = time.monotonic()
+        return self.start
+
+    async def wait_until(self, seconds: float) -> None:
+        wait = self.origin() + seconds - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+class FlashVideoTrack(MediaStreamTrack):
+    """Dark frames with one white frame at the start of every second (a sync mark)."""
+
+    kind = "video"
+
+    def __init__(self, clock: SyncClock, width: int = 320, height: int = 240, fps: int = 30):
+        super().__init__()
+        self._clock = clock
+        self._size = (width, height)
+        self._fps = fps
+        self._index = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        await self._clock.wait_until(self._index / self._fps)
+        w, h = self._size
+        data = np.full((h * 3 // 2, w), 128, dtype=np.uint8)
+        data[:h] = 235 if self._index % self._fps == 0 else 16
+        frame = av.VideoFrame.from_ndarray(data, format="yuv420p")
+        frame.pts = self._index * (VIDEO_CLOCK // self._fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self._index += 1
+        return frame
+
+
+class BeepAudioTrack(MediaStreamTrack):
+    """Silence with a 100 ms 1 kHz beep at the start of every second (a sync mark)."""
+
+    kind = "audio"
+    RATE = 48_000
+    SAMPLES = 960  # 20 ms
+    BEEP_FRAMES = 5
+
+    def __init__(self, clock: SyncClock) -> None:
+        super().__init__()
+        self._clock = clock
+        self._index = 0
+        t = np.arange(self.SAMPLES) / self.RATE
+        self._tone = (np.sin(2 * np.pi * 1000 * t) * 20000).astype(np.int16)
+
+    async def recv(self) -> Frame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        await self._clock.wait_until(self._index * self.SAMPLES / self.RATE)
+        per_second = self.RATE // self.SAMPLES
+        beep = self._index % per_second < self.BEEP_FRAMES
+        samples = self._tone if beep else np.zeros(self.SAMPLES, dtype=np.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.RATE
+        frame.pts = self._index * self.SAMPLES
+        frame.time_base = fractions.Fraction(1, self.RATE)
+        self._index += 1
+        return frame

@@ -42,6 +42,7 @@ from aiortc.rtp import (
 from . import _fastpath
 from .aiortc_hooks import RawSender
 from .counters import MediaCounters
+from .subscriber import ClockMapping, MediaPacket, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,10 @@ def keyframe_codec(mime_type: str) -> int:
 
 
 class PublishedTrack:
-    """One incoming audio or video stream and the legs that forward it."""
+    """One incoming audio or video stream and the legs (and Python subscribers) it feeds.
+
+    It is the :class:`~fortrolig.media.subscriber.TrackSource` a subscriber is given.
+    """
 
     def __init__(
         self,
@@ -111,6 +115,7 @@ class PublishedTrack:
         self.kind = kind
         self._codec = codec
         self.legs: list[Leg] = []
+        self._subscribers: list[Subscriber] = []
         self._upstream = upstream
         self._rtcp_ssrc = rtcp_ssrc
         self._counters = counters
@@ -141,6 +146,55 @@ class PublishedTrack:
         """A renegotiation renumbered the payload types (same codec)."""
         self._codec = codec
         self.native.set_codec(codec.payload_type, _or_none(codec.rtx_payload_type))
+
+    @property
+    def track_id(self) -> str:
+        """Unique within a room (one audio and one video track per participant)."""
+        return f"{self.owner_id}-{self.kind}"
+
+    @property
+    def participant_id(self) -> str:
+        return self.owner_id
+
+    @property
+    def mime_type(self) -> str:
+        return self._codec.mime_type
+
+    @property
+    def clock_rate(self) -> int:
+        return self._codec.clock_rate
+
+    def clock_mapping(self) -> ClockMapping | None:
+        """The publisher's latest sender report (the subscriber interface's view of it)."""
+        native = self.native
+        return ClockMapping(native.sr_ntp, native.sr_rtp) if native.has_sr else None
+
+    # -- Python subscribers (media/subscriber.py) ------------------------------------------
+
+    def add_subscriber(self, subscriber: Subscriber) -> None:
+        """Deliver every packet to ``subscriber`` from the next one on."""
+        if self.closed or subscriber in self._subscribers:
+            return
+        self._subscribers.append(subscriber)
+        if self.native.tapped is None:
+            self.native.set_tap(self._on_tap)
+
+    def remove_subscriber(self, subscriber: Subscriber) -> None:
+        """Stop delivering to ``subscriber``; the last one switches the native tap off."""
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+        if not self._subscribers and not self.closed:
+            self.native.set_tap(None)
+
+    def _on_tap(self, data: bytes) -> None:
+        packet = MediaPacket.parse(data, time.monotonic())
+        track_id = self.track_id
+        for subscriber in tuple(self._subscribers):
+            try:
+                subscriber.rtp(track_id, packet)
+            except Exception:  # one subscriber's bug must not stop the others (or the SFU)
+                self._counters.handler_errors += 1
+                log.exception("subscriber failed on a packet of %s", track_id)
 
     @property
     def sender_report(self) -> SenderReport | None:
@@ -289,6 +343,13 @@ class PublishedTrack:
             leg.close()
         self.legs.clear()
         self.native.close()
+        subscribers, self._subscribers = self._subscribers, []
+        for subscriber in subscribers:
+            try:
+                subscriber.track_removed(self.track_id)
+            except Exception:
+                self._counters.handler_errors += 1
+                log.exception("subscriber failed on the removal of %s", self.track_id)
 
 
 def _or_none(payload_type: int | None) -> int:

@@ -18,8 +18,10 @@ from . import _fastpath
 from . import aiortc_hooks as hooks
 from .backend import PeerEvents
 from .counters import MediaCounters
+from .forwarding import PublishedTrack
 from .peer import Peer
 from .settings import MediaSettings
+from .subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class Sfu:
         self.counters = MediaCounters()
         self.codec_guard = hooks.CodecGuard()
         self._rooms: dict[str, dict[str, Peer]] = {}
+        self._subscribers: dict[str, list[Subscriber]] = {}  # room id -> Python subscribers
         self._closed = False
         self._pump: _fastpath.Pump | None = None
         hooks.restrict_host_addresses(settings.ice_host_addresses)
@@ -66,7 +69,36 @@ class Sfu:
                 other.subscribe(track)
             for track in other.published:
                 peer.subscribe(track)
+        for subscriber in self._subscribers.get(room_id, ()):
+            for track in peer.published:
+                _add_subscriber(track, subscriber)
         return answer
+
+    def attach_subscriber(self, room_id: str, subscriber: Subscriber) -> None:
+        """Give ``subscriber`` every track of ``room_id``, present and future, through the
+        same fan-out that feeds the forwarding legs (media/subscriber.py). The room need not
+        have peers yet; it is told of every existing track at once."""
+        self._check_open()
+        attached = self._subscribers.setdefault(room_id, [])
+        if subscriber in attached:
+            return
+        attached.append(subscriber)
+        for peer in self._rooms.get(room_id, {}).values():
+            if not peer.closed:
+                for track in peer.published:
+                    _add_subscriber(track, subscriber)
+
+    def detach_subscriber(self, room_id: str, subscriber: Subscriber) -> None:
+        """Stop delivering ``room_id``'s packets to ``subscriber``; idempotent. It is not told
+        of track removals after this."""
+        attached = self._subscribers.get(room_id, [])
+        if subscriber in attached:
+            attached.remove(subscriber)
+        if not attached:
+            self._subscribers.pop(room_id, None)
+        for peer in self._rooms.get(room_id, {}).values():
+            for track in peer.published:
+                track.remove_subscriber(subscriber)
 
     async def answer(self, room_id: str, participant_id: str, answer_sdp: str) -> None:
         """Apply the participant's answer to the SFU's renegotiation offer."""
@@ -98,10 +130,11 @@ class Sfu:
             self._rooms.pop(room_id, None)
 
     async def close_room(self, room_id: str) -> None:
-        """Close every peer of the room; idempotent."""
+        """Close every peer of the room and forget its subscribers; idempotent."""
         for pid in list(self._rooms.get(room_id, {})):
             await self.close_peer(room_id, pid)
         self._rooms.pop(room_id, None)
+        self._subscribers.pop(room_id, None)
 
     async def close(self) -> None:
         """Close every room; afterwards every call raises. Idempotent."""
@@ -168,6 +201,14 @@ class Sfu:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("SFU is closed")
+
+
+def _add_subscriber(track: PublishedTrack, subscriber: Subscriber) -> None:
+    """Tell ``subscriber`` of ``track`` first, then start its packets."""
+    if track.closed:
+        return
+    subscriber.track_added(track)
+    track.add_subscriber(subscriber)
 
 
 def samples_from_snapshots(snapshots: list[dict[str, Any]]) -> Iterator[Sample]:

@@ -81,7 +81,7 @@ static inline int seq_newer(uint16_t a, uint16_t b) {
 
 
 enum { KF_NONE = 0, KF_VP8 = 1, KF_H264 = 2 };
-enum { EV_FALLBACK = 1, EV_MISSING = 2, EV_KEYFRAME = 3, EV_LEG_KEYFRAME = 4 };
+enum { EV_FALLBACK = 1, EV_MISSING = 2, EV_KEYFRAME = 3, EV_LEG_KEYFRAME = 4, EV_TAP = 5 };
 
 typedef struct {
     uint8_t *data;
@@ -156,6 +156,8 @@ typedef struct TrackObject {
     int audio_level_id;     /* publisher's ssrc-audio-level id, 0: none */
     PyObject *on_keyframe;  /* callable(): a gated leg waits for a keyframe */
     PyObject *on_missing;   /* callable(list[int]): packets found missing (NACK) */
+    PyObject *tap;          /* callable(bytes) or NULL: a Python subscriber (recorder) wants
+                               every packet; NULL for tracks without one, which pay one test */
     CountersObject *counters;
     /* receive statistics, as RFC 3550 A.1/A.3/A.8 */
     int have_seq;
@@ -216,7 +218,10 @@ typedef struct LegObject {
 
 
 
-#define RING_SIZE 256          /* queued events; beyond that they are dropped and counted */
+/* Queued events; beyond that they are dropped and counted. Sized for a recorded room: every
+ * packet of a tapped track is an event (~300/s for a recorded 1:1), and the event loop may be
+ * busy for a few hundred milliseconds (a renegotiation) before it dispatches again. */
+#define RING_SIZE 1024
 #define WAKE_KEY UINT64_MAX    /* epoll key of the stop eventfd */
 
 typedef struct {

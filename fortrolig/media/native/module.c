@@ -118,5 +118,6 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     PyModule_AddIntConstant(m, "KEYFRAME_VP8", KF_VP8);
     PyModule_AddIntConstant(m, "KEYFRAME_H264", KF_H264);
     PyModule_AddIntConstant(m, "CACHE_SIZE", CACHE_SIZE);
+    PyModule_AddIntConstant(m, "RING_SIZE", RING_SIZE);
     return m;
 }

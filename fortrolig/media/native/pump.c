@@ -183,7 +183,7 @@ static PyObject *Pump_dispatch(PumpObject *self, PyObject *Py_UNUSED(ignored)) {
         PyObject *leg_callback = NULL;
         if (e->slot < (uint32_t)self->nslots && self->gens[e->slot] == e->gen)
             t = self->slots[e->slot];
-        if (t != NULL && (e->kind == EV_MISSING || e->kind == EV_KEYFRAME)) {
+        if (t != NULL && (e->kind == EV_MISSING || e->kind == EV_KEYFRAME || e->kind == EV_TAP)) {
             for (int i = 0; i < t->nroutes; i++)
                 if (t->route_ssrc[i] == e->ssrc) { track = t->route_track[i]; break; }
         } else if (t != NULL && e->kind == EV_LEG_KEYFRAME) {
@@ -212,6 +212,13 @@ static PyObject *Pump_dispatch(PumpObject *self, PyObject *Py_UNUSED(ignored)) {
             if (track->on_missing != NULL) call_missing(track, missing, n);
         } else if (track != NULL && e->kind == EV_KEYFRAME) {
             call_soon_safe(track->on_keyframe, NULL);
+        } else if (track != NULL && e->kind == EV_TAP && track->tap != NULL) {
+            PyObject *packet = PyBytes_FromStringAndSize((const char *)e->data, e->len);
+            if (packet == NULL) PyErr_Clear();
+            else {
+                call_soon_safe(track->tap, packet);
+                Py_DECREF(packet);
+            }
         }
         Py_XDECREF(track);
         Py_XDECREF(t);

@@ -99,6 +99,34 @@ void call_missing(TrackObject *s, const uint16_t *missing, int n) {
     Py_DECREF(lst);
 }
 
+/* Hand one packet to the track's Python subscriber as a plain RTP packet: 12-byte header with
+ * the publisher's SSRC, sequence number (RTX unwrapped), timestamp, payload type and marker,
+ * then the payload without padding or header extensions. Queued when a pump thread reads the
+ * origin (no GIL here), else called at once. */
+static void track_tap(TrackObject *s, const Rtp *r, uint16_t seq, struct PumpObject *pump,
+                      TransportObject *origin, uint32_t route) {
+    int payload_len = r->payload_end - r->payload;
+    if (payload_len <= 0 || 12 + payload_len > BUF_SIZE) return; /* padding-only probes */
+    uint8_t out[BUF_SIZE];
+    out[0] = 0x80;
+    out[1] = (uint8_t)((r->marker << 7) | (r->pt & 0x7F));
+    wr16(out + 2, seq);
+    wr32(out + 4, r->ts);
+    wr32(out + 8, s->media_ssrc ? s->media_ssrc : r->ssrc);
+    memcpy(out + 12, r->data + r->payload, (size_t)payload_len);
+    if (pump != NULL) {
+        pump_enqueue(pump, origin, EV_TAP, route, out, 12 + payload_len, NULL);
+        return;
+    }
+    PyObject *packet = PyBytes_FromStringAndSize((const char *)out, 12 + payload_len);
+    if (packet == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    call_soon_safe(s->tap, packet);
+    Py_DECREF(packet);
+}
+
 /* One plaintext RTP packet of this track: statistics, NACK, fan-out.
  *
  * ``origin`` is the transport it arrived on and ``route`` the SSRC it was routed by. When the
@@ -135,6 +163,7 @@ void track_ingest(TrackObject *s, uint8_t *data, int len, TransportObject *origi
     realtime(&now, &abs_send);
     stats_add(s, seq, r.ts, now);
     if (pump == NULL) Py_INCREF(s); /* a callback may close (and release) the track */
+    if (s->tap != NULL) track_tap(s, &r, seq, pump, origin, route);
     if (s->nack) {
         uint16_t missing[NACK_MAX_GAP];
         int n = nack_add(s, seq, missing);
@@ -358,6 +387,7 @@ static PyObject *Track_close(TrackObject *self, PyObject *Py_UNUSED(ignored)) {
     LOCK_PY();
     self->closed = 1;
     track_drop_legs(self);
+    Py_CLEAR(self->tap);
     Py_CLEAR(self->on_keyframe);
     Py_CLEAR(self->on_missing);
     UNLOCK_PY();
@@ -367,6 +397,7 @@ static PyObject *Track_close(TrackObject *self, PyObject *Py_UNUSED(ignored)) {
 static int Track_traverse(TrackObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->on_keyframe);
     Py_VISIT(self->on_missing);
+    Py_VISIT(self->tap);
     Py_VISIT(self->counters);
     for (int i = 0; i < self->nlegs; i++) Py_VISIT(self->legs[i]);
     return 0;
@@ -374,6 +405,7 @@ static int Track_traverse(TrackObject *self, visitproc visit, void *arg) {
 
 static int Track_clear(TrackObject *self) {
     track_drop_legs(self);
+    Py_CLEAR(self->tap);
     Py_CLEAR(self->on_keyframe);
     Py_CLEAR(self->on_missing);
     Py_CLEAR(self->counters);
@@ -405,7 +437,34 @@ static PyObject *Track_set_sender_report(TrackObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Deliver every packet to ``callable(bytes)`` from now on (None: stop). */
+static PyObject *Track_set_tap(TrackObject *self, PyObject *arg) {
+    PyObject *old;
+    if (arg != Py_None && !PyCallable_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "tap must be callable or None");
+        return NULL;
+    }
+    LOCK_PY();
+    if (self->closed && arg != Py_None) {
+        UNLOCK_PY();
+        PyErr_SetString(PyExc_RuntimeError, "track is closed");
+        return NULL;
+    }
+    old = self->tap;
+    if (arg == Py_None) {
+        self->tap = NULL;
+    } else {
+        Py_INCREF(arg);
+        self->tap = arg;
+    }
+    UNLOCK_PY();
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Track_methods[] = {
+    {"set_tap", (PyCFunction)Track_set_tap, METH_O,
+     "set_tap(callable | None): every packet, as plain RTP bytes, to a Python subscriber."},
     {"set_sender_report", (PyCFunction)Track_set_sender_report, METH_VARARGS,
      "set_sender_report(ntp, rtp, arrived_unix): the publisher's SR seen by Python."},
     {"ingest", (PyCFunction)Track_ingest, METH_O,
@@ -429,6 +488,8 @@ static PyMemberDef Track_members[] = {
     {"packets_received", T_ULONGLONG, offsetof(TrackObject, received), READONLY,
      "packets accepted"},
     {"closed", T_INT, offsetof(TrackObject, closed), READONLY, "closed"},
+    {"tapped", T_OBJECT, offsetof(TrackObject, tap), READONLY,
+     "the Python subscriber's callable, or None"},
     {"has_sr", T_INT, offsetof(TrackObject, has_sr), READONLY,
      "1 once a sender report of the publisher arrived"},
     {"sr_ntp", T_ULONGLONG, offsetof(TrackObject, sr_ntp), READONLY,

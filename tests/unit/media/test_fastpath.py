@@ -1039,22 +1039,23 @@ def test_pump_register_unregister_close_and_stop(net: Net, pump: _fastpath.Pump)
 
 def test_pump_counts_events_it_cannot_queue(net: Net, pump: _fastpath.Pump) -> None:
     pump.register(net.transport)
-    sent = fill_queue(net, pump, 260)
-    assert (pump.pending, pump.dropped_events) == (256, 4)
+    ring = _fastpath.RING_SIZE
+    sent = fill_queue(net, pump, ring + 4)
+    assert (pump.pending, pump.dropped_events) == (ring, 4)
     pump.dispatch()
-    assert [d for d, _ in net.fallback] == sent[:256]
+    assert [d for d, _ in net.fallback] == sent[:ring]
     assert pump.pending == 0
 
 
 def test_pump_dispatch_leaves_no_event_unannounced(net: Net, pump: _fastpath.Pump) -> None:
     pump.register(net.transport)
-    sent = fill_queue(net, pump, 256)
+    sent = fill_queue(net, pump, _fastpath.RING_SIZE)
     late: list[bool] = []
 
     def meanwhile(data: bytes) -> None:
         if data == sent[0]:  # while dispatch() delivers the first event, one more arrives
             net.send_raw(b"\x00late", pump=False)
-            late.append(wait_for(lambda: pump.pending == 256))
+            late.append(wait_for(lambda: pump.pending == _fastpath.RING_SIZE))
 
     net.hooks.append(meanwhile)
     pump.dispatch()
