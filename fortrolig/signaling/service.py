@@ -1,19 +1,20 @@
 """The signaling state machine: one Session per WebSocket, rooms, and the media backend.
 
 No transport here: a Session receives parsed messages and emits messages through an
-:class:`Outbound` (the WebSocket layer owns ordering, size limits and close codes). User errors
-are raised as :class:`FortroligError`; the transport turns them into ``error`` messages, or
-closes the connection for the fatal ones (see :data:`FATAL_CLOSE`).
+:class:`Outbound` (the WebSocket layer owns ordering and size limits). User errors are raised as
+:class:`FortroligError`; the transport turns them into ``error`` messages, or closes the
+connection for the fatal ones. Where the service ends a connection on its own initiative (the
+room ended, a denial, a move, a redirect, a replaced connection) it names the
+:class:`~fortrolig.signaling.closes.Ending`; the close code comes from that one mapping.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from fortrolig.coordination.base import CoordinationUnavailable
 from fortrolig.coordination.local import LocalCoordination
@@ -33,6 +34,7 @@ from fortrolig.core.metrics import Histogram, Sample
 
 from . import protocol as p
 from .auth import Claims, Role, TokenIssuer, TokenKind, TokenVerifier, VerificationMode
+from .closes import Ending, Outbound, end_connection
 from .cluster import Cluster, ThisNode
 from .ports import MediaBackend
 from .records import ADMITTED, DENIED, MemoryRoomStore, RoomRecord, RoomStore
@@ -41,49 +43,8 @@ from .turn import ice_servers_for
 
 log = logging.getLogger(__name__)
 
-# Close codes (docs/protocol.md).
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL = 1002
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013
-CLOSE_AUTH = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_HANDSHAKE_TIMEOUT = 4408
-CLOSE_REPLACED = 4409
-CLOSE_MEDIA_FAILED = 4500
-CLOSE_REDIRECT = 4307  # after `redirect`: reconnect to the owner node named there
-CLOSE_MOVED = 4503  # this node stopped serving the room (lease lost, drain): reconnect
-
-# User errors that end the connection, with the close code that follows the `error` message.
-FATAL_CLOSE: Mapping[str, int] = {
-    "room_full": CLOSE_FORBIDDEN,
-    "room_closed": CLOSE_NORMAL,  # the room ended: a normal end (docs/protocol.md)
-    "room_not_found": CLOSE_FORBIDDEN,
-    "unsupported_version": CLOSE_PROTOCOL,
-    "denied": CLOSE_NORMAL,  # a practitioner turned this client away earlier
-    "waiting_room_full": CLOSE_FORBIDDEN,
-    "subscription_required": CLOSE_FORBIDDEN,
-    # Refusals that may pass: 1013 "try again later"; the client keeps its token and retries.
-    "no_node_in_region": CLOSE_TRY_AGAIN,
-    "coordination_unavailable": CLOSE_TRY_AGAIN,
-    "placement_busy": CLOSE_TRY_AGAIN,
-}
-
 # Join latency (hello received → the participant's peer connected), in seconds.
 JOIN_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
-
-# Fatal user errors after whose `error` a `bye` (with this reason) precedes the close.
-BYE_BEFORE_CLOSE: Mapping[str, str] = {"room_closed": "room_ended", "denied": "denied"}
-
-
-class Outbound(Protocol):
-    """Where a session's messages go; ``send`` keeps order, ``close`` follows queued messages."""
-
-    def send(self, msg: p.ServerMessage) -> None: ...
-
-    def close(self, code: int, reason: str) -> None: ...
 
 
 @dataclass
@@ -283,8 +244,7 @@ class SignalingService:
         for pid in [*room.participants, *room.waiting]:
             session = self.sessions.get(pid)
             if session is not None:
-                session.out.send(p.Bye(reason=reason))
-                session.out.close(CLOSE_NORMAL, reason)
+                end_connection(session.out, Ending.ROOM_ENDED, reason)
                 await session.close(reason)
         await self.media.close_room(room_id)
         await self.cluster.release(room_id)
@@ -300,7 +260,7 @@ class SignalingService:
         for pid in [*room.participants, *room.waiting]:
             session = self.sessions.get(pid)
             if session is not None:
-                session.out.close(CLOSE_MOVED, why)
+                end_connection(session.out, Ending.MOVED, why)
                 await session.close(why)
         await self.media.close_room(room_id)
         await self.cluster.release(room_id)
@@ -470,7 +430,7 @@ class Session:
         self.out.send(
             p.Redirect(url=base, ws_url=ws_url + "/ws", resume_token=self._resume_token())
         )
-        self.out.close(CLOSE_REDIRECT, "served by another node")
+        end_connection(self.out, Ending.REDIRECTED, "served by another node")
         self.closed = True
 
     async def _verify(self, token: str, *, consume: bool) -> tuple[Claims, TokenKind]:
@@ -515,7 +475,7 @@ class Session:
         if current is self:
             raise Conflict("already joined", code="already_joined")
         if current is not None:  # a resumed participant replaces its silently dead connection
-            current.out.close(CLOSE_REPLACED, "replaced by a new connection")
+            end_connection(current.out, Ending.REPLACED, "replaced by a new connection")
             await current.close("replaced")
         if me.id in room.participants or me.id in room.waiting:
             raise Conflict("already joined", code="already_joined")
@@ -572,7 +532,9 @@ class Session:
         if not self._chat_bucket.allow(self.service.clock.monotonic()):
             raise RateLimited("too many chat messages", code="rate_limited")
         self.service.counters.chats += 1
-        line = p.ChatMessage(id=msg.id, from_id=me.id, text=msg.text, ts=int(time.time() * 1000))
+        line = p.ChatMessage(
+            id=msg.id, from_id=me.id, text=msg.text, ts=int(self.service.clock.now() * 1000)
+        )
         self._broadcast(line, include_self=True)
 
     async def _on_media_state(self, msg: p.MediaState) -> None:
@@ -581,8 +543,7 @@ class Session:
         self._broadcast(p.ParticipantUpdated(participant=_info(me)), include_self=True)
 
     async def _on_leave(self, msg: p.Leave) -> None:
-        self.out.send(p.Bye(reason="left"))
-        self.out.close(CLOSE_NORMAL, "left")
+        end_connection(self.out, Ending.LEFT, "left")
         await self.close("left")
 
     async def _on_end_room(self, msg: p.EndRoom) -> None:
@@ -608,8 +569,7 @@ class Session:
         target = self._waiting_session(room, msg.participant_id)
         await self.service.remember_member(room, msg.participant_id, admitted=False)
         room.turn_away(msg.participant_id)
-        target.out.send(p.Bye(reason="denied"))
-        target.out.close(CLOSE_NORMAL, "denied")
+        end_connection(target.out, Ending.DENIED, "denied")
         await target.close("denied")  # leaves the waiting list; practitioners are told
 
     def _practitioner_in_room(self, what: str) -> Room:
@@ -647,7 +607,7 @@ class Session:
             return
         self.service.count_error("media_failed")
         self.out.send(p.Error(code="media_failed", message=f"media connection failed: {reason}"))
-        self.out.close(CLOSE_MEDIA_FAILED, "media failed")
+        end_connection(self.out, Ending.MEDIA_FAILED, "media failed")
         await self.close("media_failed")
 
     # -- helpers -------------------------------------------------------------------------
