@@ -22,6 +22,7 @@ from aiohttp import web
 
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.errors import BadRequest, Conflict, FortroligError
+from fortrolig.core.http_body import only_fields
 
 from .eid import ClientAuth, EidClient, EidRejected, EidSettings, PendingStore
 from .eid_http import AiohttpEidHttp
@@ -74,12 +75,6 @@ def _grant_body(grant: JoinGrant) -> dict[str, Any]:
     }
 
 
-def _only(data: dict[str, Any], allowed: set[str]) -> None:
-    unknown = set(data) - allowed
-    if unknown:
-        raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
-
-
 def invite_routes(invites: InviteService) -> list[web.RouteDef]:
     """Routes of the consultations API and the client's invite redemption."""
 
@@ -98,7 +93,7 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
     async def reissue(request: web.Request) -> web.Response:
         who = principal(request)
         data = await json_body(request)
-        _only(data, {"send"})
+        only_fields(data, {"send"})
         send = data.get("send", False)
         if not isinstance(send, bool):
             raise BadRequest("send must be a boolean", code="bad_field")
@@ -107,7 +102,7 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
 
     async def redeem(request: web.Request) -> web.Response:
         data = await json_body(request)
-        _only(data, {"invite"})
+        only_fields(data, {"invite"})
         result = await invites.redeem(data.get("invite"))
         if isinstance(result, EidRedirect):
             return _json({"status": "eid_redirect", "verification": "eid", "redirect": result.url})
@@ -126,7 +121,7 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
 
     async def verify(request: web.Request) -> web.Response:
         data = await json_body(request)
-        _only(data, {"handle", "code"})
+        only_fields(data, {"handle", "code"})
         grant = await invites.verify_code(data.get("handle"), data.get("code"))
         return _json(_grant_body(grant))
 
