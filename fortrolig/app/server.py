@@ -22,6 +22,7 @@ from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, read_private_file, read_secret_file
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.core.metrics import CONTENT_TYPE, Metrics, Sample
+from fortrolig.core.slot import Slot
 from fortrolig.journal.factory import open_journal, retention_loop
 from fortrolig.journal.http import journal_routes
 from fortrolig.journal.service import JournalService
@@ -31,18 +32,18 @@ from fortrolig.media.settings import IceServer, MediaSettings
 from fortrolig.media.sfu import Sfu
 from fortrolig.signaling.auth import TokenIssuer, TokenVerifier
 from fortrolig.signaling.cluster import Cluster, ThisNode
-from fortrolig.signaling.eid import load_client_auth, settings_from_config
+from fortrolig.signaling.eid import EidClient, load_client_auth, settings_from_config
 from fortrolig.signaling.http import PRINCIPAL, auth_middleware, error_middleware, room_routes
 from fortrolig.signaling.invite_http import eid_ctx, invite_routes
 from fortrolig.signaling.invites import InviteService
-from fortrolig.signaling.mailer import SmtpMailer
 from fortrolig.signaling.records_sql import (
     SqlInviteStore,
     SqlJtiStore,
     SqlPendingStore,
     SqlRoomStore,
 )
-from fortrolig.signaling.service import SignalingService
+from fortrolig.signaling.service import AccessGate, SignalingService
+from fortrolig.signaling.smtp import SmtpMailer
 from fortrolig.signaling.ws import handle_ws
 from fortrolig.storage import open_database
 from fortrolig.web.http import web_routes
@@ -150,6 +151,8 @@ def build_app(config: Config) -> web.Application:
         config.coordination,
         standalone=not config.coordination.redis_url,
     )
+    access_gate: Slot[AccessGate] = Slot()  # filled by gate_ctx while billing is enforced
+    eid: Slot[EidClient] = Slot()  # filled by eid_ctx while the eID client is open
     service = SignalingService(
         config,
         sfu,
@@ -159,6 +162,7 @@ def build_app(config: Config) -> web.Application:
         turn_secret=secret,
         room_store=SqlRoomStore(records),
         cluster=cluster,
+        access_gate=access_gate,
     )
     invites = InviteService(
         service,
@@ -167,6 +171,7 @@ def build_app(config: Config) -> web.Application:
         clock,
         invite_ttl_s=config.invites.ttl_s,
         public_url=public_url(config),
+        eid=eid,
     )
     metrics = Metrics({"region": config.server.region, "node": node.node_id})
 
@@ -212,14 +217,12 @@ def build_app(config: Config) -> web.Application:
             max_entries=eid_settings.max_pending,
             grace_s=eid_settings.pending_ttl_s,
         )
-        app.cleanup_ctx.append(
-            eid_ctx(invites, eid_settings, load_client_auth(eid_settings), pending)
-        )
+        app.cleanup_ctx.append(eid_ctx(eid, eid_settings, load_client_auth(eid_settings), pending))
     app.add_routes(journal_routes(JOURNAL_KEY, lambda request: request.get(PRINCIPAL)))
     app.add_routes(web_routes())
     app.add_routes(gate_routes())
     app.cleanup_ctx.append(_journal_ctx(config))
-    app.cleanup_ctx.append(gate_ctx(config, issuer, service))
+    app.cleanup_ctx.append(gate_ctx(config, issuer, service, access_gate))
     app.cleanup_ctx.append(_sfu_ctx)
     app.cleanup_ctx.append(cluster_ctx(service, config))
     app.cleanup_ctx.append(_loop_lag_ctx)

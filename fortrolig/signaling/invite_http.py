@@ -23,6 +23,7 @@ from aiohttp import web
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.errors import BadRequest, Conflict, FortroligError
 from fortrolig.core.http_body import only_fields
+from fortrolig.core.slot import Slot
 
 from .eid import ClientAuth, EidClient, EidRejected, EidSettings, PendingStore
 from .eid_http import AiohttpEidHttp
@@ -166,22 +167,23 @@ async def _finish_eid(invites: InviteService, request: web.Request) -> JoinGrant
 
 
 def eid_ctx(
-    invites: InviteService,
+    slot: Slot[EidClient],
     settings: EidSettings,
     credentials: ClientAuth,
     pending: PendingStore | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` that gives ``invites`` an :class:`EidClient` with its own HTTP session
+    """A ``cleanup_ctx`` that fills ``slot`` (the invite service's) with an :class:`EidClient`
+    with its own HTTP session
     (no cookies, no proxy from the environment) while the application runs. ``pending`` keeps
     the logins in flight (the records database on a node, so a login survives a restart)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             http = AiohttpEidHttp(session, timeout_s=settings.http_timeout_s)
-            invites.eid = EidClient(settings, http, SystemClock(), credentials, pending=pending)
+            slot.fill(EidClient(settings, http, SystemClock(), credentials, pending=pending))
             try:
                 yield
             finally:
-                invites.eid = None
+                slot.empty()
 
     return ctx

@@ -31,6 +31,7 @@ from fortrolig.core.errors import (
 )
 from fortrolig.core.ids import new_id
 from fortrolig.core.metrics import Histogram, Sample
+from fortrolig.core.slot import Slot
 
 from . import protocol as p
 from .auth import Claims, Role, TokenIssuer, TokenKind, TokenVerifier, VerificationMode
@@ -42,6 +43,9 @@ from .rooms import Participant, Room, RoomRegistry, TokenBucket
 from .turn import ice_servers_for
 
 log = logging.getLogger(__name__)
+
+AccessGate = Callable[[str], Awaitable[None]]
+"""Checks that a room owner may hold sessions now; raises ``subscription_required`` if not."""
 
 # Join latency (hello received → the participant's peer connected), in seconds.
 JOIN_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
@@ -71,6 +75,7 @@ class SignalingService:
         *,
         room_store: RoomStore | None = None,
         cluster: Cluster | None = None,
+        access_gate: Slot[AccessGate] | None = None,
     ) -> None:
         self.config = config
         self.media = media
@@ -82,9 +87,9 @@ class SignalingService:
         # records and the configured coordination (app/server.py).
         self.room_store: RoomStore = room_store or MemoryRoomStore()
         self.cluster = cluster or standalone_cluster(config, clock)
-        # Set by the composition root when subscriptions are enforced: raises (Forbidden,
-        # code subscription_required) unless the practitioner may hold sessions.
-        self.access_gate: Callable[[str], Awaitable[None]] | None = None
+        # Filled by the composition root while subscriptions are enforced (and open): raises
+        # (Forbidden, code subscription_required) unless the practitioner may hold sessions.
+        self._access_gate: Slot[AccessGate] = access_gate if access_gate is not None else Slot()
         self.rooms = RoomRegistry(
             config.rooms.default_max_participants, config.rooms.max_participants_limit
         )
@@ -113,8 +118,9 @@ class SignalingService:
 
     async def check_owner_access(self, owner: str) -> None:
         """Refuse (typed error) when the room owner's subscription does not allow sessions."""
-        if self.access_gate is not None:
-            await self.access_gate(owner)
+        gate = self._access_gate.get()
+        if gate is not None:
+            await gate(owner)
 
     async def end_rooms_of(self, owner: str, reason: str) -> int:
         """End the live rooms of ``owner`` on this node (suspension, subscription end); how
