@@ -32,7 +32,8 @@ from fortrolig.media.settings import IceServer, MediaSettings
 from fortrolig.media.sfu import Sfu
 from fortrolig.signaling.auth import TokenIssuer, TokenVerifier
 from fortrolig.signaling.cluster import Cluster, ThisNode
-from fortrolig.signaling.eid import EidClient, load_client_auth, settings_from_config
+from fortrolig.signaling.eid.client import EidClient
+from fortrolig.signaling.eid.keyfiles import load_client_auth
 from fortrolig.signaling.http import PRINCIPAL, auth_middleware, error_middleware, room_routes
 from fortrolig.signaling.invite_http import eid_ctx, invite_routes
 from fortrolig.signaling.invites import InviteService
@@ -209,15 +210,16 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(room_routes(service, public_url(config)))
     app.add_routes(invite_routes(invites))
     if config.eid.enabled:  # else eID invites answer verification_unavailable
-        eid_settings = settings_from_config(config.eid, public_url(config))
         pending = SqlPendingStore(
             records,
             keyring,
             clock.now,
-            max_entries=eid_settings.max_pending,
-            grace_s=eid_settings.pending_ttl_s,
+            max_entries=config.eid.max_pending,
+            grace_s=config.eid.pending_ttl_s,
         )
-        app.cleanup_ctx.append(eid_ctx(eid, eid_settings, load_client_auth(eid_settings), pending))
+        redirect_uri = config.eid.callback_url(public_url(config))
+        credentials = load_client_auth(config.eid)
+        app.cleanup_ctx.append(eid_ctx(eid, config.eid, redirect_uri, credentials, pending))
     app.add_routes(journal_routes(JOURNAL_KEY, lambda request: request.get(PRINCIPAL)))
     app.add_routes(web_routes())
     app.add_routes(gate_routes())

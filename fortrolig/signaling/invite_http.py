@@ -21,12 +21,16 @@ import aiohttp
 from aiohttp import web
 
 from fortrolig.core.clock import SystemClock
+from fortrolig.core.config import EidConfig
 from fortrolig.core.errors import BadRequest, Conflict, FortroligError
 from fortrolig.core.http_body import only_fields
 from fortrolig.core.slot import Slot
 
-from .eid import ClientAuth, EidClient, EidRejected, EidSettings, PendingStore
-from .eid_http import AiohttpEidHttp
+from .eid.client import EidClient
+from .eid.client_auth import ClientAuth
+from .eid.errors import EidRejected
+from .eid.http import AiohttpEidHttp
+from .eid.pending import PendingStore
 from .http import json_body, principal
 from .invites import (
     EID_RETURN_TO,
@@ -168,7 +172,8 @@ async def _finish_eid(invites: InviteService, request: web.Request) -> JoinGrant
 
 def eid_ctx(
     slot: Slot[EidClient],
-    settings: EidSettings,
+    config: EidConfig,
+    redirect_uri: str,
     credentials: ClientAuth,
     pending: PendingStore | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -179,8 +184,11 @@ def eid_ctx(
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-            http = AiohttpEidHttp(session, timeout_s=settings.http_timeout_s)
-            slot.fill(EidClient(settings, http, SystemClock(), credentials, pending=pending))
+            http = AiohttpEidHttp(session, timeout_s=config.http_timeout_s)
+            client = EidClient(
+                config, redirect_uri, http, SystemClock(), credentials, pending=pending
+            )
+            slot.fill(client)
             try:
                 yield
             finally:

@@ -45,7 +45,7 @@ from fortrolig.core.slot import Slot
 
 from . import verification as v
 from .auth import VerificationMode
-from .eid import EidClient, VerifiedIdentity
+from .eid.client import EidClient, VerifiedIdentity
 from .mailer import Mailer, code_email, invite_email
 from .protocol import NAME_MAX
 from .records import RoomRecord, parse_regions

@@ -24,7 +24,7 @@ from fortrolig.core.errors import RateLimited
 from fortrolig.storage import Database, Migration, Row, Tx, ddl
 
 from .auth import VerificationMode
-from .eid import PendingLogin
+from .eid.pending import PendingLogin
 from .invites import Challenge, Consultation, Invite
 from .records import ADMITTED, DENIED, Members, RoomRecord
 
@@ -331,7 +331,7 @@ class SqlJtiStore:
 
 
 class SqlPendingStore:
-    """:class:`~fortrolig.signaling.eid.PendingStore` in the records database: a login begun
+    """:class:`~fortrolig.signaling.eid.pending.PendingStore` in the records database: a login begun
     on one node (or before a restart) can finish on another."""
 
     def __init__(
