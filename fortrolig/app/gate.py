@@ -6,7 +6,7 @@
   or a join token needs session access, every join and reconnect re-checks the room owner, the
   journal API needs at least export access, tokens issued before a suspension are refused, and a
   sweep ends the live rooms of any practitioner who lost session access within
-  ``billing.sweep_interval_s`` (default 2 s; the issue asks for 5).
+  ``billing.sweep_interval_s`` (default 2 s).
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ OPEN_WEBSOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("open_w
 # at once); aiohttp would otherwise wait up to 60 s for open connections, beyond a container's
 # stop grace period (10 s by default), and the node would be killed instead of stopping.
 SHUTDOWN_CLOSE_TIMEOUT_S = 5.0
-# /readyz refuses above this event-loop lag (proposed config key: server.ready_max_loop_lag_s).
+# /readyz refuses above this event-loop lag: a loop this late cannot keep media timers.
 READY_MAX_LOOP_LAG_S = 1.0
 JOURNAL_KEY = web.AppKey("journal", JournalService)
 CLUSTER_KEY = web.AppKey("cluster", Cluster)
@@ -88,7 +88,8 @@ def public_url(config: Config) -> str:
 
 
 def media_settings(config: Config) -> MediaSettings:
-    """The SFU's settings from the media section (TURN credentials come in a later issue)."""
+    """The SFU's settings from the media section (TURN credentials are minted per participant by
+    signaling, ``signaling/turn.py``; the SFU needs only the STUN URLs)."""
     m = config.media
     servers = tuple(IceServer(urls=(url,)) for url in m.stun_urls)
     return MediaSettings(

@@ -155,7 +155,7 @@ def _room_body(room: RoomRecord) -> dict[str, Any]:
     return {
         "room_id": room.id,
         "max_participants": room.max_participants,
-        "waiting_room": room.waiting_room,
+        "waiting_room": room.has_waiting_room,
         "regions": list(room.regions),
     }
 
@@ -167,13 +167,13 @@ def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef
         who = _principal(request)
         data = await json_body(request)
         only_fields(data, {"max_participants", "waiting_room", "regions"})
-        waiting_room = data.get("waiting_room", False)
-        if not isinstance(waiting_room, bool):
+        has_waiting_room = data.get("waiting_room", False)
+        if not isinstance(has_waiting_room, bool):
             raise BadRequest("waiting_room must be a boolean", code="bad_field")
         room = await service.create_room(
             who.subject,
             _optional_int(data, "max_participants"),
-            waiting_room,
+            has_waiting_room,
             parse_regions(data.get("regions")),
         )
         return web.json_response(_room_body(room), status=201)

@@ -487,7 +487,7 @@ class InviteService:
             await self._send_invite(req.client_email, invite_url, expires_at)
             sent = True
         room = await self.signaling.create_room(
-            owner, req.max_participants, waiting_room=True, regions=req.regions
+            owner, req.max_participants, has_waiting_room=True, regions=req.regions
         )
         consultation = Consultation(
             id=new_id("con"),

@@ -139,11 +139,11 @@ class SignalingService:
         self,
         owner: str,
         max_participants: int | None,
-        waiting_room: bool = False,
+        has_waiting_room: bool = False,
         regions: tuple[str, ...] | None = None,
     ) -> RoomRecord:
         """A new room record for ``owner`` (placed on a node at its first ``hello``); with
-        ``waiting_room`` on, clients wait to be let in. ``no_node_in_region`` when no live node
+        ``has_waiting_room``, clients wait to be let in. ``no_node_in_region`` when no live node
         of its regions (default: ``coordination.default_regions`` or this node's) takes rooms."""
         size = self.rooms.check_size(max_participants)
         allowed = (
@@ -151,7 +151,7 @@ class SignalingService:
         )
         await self.cluster.check_placeable(allowed)
         record = RoomRecord(
-            new_id("room"), owner, size, waiting_room, self.clock.now(), tuple(allowed)
+            new_id("room"), owner, size, has_waiting_room, self.clock.now(), tuple(allowed)
         )
         await self.room_store.add_room(record)
         return record
@@ -174,7 +174,7 @@ class SignalingService:
                     record.owner,
                     record.max_participants,
                     record.created_at,
-                    waiting_room=record.waiting_room,
+                    has_waiting_room=record.has_waiting_room,
                     admitted=set(members.admitted),
                     denied=set(members.denied),
                 )
@@ -225,9 +225,9 @@ class SignalingService:
             verified=verified,
         )
 
-    def notify_waiting_room(self, room: Room) -> None:
-        """Tell every practitioner in ``room`` who waits now."""
-        if not room.waiting_room or room.closed:
+    def notify_waiting(self, room: Room) -> None:
+        """Tell every practitioner in ``room`` who waits now (the ``waiting_room`` message)."""
+        if not room.has_waiting_room or room.closed:
             return
         msg = p.WaitingRoom(clients=tuple(_waiting_info(x) for x in room.waiting.values()))
         for participant in room.participants.values():
@@ -492,12 +492,12 @@ class Session:
             room.enqueue(me)
             self.service.sessions[me.id] = self
             self.out.send(p.Waiting())
-            self.service.notify_waiting_room(room)
+            self.service.notify_waiting(room)
             return
         room.admit(me)
         self.service.sessions[me.id] = self
         await self._enter(room, me)
-        if me.role == Role.PRACTITIONER.value and room.waiting_room:
+        if me.role == Role.PRACTITIONER.value and room.has_waiting_room:
             self.out.send(
                 p.WaitingRoom(clients=tuple(_waiting_info(x) for x in room.waiting.values()))
             )
@@ -568,7 +568,7 @@ class Session:
         await self.service.remember_member(room, msg.participant_id, admitted=True)
         client = room.let_in(msg.participant_id)
         await target._enter(room, client)
-        self.service.notify_waiting_room(room)
+        self.service.notify_waiting(room)
 
     async def _on_deny(self, msg: p.Deny) -> None:
         room = self._practitioner_in_room("deny")
@@ -650,7 +650,7 @@ class Session:
             return
         del self.service.sessions[me.id]
         if room.waiting.pop(me.id, None) is not None:  # it never reached the media path
-            self.service.notify_waiting_room(room)
+            self.service.notify_waiting(room)
             return
         room.remove(me.id)
         await self.service.media.close_peer(room.id, me.id)
