@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Final, TextIO, TypeVar
 
 from fortrolig.accounts.account_service import AccountService, open_accounts
-from fortrolig.core.errors import FortroligError
+from fortrolig.core import cli_errors
+from fortrolig.core.errors import ConfigError, FortroligError
 
 T = TypeVar("T")
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
+EXIT_OK: Final = cli_errors.EXIT_OK
+EXIT_FAILED: Final = cli_errors.EXIT_REFUSED
 """The request was refused (e-mail taken, weak password, no such account)."""
-EXIT_CONFIG: Final = 2
+EXIT_CONFIG: Final = cli_errors.EXIT_CONFIG
 """The data directory, database or keyring could not be used."""
 
 
@@ -79,23 +80,24 @@ def _run(
     out: TextIO,
     err: TextIO,
 ) -> int:
+    def say(line: str) -> None:
+        print(line, file=err)
+
     async def main() -> int:
         try:
             service = await open_accounts(
                 data_dir, None, database_url=database_url, keyring_path=keyring_path
             )
-        except FortroligError as exc:
-            print(f"error: {exc.message}", file=err)
-            return EXIT_CONFIG
         except OSError as exc:  # e.g. PostgreSQL unreachable
-            print(f"error: cannot open the account database: {exc}", file=err)
-            return EXIT_CONFIG
+            return cli_errors.report(ConfigError(f"cannot open the account database: {exc}"), say)
+        except FortroligError as exc:
+            cli_errors.report(exc, say)
+            return EXIT_CONFIG  # whatever its code, the accounts cannot be used
         try:
             print(await action(service), file=out)
             return EXIT_OK
         except FortroligError as exc:
-            print(f"error ({exc.code}): {exc.message}", file=err)
-            return EXIT_FAILED if exc.fault == "client" else EXIT_CONFIG
+            return cli_errors.report(exc, say)
         finally:
             await service.close()
 

@@ -3,24 +3,24 @@
 Not under ``/api/``: these routes are how a practitioner gets a token, so the node's Bearer-token
 middleware must not guard them. Bodies are small JSON objects (unknown fields refused, size
 limited); handlers raise :class:`~fortrolig.core.errors.FortroligError` and the application's one
-error middleware maps them to ``{"error": {"code", "message"}}``, except ``login_throttled``,
-answered here so that it can carry ``Retry-After``. Every response is ``Cache-Control: no-store``
+error middleware maps them to ``{"error": {"code", "message"}}`` (``login_throttled`` with
+``Retry-After``). Every response is ``Cache-Control: no-store``
 (tokens and TOTP secrets must not be cached by browsers or proxies). No cookies are used, so
 there is no ambient credential for cross-site requests to abuse.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
 
 from fortrolig.accounts.account_service import AccountService, Session
 from fortrolig.accounts.passwords import MAX_PASSWORD_CHARS
-from fortrolig.accounts.practitioners import MAX_EMAIL_CHARS, LoginThrottled
-from fortrolig.core.errors import BadRequest, PayloadTooLarge
+from fortrolig.accounts.practitioners import MAX_EMAIL_CHARS
+from fortrolig.core.errors import BadRequest
+from fortrolig.core.http_body import only_fields, read_json_object
 
 PREFIX: Final = "/auth"
 MAX_BODY: Final = 4096
@@ -37,7 +37,6 @@ _MAX_FIELD: Final = {
 
 ClientAddress = Callable[[web.Request], str | None]
 """Returns the client's IP address for throttling (default: the peer of the connection)."""
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def peer_address(request: web.Request) -> str | None:
@@ -53,49 +52,20 @@ def account_routes(
     """The account routes; the service is ``request.app[service_key]``."""
     h = _Handlers(service_key, client_address)
     return [
-        web.post(PREFIX + "/signup", _guard(h.signup)),
-        web.post(PREFIX + "/totp/enrol", _guard(h.enrol)),
-        web.post(PREFIX + "/totp/confirm", _guard(h.confirm)),
-        web.post(PREFIX + "/login", _guard(h.login)),
-        web.post(PREFIX + "/refresh", _guard(h.refresh)),
-        web.post(PREFIX + "/logout", _guard(h.logout)),
-        web.post(PREFIX + "/password", _guard(h.password)),
+        web.post(PREFIX + "/signup", h.signup),
+        web.post(PREFIX + "/totp/enrol", h.enrol),
+        web.post(PREFIX + "/totp/confirm", h.confirm),
+        web.post(PREFIX + "/login", h.login),
+        web.post(PREFIX + "/refresh", h.refresh),
+        web.post(PREFIX + "/logout", h.logout),
+        web.post(PREFIX + "/password", h.password),
     ]
-
-
-def _guard(handler: Handler) -> Handler:
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except LoginThrottled as exc:
-            body = {"error": {"code": exc.code, "message": exc.message}}
-            headers = {**_NO_STORE, "Retry-After": str(exc.retry_after_s)}
-            return web.json_response(body, status=exc.status, headers=headers)
-
-    return guarded
 
 
 async def _body(request: web.Request, fields: frozenset[str]) -> dict[str, str]:
     """The JSON object body: every field in ``fields`` present, a string, and nothing else."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise PayloadTooLarge("request body too large")
-    raw = bytearray()
-    while len(raw) <= MAX_BODY:
-        chunk = await request.content.read(MAX_BODY + 1 - len(raw))
-        if not chunk:
-            break
-        raw += chunk
-    if len(raw) > MAX_BODY:
-        raise PayloadTooLarge("request body too large")
-    try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadRequest("request body must be JSON", code="bad_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object", code="bad_json")
-    unknown = set(body) - fields
-    if unknown:
-        raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
+    body = await read_json_object(request, MAX_BODY, allow_empty=False)
+    only_fields(body, fields)
     for name in sorted(fields):
         value = body.get(name)
         if not isinstance(value, str):

@@ -1,7 +1,9 @@
 """Operator commands for the subscription gate as plain functions; ``fortrolig.app`` wires
 them to the command line.
 
-Each returns an exit code and prints a short report (or one JSON object with ``as_json``):
+Each returns an exit code and prints a short report (or one JSON object with ``as_json``) to
+``out``; a refusal is one line ``fortrolig: <code>: <message>`` to ``err``
+(:mod:`fortrolig.core.cli_errors`):
 
 - 0: done;
 - 1: refused by the rules (``not_suspended``, ``already_suspended``, ``no_subscription``,
@@ -28,11 +30,12 @@ from fortrolig.accounts.subscription_service import (
     status_json,
 )
 from fortrolig.accounts.subscription_store import sqlite_path
+from fortrolig.core import cli_errors
+from fortrolig.core.cli_errors import EXIT_OK, to_stderr
 from fortrolig.core.clock import Clock
 from fortrolig.core.errors import ConfigError, FortroligError
 
 Out = Callable[[str], object]
-EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
 
 
 def suspend(
@@ -44,6 +47,7 @@ def suspend(
     clock: Clock | None = None,
     as_json: bool = False,
     out: Out = print,
+    err: Out = to_stderr,
 ) -> int:
     """``fortrolig subscription suspend PRACTITIONER --reason non_payment|misuse``."""
 
@@ -51,7 +55,7 @@ def suspend(
         await service.suspend(practitioner, reason)
         return await _report(service, practitioner, "suspended", as_json, out)
 
-    return _with_service(run, data_dir, database_url, clock, as_json, out)
+    return _with_service(run, data_dir, database_url, clock, err)
 
 
 def lift(
@@ -62,6 +66,7 @@ def lift(
     clock: Clock | None = None,
     as_json: bool = False,
     out: Out = print,
+    err: Out = to_stderr,
 ) -> int:
     """``fortrolig subscription lift PRACTITIONER``."""
 
@@ -69,7 +74,7 @@ def lift(
         await service.lift(practitioner)
         return await _report(service, practitioner, "lifted", as_json, out)
 
-    return _with_service(run, data_dir, database_url, clock, as_json, out)
+    return _with_service(run, data_dir, database_url, clock, err)
 
 
 def show(
@@ -80,13 +85,14 @@ def show(
     clock: Clock | None = None,
     as_json: bool = False,
     out: Out = print,
+    err: Out = to_stderr,
 ) -> int:
     """``fortrolig subscription show PRACTITIONER``: facts and the derived status now."""
 
     async def run(service: SubscriptionService) -> int:
         return await _report(service, practitioner, "", as_json, out)
 
-    return _with_service(run, data_dir, database_url, clock, as_json, out)
+    return _with_service(run, data_dir, database_url, clock, err)
 
 
 async def _report(
@@ -116,8 +122,7 @@ def _with_service(
     data_dir: Path,
     database_url: str | None,
     clock: Clock | None,
-    as_json: bool,
-    out: Out,
+    err: Out,
 ) -> int:
     url = database_url or default_database_url(data_dir)
 
@@ -134,8 +139,4 @@ def _with_service(
     try:
         return asyncio.run(main())
     except FortroligError as exc:
-        if as_json:
-            out(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
-        else:
-            out(f"error ({exc.code}): {exc.message}")
-        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_REFUSED
+        return cli_errors.report(exc, err)

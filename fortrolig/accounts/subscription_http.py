@@ -17,7 +17,8 @@ from aiohttp import web
 
 from fortrolig.accounts import billing
 from fortrolig.accounts.subscription_service import SubscriptionService, status_json
-from fortrolig.core.errors import PayloadTooLarge, Unauthenticated
+from fortrolig.core.errors import Unauthenticated
+from fortrolig.core.http_body import read_body
 from fortrolig.core.principal import Principal
 
 WEBHOOK_PATH = "/billing/webhook"
@@ -34,7 +35,8 @@ def subscription_routes(
     """The webhook and status routes; the service is ``request.app[service_key]``."""
 
     async def webhook(request: web.Request) -> web.StreamResponse:
-        body = await _read_body(request)
+        # The raw bytes: the signature covers exactly these.
+        body = await read_body(request, billing.MAX_BODY)
         signature = request.headers.get(billing.SIGNATURE_HEADER)
         outcome = await request.app[service_key].handle_webhook(body, signature)
         return web.json_response(
@@ -55,18 +57,3 @@ def subscription_routes(
         return web.json_response(status_json(sub, status), headers=_NO_STORE)
 
     return [web.post(WEBHOOK_PATH, webhook), web.get(STATUS_PATH, own_status)]
-
-
-async def _read_body(request: web.Request) -> bytes:
-    """The raw body (the signature covers these exact bytes), at most ``billing.MAX_BODY``."""
-    if request.content_length is not None and request.content_length > billing.MAX_BODY:
-        raise PayloadTooLarge("webhook body too large")
-    raw = bytearray()
-    while len(raw) <= billing.MAX_BODY:
-        chunk = await request.content.read(billing.MAX_BODY + 1 - len(raw))
-        if not chunk:
-            break
-        raw += chunk
-    if len(raw) > billing.MAX_BODY:
-        raise PayloadTooLarge("webhook body too large")
-    return bytes(raw)

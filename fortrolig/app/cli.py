@@ -17,9 +17,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from fortrolig.core import cli_errors
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, load_config
-from fortrolig.core.errors import ConfigError, FortroligError
+from fortrolig.core.errors import BadRequest, FortroligError
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.journal import cli as journal_cli
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
@@ -176,7 +177,12 @@ async def _create_consultation(
 async def _checked(resp: Any) -> dict[str, Any]:
     data: dict[str, Any] = await resp.json()
     if resp.status >= 400:
-        raise RuntimeError(f"server refused: {resp.status} {data}")
+        # The node's documented error body: its code becomes the command's own.
+        error = data.get("error")
+        if not isinstance(error, dict):
+            error = {}
+        message = f"the node refused ({resp.status}): {error.get('message', data)}"
+        raise BadRequest(message, code=str(error.get("code") or "server_refused"))
     return data
 
 
@@ -191,7 +197,10 @@ def cmd_session_create(args: argparse.Namespace) -> int:
     base = (args.base_url or public_url(config)).rstrip("/")
     if args.verification == "none":
         if args.client_email or args.client_name or args.send_invite:
-            raise RuntimeError("--client-email/--client-name/--send-invite need --verification")
+            raise BadRequest(
+                "--client-email/--client-name/--send-invite need --verification",
+                code="bad_arguments",
+            )
         result = asyncio.run(_create_session(config, base, args.max_participants, args.force_relay))
     else:
         result = asyncio.run(_create_consultation(config, base, args))
@@ -322,15 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"fortrolig: configuration error: {exc}", file=sys.stderr)
-        return 2
     except FortroligError as exc:
-        print(f"fortrolig: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:
-        print(f"fortrolig: {exc}", file=sys.stderr)
-        return 1
+        return cli_errors.report(exc)
     return code
 
 

@@ -6,7 +6,7 @@
   or a join token needs session access, every join and reconnect re-checks the room owner, the
   journal API needs at least export access, tokens issued before a suspension are refused, and a
   sweep ends the live rooms of any practitioner who lost session access within
-  ``billing.sweep_interval_s`` (default 2 s; the issue asks for 5).
+  ``billing.sweep_interval_s`` (default 2 s).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from fortrolig.accounts.subscription_service import SubscriptionService, open_su
 from fortrolig.core.config import Config, read_secret_file
 from fortrolig.core.errors import Unauthenticated
 from fortrolig.core.principal import Principal
+from fortrolig.core.slot import Slot
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 from fortrolig.signaling.http import PRINCIPAL
-from fortrolig.signaling.service import SignalingService
+from fortrolig.signaling.service import AccessGate, SignalingService
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,13 @@ def gate_routes() -> list[web.AbstractRouteDef]:
 
 
 def gate_ctx(
-    config: Config, issuer: TokenIssuer, signaling: SignalingService
+    config: Config,
+    issuer: TokenIssuer,
+    signaling: SignalingService,
+    access_gate: Slot[AccessGate],
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Open accounts and subscriptions (one database), start their background tasks."""
+    """Open accounts and subscriptions (one database), start their background tasks; while
+    billing is enforced, ``access_gate`` (the signaling service's) checks room owners."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         data = config.server.data_dir
@@ -79,7 +84,7 @@ def gate_ctx(
         app[SUBSCRIPTIONS_KEY] = subs
         tasks = [asyncio.get_running_loop().create_task(purge_loop(accounts))]
         if config.billing.enforced:
-            signaling.access_gate = lambda owner: _require_sessions(subs, owner)
+            access_gate.fill(lambda owner: _require_sessions(subs, owner))
             tasks.append(
                 asyncio.get_running_loop().create_task(
                     _sweep(subs, signaling, config.billing.sweep_interval_s)
@@ -88,7 +93,7 @@ def gate_ctx(
         try:
             yield
         finally:
-            signaling.access_gate = None
+            access_gate.empty()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -22,6 +22,7 @@ from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, read_private_file, read_secret_file
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.core.metrics import CONTENT_TYPE, Metrics, Sample
+from fortrolig.core.slot import Slot
 from fortrolig.core.tls import ReloadingTls
 from fortrolig.journal.factory import open_journal, retention_loop
 from fortrolig.journal.http import journal_routes
@@ -32,18 +33,19 @@ from fortrolig.media.settings import IceServer, MediaSettings
 from fortrolig.media.sfu import Sfu
 from fortrolig.signaling.auth import TokenIssuer, TokenVerifier
 from fortrolig.signaling.cluster import Cluster, ThisNode
-from fortrolig.signaling.eid import load_client_auth, settings_from_config
+from fortrolig.signaling.eid.client import EidClient
+from fortrolig.signaling.eid.keyfiles import load_client_auth
 from fortrolig.signaling.http import PRINCIPAL, auth_middleware, error_middleware, room_routes
 from fortrolig.signaling.invite_http import eid_ctx, invite_routes
 from fortrolig.signaling.invites import InviteService
-from fortrolig.signaling.mailer import SmtpMailer
 from fortrolig.signaling.records_sql import (
     SqlInviteStore,
     SqlJtiStore,
     SqlPendingStore,
     SqlRoomStore,
 )
-from fortrolig.signaling.service import SignalingService
+from fortrolig.signaling.service import AccessGate, SignalingService
+from fortrolig.signaling.smtp import SmtpMailer
 from fortrolig.signaling.ws import handle_ws
 from fortrolig.storage import open_database
 from fortrolig.web.http import web_routes
@@ -71,7 +73,7 @@ OPEN_WEBSOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("open_w
 # at once); aiohttp would otherwise wait up to 60 s for open connections, beyond a container's
 # stop grace period (10 s by default), and the node would be killed instead of stopping.
 SHUTDOWN_CLOSE_TIMEOUT_S = 5.0
-# /readyz refuses above this event-loop lag (proposed config key: server.ready_max_loop_lag_s).
+# /readyz refuses above this event-loop lag: a loop this late cannot keep media timers.
 READY_MAX_LOOP_LAG_S = 1.0
 JOURNAL_KEY = web.AppKey("journal", JournalService)
 CLUSTER_KEY = web.AppKey("cluster", Cluster)
@@ -87,7 +89,8 @@ def public_url(config: Config) -> str:
 
 
 def media_settings(config: Config) -> MediaSettings:
-    """The SFU's settings from the media section (TURN credentials come in a later issue)."""
+    """The SFU's settings from the media section (TURN credentials are minted per participant by
+    signaling, ``signaling/turn.py``; the SFU needs only the STUN URLs)."""
     m = config.media
     servers = tuple(IceServer(urls=(url,)) for url in m.stun_urls)
     return MediaSettings(
@@ -151,6 +154,8 @@ def build_app(config: Config) -> web.Application:
         config.coordination,
         standalone=not config.coordination.redis_url,
     )
+    access_gate: Slot[AccessGate] = Slot()  # filled by gate_ctx while billing is enforced
+    eid: Slot[EidClient] = Slot()  # filled by eid_ctx while the eID client is open
     service = SignalingService(
         config,
         sfu,
@@ -160,6 +165,7 @@ def build_app(config: Config) -> web.Application:
         turn_secret=secret,
         room_store=SqlRoomStore(records),
         cluster=cluster,
+        access_gate=access_gate,
     )
     invites = InviteService(
         service,
@@ -168,6 +174,7 @@ def build_app(config: Config) -> web.Application:
         clock,
         invite_ttl_s=config.invites.ttl_s,
         public_url=public_url(config),
+        eid=eid,
     )
     metrics = Metrics({"region": config.server.region, "node": node.node_id})
 
@@ -215,22 +222,21 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(room_routes(service, public_url(config)))
     app.add_routes(invite_routes(invites))
     if config.eid.enabled:  # else eID invites answer verification_unavailable
-        eid_settings = settings_from_config(config.eid, public_url(config))
         pending = SqlPendingStore(
             records,
             keyring,
             clock.now,
-            max_entries=eid_settings.max_pending,
-            grace_s=eid_settings.pending_ttl_s,
+            max_entries=config.eid.max_pending,
+            grace_s=config.eid.pending_ttl_s,
         )
-        app.cleanup_ctx.append(
-            eid_ctx(invites, eid_settings, load_client_auth(eid_settings), pending)
-        )
+        redirect_uri = config.eid.callback_url(public_url(config))
+        credentials = load_client_auth(config.eid)
+        app.cleanup_ctx.append(eid_ctx(eid, config.eid, redirect_uri, credentials, pending))
     app.add_routes(journal_routes(JOURNAL_KEY, lambda request: request.get(PRINCIPAL)))
     app.add_routes(web_routes())
     app.add_routes(gate_routes())
     app.cleanup_ctx.append(_journal_ctx(config))
-    app.cleanup_ctx.append(gate_ctx(config, issuer, service))
+    app.cleanup_ctx.append(gate_ctx(config, issuer, service, access_gate))
     app.cleanup_ctx.append(_sfu_ctx)
     app.cleanup_ctx.append(cluster_ctx(service, config))
     app.cleanup_ctx.append(_loop_lag_ctx)

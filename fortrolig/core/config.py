@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fortrolig.core.config_cluster import CoordinationConfig, RecordsConfig
+from fortrolig.core.config_eid import EidConfig as EidConfig  # re-exported: a config section
 from fortrolig.core.config_net import (
     check_tls_files,
     check_transport_security,
@@ -398,127 +399,6 @@ class SmtpConfig:
     def enabled(self) -> bool:
         """Whether e-mail can be sent at all."""
         return bool(self.host)
-
-
-EID_CLIENT_AUTH = frozenset({"client_secret_basic", "private_key_jwt"})
-EID_ID_TOKEN_ALGS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-_NSIS_LOA = "https://data.gov.dk/concept/core/nsis/loa"
-
-
-def _is_eid_url(url: str, allow_insecure_loopback: bool) -> bool:
-    """https, or ``http://127.0.0.1``/``[::1]`` with ``allow_insecure_loopback`` (tests)."""
-    if url.startswith("https://"):
-        return len(url) > len("https://")
-    if not (allow_insecure_loopback and url.startswith("http://")):
-        return False
-    host = url[len("http://") :].split("/", 1)[0]
-    return host.startswith(("127.0.0.1:", "[::1]:")) or host in ("127.0.0.1", "[::1]")
-
-
-@dataclass(frozen=True, slots=True)
-class EidConfig:
-    """National eID (MitID through an OIDC broker) for invites; docs/eid.md has every key.
-
-    eID is available only when both ``issuer`` and ``client_id`` are set. An empty
-    ``redirect_uri`` is ``<server public URL>/eid/callback``. The relying party checks the same
-    settings again, completely, when the node starts (``EidSettings``).
-    """
-
-    issuer: str = ""
-    client_id: str = ""
-    redirect_uri: str = ""
-    client_auth: str = "client_secret_basic"
-    client_secret_file: Path | None = None
-    private_key_file: Path | None = None
-    private_key_alg: str = "ES256"
-    scopes: tuple[str, ...] = ()
-    acr_values: tuple[str, ...] = ()
-    min_acr: str = ""
-    acr_order: tuple[str, ...] = (
-        f"{_NSIS_LOA}/Low",
-        f"{_NSIS_LOA}/Substantial",
-        f"{_NSIS_LOA}/High",
-    )
-    id_token_algs: tuple[str, ...] = ("RS256", "PS256", "ES256")
-    allow_cpr: bool = False
-    cpr_scope: str = "ssn"
-    cpr_claim: str = "dk.cpr"
-    name_claim: str = "name"
-    prompt_login: bool = True
-    ui_locales: str = ""
-    allow_insecure_loopback: bool = False
-    skew_s: float = 60.0
-    id_token_max_age_s: float = 600.0
-    pending_ttl_s: float = 600.0
-    max_pending: int = 10_000
-    discovery_ttl_s: float = 3600.0
-    jwks_min_refresh_s: float = 30.0
-    http_timeout_s: float = 10.0
-
-    @property
-    def enabled(self) -> bool:
-        """Whether eID verification is available (issuer and client id configured)."""
-        return bool(self.issuer and self.client_id)
-
-    def __post_init__(self) -> None:
-        _require(
-            bool(self.issuer) == bool(self.client_id),
-            "eid.client_id" if self.issuer else "eid.issuer",
-            "eid.issuer and eid.client_id go together",
-        )
-        _require(
-            self.client_auth in EID_CLIENT_AUTH,
-            "eid.client_auth",
-            f"one of {sorted(EID_CLIENT_AUTH)}",
-        )
-        _require(
-            EID_ID_TOKEN_ALGS.issuperset(self.id_token_algs) and bool(self.id_token_algs),
-            "eid.id_token_algs",
-            f"only {', '.join(sorted(EID_ID_TOKEN_ALGS))} are allowed (never none or HS*)",
-        )
-        _require(
-            self.allow_cpr or self.cpr_scope not in self.scopes,
-            "eid.scopes",
-            f"{self.cpr_scope!r} (the CPR scope) needs allow_cpr = true",
-        )
-        _require(
-            not self.min_acr or self.min_acr in self.acr_order,
-            "eid.min_acr",
-            "must be one of acr_order",
-        )
-        for name in ("skew_s", "id_token_max_age_s", "jwks_min_refresh_s"):
-            _require(getattr(self, name) >= 0, f"eid.{name}", "must not be negative")
-        for name in ("pending_ttl_s", "discovery_ttl_s", "http_timeout_s", "max_pending"):
-            _require(getattr(self, name) > 0, f"eid.{name}", "must be positive")
-        if not self.enabled:
-            return
-        loopback = self.allow_insecure_loopback
-        _require(
-            _is_eid_url(self.issuer, loopback),
-            "eid.issuer",
-            "must be an https URL (http://127.0.0.1 only with allow_insecure_loopback, tests)",
-        )
-        _require(
-            not self.redirect_uri or _is_eid_url(self.redirect_uri, loopback),
-            "eid.redirect_uri",
-            "must be an https URL (http://127.0.0.1 only with allow_insecure_loopback, tests)",
-        )
-        _require(
-            self.client_auth != "client_secret_basic" or self.client_secret_file is not None,
-            "eid.client_secret_file",
-            "required for client_auth = client_secret_basic",
-        )
-        _require(
-            self.client_auth != "private_key_jwt" or self.private_key_file is not None,
-            "eid.private_key_file",
-            "required for client_auth = private_key_jwt",
-        )
-
-    def callback_url(self, base_url: str) -> str:
-        """The redirect URI: as configured, else ``<base_url>/eid/callback``."""
-        return self.redirect_uri or f"{base_url.rstrip('/')}/eid/callback"
 
 
 def _is_ip(text: str) -> bool:

@@ -86,11 +86,13 @@ class PayloadTooLarge(FortroligError):
 
 
 class RateLimited(FortroligError):
-    """The caller sent too much too fast."""
+    """The caller sent too much too fast; ``retry_after_s`` (whole seconds), when known, becomes
+    the HTTP ``Retry-After`` header."""
 
     code = "rate_limited"
     status = 429
     fault = "client"
+    retry_after_s: int | None = None
 
 
 class ConfigError(FortroligError):

@@ -10,14 +10,14 @@ because they are health data.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from fortrolig.core.errors import BadRequest, PayloadTooLarge, Unauthenticated
+from fortrolig.core.errors import BadRequest, Unauthenticated
+from fortrolig.core.http_body import only_fields, read_json_object
 from fortrolig.core.principal import Principal
 from fortrolig.journal.model import Client, Journal, Note, iso_from_micros
 from fortrolig.journal.service import JournalService
@@ -56,25 +56,8 @@ def journal_routes(
 
 async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
     """The JSON object body, read with the journal's own size limit; unknown fields refused."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise PayloadTooLarge("request body too large")
-    raw = bytearray()
-    while len(raw) <= MAX_BODY:  # read(n) returns what has arrived, so loop until EOF
-        chunk = await request.content.read(MAX_BODY + 1 - len(raw))
-        if not chunk:
-            break
-        raw += chunk
-    if len(raw) > MAX_BODY:
-        raise PayloadTooLarge("request body too large")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("request body must be JSON", code="bad_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object", code="bad_json")
-    unknown = set(body) - allowed
-    if unknown:
-        raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
+    body = await read_json_object(request, MAX_BODY, allow_empty=False)
+    only_fields(body, allowed)
     return body
 
 

@@ -1,6 +1,6 @@
 """A programmatic participant speaking docs/protocol.md over aiohttp + aiortc.
 
-Used by the integration tests and (later) by ``fortrolig-load``. It publishes audio and video,
+Used by the integration tests and by ``fortrolig-load``'s workers. It publishes audio and video,
 answers the server's renegotiation offers, counts frames per remote track, and records every
 server message so tests can assert on the conversation.
 """

@@ -31,7 +31,7 @@ from fortrolig.core.keys import KeySet, SigningKey
 ALGORITHM: Final = "EdDSA"
 
 # PyJWT checks only the signature; every claim is checked by our own code, on our clock, with our
-# error codes (here and in eid.py).
+# error codes (here and in eid/id_token.py).
 SIGNATURE_ONLY: Final[Options] = {
     "verify_signature": True,
     "verify_exp": False,

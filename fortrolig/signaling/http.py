@@ -1,4 +1,4 @@
-"""HTTP API of the signaling side: rooms and join tokens, plus the one error mapping.
+"""HTTP API of the signaling side: rooms and join tokens, plus the node's one HTTP error mapping.
 
 Authentication happens in :func:`auth_middleware` (a Bearer access token becomes a
 :class:`Principal` on the request); authorization happens in the domain (room ownership).
@@ -6,7 +6,6 @@ Authentication happens in :func:`auth_middleware` (a Bearer access token becomes
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,9 +17,10 @@ from fortrolig.core.errors import (
     BadRequest,
     Forbidden,
     FortroligError,
-    PayloadTooLarge,
+    RateLimited,
     Unauthenticated,
 )
+from fortrolig.core.http_body import only_fields, read_json_object
 from fortrolig.core.principal import Principal
 
 from .auth import Role, TokenKind
@@ -36,6 +36,7 @@ PRINCIPAL = web.RequestKey("fortrolig.principal", Principal)
 PUBLIC_API_PREFIX = "/api/v1/invite/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 16 * 1024
+NO_STORE = {"Cache-Control": "no-store"}
 HTTP_ERROR_CODES = {
     400: "bad_request",
     401: "unauthenticated",
@@ -49,18 +50,22 @@ HTTP_ERROR_CODES = {
 
 
 def error_response(exc: FortroligError) -> web.Response:
-    """The JSON body every API error has: {"error": {"code", "message"}}.
+    """The one HTTP error mapping: the error's status and ``{"error": {"code", "message"}}``,
+    for every route of the node (signaling, invites, accounts, journal, billing).
 
     A server fault keeps its code but not its message, which may name internals (paths, record
-    ids); the message is in the log.
+    ids); the message is in the log. A rate limit with a known delay carries ``Retry-After``.
+    No error is cached (``Cache-Control: no-store``): some answer credential requests.
     """
     message = "internal error" if exc.fault == "server" else exc.message
     error: dict[str, Any] = {"code": exc.code, "message": message}
     details = getattr(exc, "details", None)  # e.g. attempts_left of a wrong e-mail code
     if isinstance(details, dict) and exc.fault != "server":
         error.update({k: val for k, val in details.items() if k not in error})
-    body = {"error": error}
-    return web.json_response(body, status=exc.status)
+    headers = dict(NO_STORE)
+    if isinstance(exc, RateLimited) and exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return web.json_response({"error": error}, status=exc.status, headers=headers)
 
 
 @web.middleware
@@ -79,7 +84,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         fallback = "internal_error" if exc.status >= 500 else "bad_request"
         code = HTTP_ERROR_CODES.get(exc.status, fallback)
         body = {"error": {"code": code, "message": exc.reason}}
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        headers = dict(NO_STORE)
+        if "Allow" in exc.headers:
+            headers["Allow"] = exc.headers["Allow"]
         return web.json_response(body, status=exc.status, headers=headers)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
@@ -115,30 +122,14 @@ def _principal(request: web.Request) -> Principal:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body ({} when empty); ``too_large`` / ``bad_json``."""
-    return await _json_body(request)
+    """The request's JSON object body ({} when empty) of at most 16 KiB; ``too_large`` /
+    ``bad_json``."""
+    return await read_json_object(request, MAX_BODY)
 
 
 def principal(request: web.Request) -> Principal:
     """The authenticated practitioner of an /api/ request (``practitioner_only`` otherwise)."""
     return _principal(request)
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_length and request.content_length > MAX_BODY:
-        raise PayloadTooLarge("body too large")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise PayloadTooLarge("body too large")
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("body is not JSON", code="bad_json") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object", code="bad_json")
-    return data
 
 
 def _optional_int(data: dict[str, Any], key: str) -> int | None:
@@ -164,7 +155,7 @@ def _room_body(room: RoomRecord) -> dict[str, Any]:
     return {
         "room_id": room.id,
         "max_participants": room.max_participants,
-        "waiting_room": room.waiting_room,
+        "waiting_room": room.has_waiting_room,
         "regions": list(room.regions),
         "force_relay": room.force_relay,
     }
@@ -175,17 +166,15 @@ def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef
 
     async def create_room(request: web.Request) -> web.Response:
         who = _principal(request)
-        data = await _json_body(request)
-        unknown = set(data) - {"max_participants", "waiting_room", "regions", "force_relay"}
-        if unknown:
-            raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
-        waiting_room = data.get("waiting_room", False)
-        if not isinstance(waiting_room, bool):
+        data = await json_body(request)
+        only_fields(data, {"max_participants", "waiting_room", "regions", "force_relay"})
+        has_waiting_room = data.get("waiting_room", False)
+        if not isinstance(has_waiting_room, bool):
             raise BadRequest("waiting_room must be a boolean", code="bad_field")
         room = await service.create_room(
             who.subject,
             _optional_int(data, "max_participants"),
-            waiting_room,
+            has_waiting_room,
             parse_regions(data.get("regions")),
             parse_force_relay(data.get("force_relay")),
         )
@@ -195,10 +184,8 @@ def room_routes(service: SignalingService, public_url: str) -> list[web.RouteDef
         who = _principal(request)
         room = await service.room_record(request.match_info["room_id"])
         check_room_owner(room.owner, who.subject)
-        data = await _json_body(request)
-        unknown = set(data) - {"role", "name"}
-        if unknown:
-            raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
+        data = await json_body(request)
+        only_fields(data, {"role", "name"})
         try:
             role = Role(data.get("role", "client"))
         except ValueError as exc:

@@ -21,10 +21,16 @@ import aiohttp
 from aiohttp import web
 
 from fortrolig.core.clock import SystemClock
+from fortrolig.core.config import EidConfig
 from fortrolig.core.errors import BadRequest, Conflict, FortroligError
+from fortrolig.core.http_body import only_fields
+from fortrolig.core.slot import Slot
 
-from .eid import ClientAuth, EidClient, EidRejected, EidSettings, PendingStore
-from .eid_http import AiohttpEidHttp
+from .eid.client import EidClient
+from .eid.client_auth import ClientAuth
+from .eid.errors import EidRejected
+from .eid.http import AiohttpEidHttp
+from .eid.pending import PendingStore
 from .http import json_body, principal
 from .invites import (
     EID_RETURN_TO,
@@ -74,12 +80,6 @@ def _grant_body(grant: JoinGrant) -> dict[str, Any]:
     }
 
 
-def _only(data: dict[str, Any], allowed: set[str]) -> None:
-    unknown = set(data) - allowed
-    if unknown:
-        raise BadRequest(f"unknown fields: {sorted(unknown)}", code="bad_field")
-
-
 def invite_routes(invites: InviteService) -> list[web.RouteDef]:
     """Routes of the consultations API and the client's invite redemption."""
 
@@ -104,7 +104,7 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
     async def reissue(request: web.Request) -> web.Response:
         who = principal(request)
         data = await json_body(request)
-        _only(data, {"send"})
+        only_fields(data, {"send"})
         send = data.get("send", False)
         if not isinstance(send, bool):
             raise BadRequest("send must be a boolean", code="bad_field")
@@ -113,7 +113,7 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
 
     async def redeem(request: web.Request) -> web.Response:
         data = await json_body(request)
-        _only(data, {"invite"})
+        only_fields(data, {"invite"})
         result = await invites.redeem(data.get("invite"))
         if isinstance(result, EidRedirect):
             return _json({"status": "eid_redirect", "verification": "eid", "redirect": result.url})
@@ -132,7 +132,7 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
 
     async def verify(request: web.Request) -> web.Response:
         data = await json_body(request)
-        _only(data, {"handle", "code"})
+        only_fields(data, {"handle", "code"})
         grant = await invites.verify_code(data.get("handle"), data.get("code"))
         return _json(_grant_body(grant))
 
@@ -177,22 +177,27 @@ async def _finish_eid(invites: InviteService, request: web.Request) -> JoinGrant
 
 
 def eid_ctx(
-    invites: InviteService,
-    settings: EidSettings,
+    slot: Slot[EidClient],
+    config: EidConfig,
+    redirect_uri: str,
     credentials: ClientAuth,
     pending: PendingStore | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` that gives ``invites`` an :class:`EidClient` with its own HTTP session
+    """A ``cleanup_ctx`` that fills ``slot`` (the invite service's) with an :class:`EidClient`
+    with its own HTTP session
     (no cookies, no proxy from the environment) while the application runs. ``pending`` keeps
     the logins in flight (the records database on a node, so a login survives a restart)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-            http = AiohttpEidHttp(session, timeout_s=settings.http_timeout_s)
-            invites.eid = EidClient(settings, http, SystemClock(), credentials, pending=pending)
+            http = AiohttpEidHttp(session, timeout_s=config.http_timeout_s)
+            client = EidClient(
+                config, redirect_uri, http, SystemClock(), credentials, pending=pending
+            )
+            slot.fill(client)
             try:
                 yield
             finally:
-                invites.eid = None
+                slot.empty()
 
     return ctx

@@ -41,10 +41,11 @@ from fortrolig.core.errors import (
 )
 from fortrolig.core.ids import new_id
 from fortrolig.core.metrics import Sample
+from fortrolig.core.slot import Slot
 
 from . import verification as v
 from .auth import VerificationMode
-from .eid import EidClient, VerifiedIdentity
+from .eid.client import EidClient, VerifiedIdentity
 from .mailer import Mailer, code_email, invite_email
 from .protocol import NAME_MAX
 from .records import RoomRecord, parse_force_relay, parse_regions
@@ -439,7 +440,7 @@ class InviteService:
         *,
         invite_ttl_s: int,
         public_url: str,
-        eid: EidClient | None = None,
+        eid: Slot[EidClient] | None = None,
     ) -> None:
         self.signaling = signaling
         self.store = store
@@ -447,8 +448,15 @@ class InviteService:
         self.clock = clock
         self.invite_ttl_s = invite_ttl_s
         self.public_url = public_url.rstrip("/")
-        self.eid = eid  # None: eID invites answer verification_unavailable
+        # Filled while the node's eID client is open; empty: eID invites answer
+        # verification_unavailable.
+        self._eid: Slot[EidClient] = eid if eid is not None else Slot()
         self.counters = InviteCounters()
+
+    @property
+    def eid(self) -> EidClient | None:
+        """The eID client, while one is open (None: eID is not configured)."""
+        return self._eid.get()
 
     def samples(self) -> Iterator[Sample]:
         """Metric samples read at scrape time (counts only)."""
@@ -485,7 +493,7 @@ class InviteService:
         room = await self.signaling.create_room(
             owner,
             req.max_participants,
-            waiting_room=True,
+            has_waiting_room=True,
             regions=req.regions,
             force_relay=req.force_relay,
         )
@@ -560,13 +568,14 @@ class InviteService:
         consultation = await self._consultation(invite.consultation_id)
         room = await self._room_of(consultation)
         if consultation.verification is VerificationMode.EID:
-            if self.eid is None:
+            eid = self.eid
+            if eid is None:
                 raise Conflict(
                     "eID verification is not configured on this node",
                     code="verification_unavailable",
                 )
             # The consultation reference is the invite's digest, never the secret.
-            url, _ = await self.eid.start(EID_RETURN_TO, consultation_ref=key)
+            url, _ = await eid.start(EID_RETURN_TO, consultation_ref=key)
             return EidRedirect(url)
         if await self.store.claim_invite(key, now) is None:  # lost a race with another POST
             self._check_open(await self.store.invite(key), now)

@@ -16,7 +16,7 @@ class MediaEvents(Protocol):
 
 
 class MediaBackend(Protocol):
-    """The SFU as signaling sees it (in-process today, a worker channel later)."""
+    """The SFU as signaling sees it (the in-process SFU or the pool of media workers)."""
 
     async def open_peer(self, room_id: str, participant_id: str, events: MediaEvents) -> None: ...
 

@@ -33,7 +33,7 @@ class RoomRecord:
     id: str
     owner: str
     max_participants: int
-    waiting_room: bool
+    has_waiting_room: bool  # clients wait to be admitted (the API's `waiting_room` field)
     created_at: float
     regions: tuple[str, ...]
     closed_at: float | None = None

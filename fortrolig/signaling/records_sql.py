@@ -24,7 +24,7 @@ from fortrolig.core.errors import RateLimited
 from fortrolig.storage import Database, Migration, Row, Tx, ddl
 
 from .auth import VerificationMode
-from .eid import PendingLogin
+from .eid.pending import PendingLogin
 from .invites import Challenge, Consultation, Invite
 from .records import ADMITTED, DENIED, Members, RoomRecord
 
@@ -337,7 +337,7 @@ class SqlJtiStore:
 
 
 class SqlPendingStore:
-    """:class:`~fortrolig.signaling.eid.PendingStore` in the records database: a login begun
+    """:class:`~fortrolig.signaling.eid.pending.PendingStore` in the records database: a login begun
     on one node (or before a restart) can finish on another."""
 
     def __init__(
@@ -433,7 +433,7 @@ class SqlRoomStore:
                 room.id,
                 room.owner,
                 room.max_participants,
-                int(room.waiting_room),
+                int(room.has_waiting_room),
                 to_us(room.created_at),
                 ",".join(room.regions),
                 None if room.closed_at is None else to_us(room.closed_at),
@@ -524,7 +524,7 @@ def _room(row: Row) -> RoomRecord:
         id=row[0],
         owner=row[1],
         max_participants=int(row[2]),
-        waiting_room=bool(row[3]),
+        has_waiting_room=bool(row[3]),
         created_at=row[4] / 1_000_000,
         regions=tuple(r for r in str(row[5]).split(",") if r),
         closed_at=_s(row[6]),

@@ -29,7 +29,7 @@ class Participant:
 class Room:
     """A consultation room owned by one practitioner, with a participant limit.
 
-    With ``waiting_room`` on, a client's ``join`` puts it in ``waiting`` (arrival order) until a
+    With ``has_waiting_room``, a client's ``join`` puts it in ``waiting`` (arrival order) until a
     practitioner admits it (its id is then remembered in ``admitted``, so that a reconnect goes
     straight back in) or denies it (remembered in ``denied``: it cannot wait again).
     Practitioners always join directly.
@@ -41,7 +41,7 @@ class Room:
     created_at: float
     closed: bool = False
     participants: dict[str, Participant] = field(default_factory=dict)
-    waiting_room: bool = False
+    has_waiting_room: bool = False
     waiting: dict[str, Participant] = field(default_factory=dict)
     admitted: set[str] = field(default_factory=set)
     denied: set[str] = field(default_factory=set)
@@ -63,7 +63,7 @@ class Room:
     def must_wait(self, participant: Participant) -> bool:
         """Whether this participant's ``join`` goes to the waiting room rather than in."""
         return (
-            self.waiting_room
+            self.has_waiting_room
             and participant.role == "client"
             and participant.id not in self.admitted
         )

@@ -1,19 +1,20 @@
 """The signaling state machine: one Session per WebSocket, rooms, and the media backend.
 
 No transport here: a Session receives parsed messages and emits messages through an
-:class:`Outbound` (the WebSocket layer owns ordering, size limits and close codes). User errors
-are raised as :class:`FortroligError`; the transport turns them into ``error`` messages, or
-closes the connection for the fatal ones (see :data:`FATAL_CLOSE`).
+:class:`Outbound` (the WebSocket layer owns ordering and size limits). User errors are raised as
+:class:`FortroligError`; the transport turns them into ``error`` messages, or closes the
+connection for the fatal ones. Where the service ends a connection on its own initiative (the
+room ended, a denial, a move, a redirect, a replaced connection) it names the
+:class:`~fortrolig.signaling.closes.Ending`; the close code comes from that one mapping.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from fortrolig.coordination.base import CoordinationUnavailable
 from fortrolig.coordination.local import LocalCoordination
@@ -30,9 +31,11 @@ from fortrolig.core.errors import (
 )
 from fortrolig.core.ids import new_id
 from fortrolig.core.metrics import Histogram, Sample
+from fortrolig.core.slot import Slot
 
 from . import protocol as p
 from .auth import Claims, Role, TokenIssuer, TokenKind, TokenVerifier, VerificationMode
+from .closes import Ending, Outbound, end_connection
 from .cluster import Cluster, ThisNode
 from .ports import MediaBackend
 from .records import ADMITTED, DENIED, MemoryRoomStore, RoomRecord, RoomStore
@@ -41,52 +44,14 @@ from .turn import ice_servers_for
 
 log = logging.getLogger(__name__)
 
-# Close codes (docs/protocol.md).
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL = 1002
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013
-CLOSE_AUTH = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_HANDSHAKE_TIMEOUT = 4408
-CLOSE_REPLACED = 4409
-CLOSE_MEDIA_FAILED = 4500
-CLOSE_REDIRECT = 4307  # after `redirect`: reconnect to the owner node named there
-CLOSE_MOVED = 4503  # this node stopped serving the room (lease lost, drain): reconnect
-
-# User errors that end the connection, with the close code that follows the `error` message.
-FATAL_CLOSE: Mapping[str, int] = {
-    "room_full": CLOSE_FORBIDDEN,
-    "room_closed": CLOSE_NORMAL,  # the room ended: a normal end (docs/protocol.md)
-    "room_not_found": CLOSE_FORBIDDEN,
-    "unsupported_version": CLOSE_PROTOCOL,
-    "denied": CLOSE_NORMAL,  # a practitioner turned this client away earlier
-    "waiting_room_full": CLOSE_FORBIDDEN,
-    "subscription_required": CLOSE_FORBIDDEN,
-    # Refusals that may pass: 1013 "try again later"; the client keeps its token and retries.
-    "no_node_in_region": CLOSE_TRY_AGAIN,
-    "coordination_unavailable": CLOSE_TRY_AGAIN,
-    "placement_busy": CLOSE_TRY_AGAIN,
-}
+AccessGate = Callable[[str], Awaitable[None]]
+"""Checks that a room owner may hold sessions now; raises ``subscription_required`` if not."""
 
 # Join latency (hello received → the participant's peer connected), in seconds.
 JOIN_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 
 ROOM_IDLE_S = 300.0
 """A live room with nobody in it (or a lease without a live room) is given up after this."""
-
-# Fatal user errors after whose `error` a `bye` (with this reason) precedes the close.
-BYE_BEFORE_CLOSE: Mapping[str, str] = {"room_closed": "room_ended", "denied": "denied"}
-
-
-class Outbound(Protocol):
-    """Where a session's messages go; ``send`` keeps order, ``close`` follows queued messages."""
-
-    def send(self, msg: p.ServerMessage) -> None: ...
-
-    def close(self, code: int, reason: str) -> None: ...
 
 
 @dataclass
@@ -113,6 +78,7 @@ class SignalingService:
         *,
         room_store: RoomStore | None = None,
         cluster: Cluster | None = None,
+        access_gate: Slot[AccessGate] | None = None,
     ) -> None:
         self.config = config
         self.media = media
@@ -125,9 +91,9 @@ class SignalingService:
         self.room_store: RoomStore = room_store or MemoryRoomStore()
         self.cluster = cluster or standalone_cluster(config, clock)
         self._idle_since: dict[str, float] = {}  # room id -> monotonic time it became idle
-        # Set by the composition root when subscriptions are enforced: raises (Forbidden,
-        # code subscription_required) unless the practitioner may hold sessions.
-        self.access_gate: Callable[[str], Awaitable[None]] | None = None
+        # Filled by the composition root while subscriptions are enforced (and open): raises
+        # (Forbidden, code subscription_required) unless the practitioner may hold sessions.
+        self._access_gate: Slot[AccessGate] = access_gate if access_gate is not None else Slot()
         self.rooms = RoomRegistry(
             config.rooms.default_max_participants, config.rooms.max_participants_limit
         )
@@ -173,8 +139,9 @@ class SignalingService:
 
     async def check_owner_access(self, owner: str) -> None:
         """Refuse (typed error) when the room owner's subscription does not allow sessions."""
-        if self.access_gate is not None:
-            await self.access_gate(owner)
+        gate = self._access_gate.get()
+        if gate is not None:
+            await gate(owner)
 
     async def end_rooms_of(self, owner: str, reason: str) -> int:
         """End the live rooms of ``owner`` on this node (suspension, subscription end); how
@@ -193,12 +160,12 @@ class SignalingService:
         self,
         owner: str,
         max_participants: int | None,
-        waiting_room: bool = False,
+        has_waiting_room: bool = False,
         regions: tuple[str, ...] | None = None,
         force_relay: bool = False,
     ) -> RoomRecord:
         """A new room record for ``owner`` (placed on a node at its first ``hello``); with
-        ``waiting_room`` on, clients wait to be let in; with ``force_relay`` every browser uses
+        ``has_waiting_room``, clients wait to be let in; with ``force_relay`` every browser uses
         TURN relay candidates only (``turn_not_configured`` when this node hands out no TURN).
         ``no_node_in_region`` when no live node of its regions (default:
         ``coordination.default_regions`` or this node's) takes rooms."""
@@ -212,7 +179,7 @@ class SignalingService:
             new_id("room"),
             owner,
             size,
-            waiting_room,
+            has_waiting_room,
             self.clock.now(),
             tuple(allowed),
             force_relay=force_relay,
@@ -241,7 +208,7 @@ class SignalingService:
                     record.owner,
                     record.max_participants,
                     record.created_at,
-                    waiting_room=record.waiting_room,
+                    has_waiting_room=record.has_waiting_room,
                     admitted=set(members.admitted),
                     denied=set(members.denied),
                 )
@@ -292,9 +259,9 @@ class SignalingService:
             verified=verified,
         )
 
-    def notify_waiting_room(self, room: Room) -> None:
-        """Tell every practitioner in ``room`` who waits now."""
-        if not room.waiting_room or room.closed:
+    def notify_waiting(self, room: Room) -> None:
+        """Tell every practitioner in ``room`` who waits now (the ``waiting_room`` message)."""
+        if not room.has_waiting_room or room.closed:
             return
         msg = p.WaitingRoom(clients=tuple(_waiting_info(x) for x in room.waiting.values()))
         for participant in room.participants.values():
@@ -317,8 +284,7 @@ class SignalingService:
         for pid in [*room.participants, *room.waiting]:
             session = self.sessions.get(pid)
             if session is not None:
-                session.out.send(p.Bye(reason=reason))
-                session.out.close(CLOSE_NORMAL, reason)
+                end_connection(session.out, Ending.ROOM_ENDED, reason)
                 await session.close(reason)
         await self.media.close_room(room_id)
         await self.cluster.release(room_id)
@@ -334,7 +300,7 @@ class SignalingService:
         for pid in [*room.participants, *room.waiting]:
             session = self.sessions.get(pid)
             if session is not None:
-                session.out.close(CLOSE_MOVED, why)
+                end_connection(session.out, Ending.MOVED, why)
                 await session.close(why)
         await self.media.close_room(room_id)
         await self.cluster.release(room_id)
@@ -523,7 +489,7 @@ class Session:
         self.out.send(
             p.Redirect(url=base, ws_url=ws_url + "/ws", resume_token=self._resume_token())
         )
-        self.out.close(CLOSE_REDIRECT, "served by another node")
+        end_connection(self.out, Ending.REDIRECTED, "served by another node")
         self.closed = True
 
     async def _verify(self, token: str, *, consume: bool) -> tuple[Claims, TokenKind]:
@@ -568,7 +534,7 @@ class Session:
         if current is self:
             raise Conflict("already joined", code="already_joined")
         if current is not None:  # a resumed participant replaces its silently dead connection
-            current.out.close(CLOSE_REPLACED, "replaced by a new connection")
+            end_connection(current.out, Ending.REPLACED, "replaced by a new connection")
             await current.close("replaced")
         if me.id in room.participants or me.id in room.waiting:
             raise Conflict("already joined", code="already_joined")
@@ -579,12 +545,12 @@ class Session:
             room.enqueue(me)
             self.service.sessions[me.id] = self
             self.out.send(p.Waiting())
-            self.service.notify_waiting_room(room)
+            self.service.notify_waiting(room)
             return
         room.admit(me)
         self.service.sessions[me.id] = self
         await self._enter(room, me)
-        if me.role == Role.PRACTITIONER.value and room.waiting_room:
+        if me.role == Role.PRACTITIONER.value and room.has_waiting_room:
             self.out.send(
                 p.WaitingRoom(clients=tuple(_waiting_info(x) for x in room.waiting.values()))
             )
@@ -625,7 +591,9 @@ class Session:
         if not self._chat_bucket.allow(self.service.clock.monotonic()):
             raise RateLimited("too many chat messages", code="rate_limited")
         self.service.counters.chats += 1
-        line = p.ChatMessage(id=msg.id, from_id=me.id, text=msg.text, ts=int(time.time() * 1000))
+        line = p.ChatMessage(
+            id=msg.id, from_id=me.id, text=msg.text, ts=int(self.service.clock.now() * 1000)
+        )
         self._broadcast(line, include_self=True)
 
     async def _on_media_state(self, msg: p.MediaState) -> None:
@@ -634,8 +602,7 @@ class Session:
         self._broadcast(p.ParticipantUpdated(participant=_info(me)), include_self=True)
 
     async def _on_leave(self, msg: p.Leave) -> None:
-        self.out.send(p.Bye(reason="left"))
-        self.out.close(CLOSE_NORMAL, "left")
+        end_connection(self.out, Ending.LEFT, "left")
         await self.close("left")
 
     async def _on_end_room(self, msg: p.EndRoom) -> None:
@@ -654,15 +621,14 @@ class Session:
         await self.service.remember_member(room, msg.participant_id, admitted=True)
         client = room.let_in(msg.participant_id)
         await target._enter(room, client)
-        self.service.notify_waiting_room(room)
+        self.service.notify_waiting(room)
 
     async def _on_deny(self, msg: p.Deny) -> None:
         room = self._practitioner_in_room("deny")
         target = self._waiting_session(room, msg.participant_id)
         await self.service.remember_member(room, msg.participant_id, admitted=False)
         room.turn_away(msg.participant_id)
-        target.out.send(p.Bye(reason="denied"))
-        target.out.close(CLOSE_NORMAL, "denied")
+        end_connection(target.out, Ending.DENIED, "denied")
         await target.close("denied")  # leaves the waiting list; practitioners are told
 
     def _practitioner_in_room(self, what: str) -> Room:
@@ -700,7 +666,7 @@ class Session:
             return
         self.service.count_error("media_failed")
         self.out.send(p.Error(code="media_failed", message=f"media connection failed: {reason}"))
-        self.out.close(CLOSE_MEDIA_FAILED, "media failed")
+        end_connection(self.out, Ending.MEDIA_FAILED, "media failed")
         await self.close("media_failed")
 
     # -- helpers -------------------------------------------------------------------------
@@ -737,7 +703,7 @@ class Session:
             return
         del self.service.sessions[me.id]
         if room.waiting.pop(me.id, None) is not None:  # it never reached the media path
-            self.service.notify_waiting_room(room)
+            self.service.notify_waiting(room)
             return
         room.remove(me.id)
         await self.service.media.close_peer(room.id, me.id)

@@ -2,8 +2,9 @@
 
 Owns what is about the connection rather than the conversation: the handshake deadline, the
 message size limit (aiohttp closes with 1009), no compression (no inflation bombs), a
-per-connection rate limit, ordered outbound messages through one writer task, and the one
-place where errors become ``error`` messages or close codes.
+per-connection rate limit, and ordered outbound messages through one writer task. Which close
+code an error or an ending gets is decided in :mod:`fortrolig.signaling.closes`; this module
+carries it out.
 """
 
 from __future__ import annotations
@@ -14,22 +15,19 @@ import logging
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
-from fortrolig.core.errors import FortroligError, ProtocolError, Unauthenticated
+from fortrolig.core.errors import FortroligError, ProtocolError
 
 from . import protocol as p
-from .rooms import TokenBucket
-from .service import (
-    BYE_BEFORE_CLOSE,
-    CLOSE_AUTH,
+from .closes import (
     CLOSE_HANDSHAKE_TIMEOUT,
     CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_PROTOCOL,
     CLOSE_TOO_BIG,
-    FATAL_CLOSE,
-    Session,
-    SignalingService,
+    outcome_of,
 )
+from .rooms import TokenBucket
+from .service import Session, SignalingService
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +158,8 @@ async def _handshake(
         service.count_message("hello")
         await session.hello(hello)
         return True
-    except Unauthenticated as exc:
-        _send_error(out, service, exc, ref)
-        out.close(CLOSE_AUTH, "authentication failed")
     except FortroligError as exc:
-        _fail(out, service, exc, ref)
+        _fail(out, service, exc, ref, handshake=True)
     return False
 
 
@@ -207,38 +202,29 @@ async def _refresh_resume(session: Session, service: SignalingService) -> None:
         session.refresh_resume_token()
 
 
-def _fail(out: WsOutbound, service: SignalingService, exc: FortroligError, ref: str | None) -> bool:
-    """Map an error to an ``error`` message and maybe a close; True if the connection ends."""
-    if exc.fault == "protocol":
-        service.count_error(exc.code)
-        _send_error(out, service, exc, ref, count=False)
-        out.close(FATAL_CLOSE.get(exc.code, CLOSE_PROTOCOL), exc.code)
-        return True
-    if exc.fault == "server":
-        log.error("server error in session: %r", exc)
-        service.count_error("internal_error")
-        out.close(CLOSE_INTERNAL, "internal error")
-        return True
-    _send_error(out, service, exc, ref)
-    if exc.code in FATAL_CLOSE:
-        bye = BYE_BEFORE_CLOSE.get(exc.code)
-        if bye is not None:
-            out.send(p.Bye(reason=bye))
-        out.close(FATAL_CLOSE[exc.code], exc.code)
-        return True
-    return False
-
-
-def _send_error(
+def _fail(
     out: WsOutbound,
     service: SignalingService,
     exc: FortroligError,
     ref: str | None,
-    count: bool = True,
-) -> None:
-    if count:
+    *,
+    handshake: bool = False,
+) -> bool:
+    """Answer an error as :func:`~fortrolig.signaling.closes.outcome_of` says; True if the
+    connection ends."""
+    outcome = outcome_of(exc, handshake=handshake)
+    if exc.fault == "server":
+        log.error("server error in session: %r", exc)
+        service.count_error("internal_error")
+    else:
         service.count_error(exc.code)
-    out.send(p.Error(code=exc.code, message=exc.message[:500], ref=ref))
+    if outcome.send_error:
+        out.send(p.Error(code=exc.code, message=exc.message[:500], ref=ref))
+    if outcome.bye is not None:
+        out.send(p.Bye(reason=outcome.bye))
+    if outcome.close is not None:
+        out.close(outcome.close, outcome.reason)
+    return outcome.ends
 
 
 def _transport_end(msg: WSMessage, out: WsOutbound, service: SignalingService) -> None:

@@ -298,7 +298,7 @@ async def test_leaving_and_closing_the_tab_free_the_server(
     await client.page.click("#leave-btn")
     await client.wait_state("ended")
     assert "left" in (await client.page.inner_text("#ended-msg"))
-    await practitioner.wait_state("waiting")
+    await practitioner.wait_state("alone")
     await client.screenshot(tmp_path, "left")
     await practitioner.screenshot(tmp_path, "left")
     # Closing the tab sends `leave` on pagehide.

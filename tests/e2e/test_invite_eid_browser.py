@@ -38,7 +38,7 @@ async def test_eid_invite_through_the_provider_to_the_waiting_room(
 ) -> None:
     made = create_eid_consultation(eid_node)
     practitioner = await browsers.open(made["practitioner_url"], "Dr. Ørsted")
-    await practitioner.wait_state("waiting")
+    await practitioner.wait_state("alone")
 
     client = await browsers.new_page("Anna", viewport=(390, 844))
     await client.page.goto(made["invite_url"])
@@ -50,7 +50,7 @@ async def test_eid_invite_through_the_provider_to_the_waiting_room(
     await client.page.click("button[type=submit]")
     await client.page.wait_for_url("**/room/**")  # callback → 303 → the room page
     await browsers.prejoin(client)
-    await client.wait_state("waiting_room")
+    await client.wait_state("lobby")
     assert "token" not in client.page.url
 
     entry = practitioner.page.locator("#waiting-list li", has_text="Anna")

@@ -122,7 +122,7 @@ async def test_login_practice_room_notes_and_export(
     await page.click("#room-link")
     await page.wait_for_url("**/room/**")
     await browsers.prejoin(me)
-    await me.wait_state("waiting")
+    await me.wait_state("alone")
     assert "token" not in page.url
     await page.wait_for_selector("#notes-panel:visible")
     assert consultation_id in await page.inner_text("#notes-linked")

@@ -65,7 +65,7 @@ async def verify_by_code(
     await client.page.press("#code-input", "Enter")
     await client.page.wait_for_url("**/room/**")
     await browsers.prejoin(client)
-    await client.wait_state("waiting_room")
+    await client.wait_state("lobby")
     assert "token" not in client.page.url
     return client
 
@@ -75,7 +75,7 @@ async def test_practitioner_admits_one_client_and_denies_another(
 ) -> None:
     made = create_consultation(node)
     practitioner = await browsers.open(made["practitioner_url"], "Dr. Ørsted")
-    await practitioner.wait_state("waiting")
+    await practitioner.wait_state("alone")
     assert await practitioner.page.is_visible("#waiting-empty")
 
     first = await verify_by_code(browsers, mailbox, made["invite_url"], "Anna", 1)

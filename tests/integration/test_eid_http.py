@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from fortrolig.signaling.eid import EidTransportError
-from fortrolig.signaling.eid_http import AiohttpEidHttp
+from fortrolig.signaling.eid.http import AiohttpEidHttp
 
 
 @pytest.fixture

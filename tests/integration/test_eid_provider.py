@@ -30,18 +30,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fortrolig.core.clock import FakeClock
+from fortrolig.core.config import EidConfig
 from fortrolig.signaling.eid import (
     NSIS_LEVELS,
     ClientSecretBasic,
     EidClient,
     EidRejected,
-    EidSettings,
     EidUnavailable,
     MemoryPendingStore,
     PendingLogin,
     PrivateKeyJwt,
 )
-from fortrolig.signaling.eid_http import AiohttpEidHttp
+from fortrolig.signaling.eid.http import AiohttpEidHttp
 
 OIDC_DIR = Path(__file__).resolve().parent.parent / "oidc"
 LOW, SUBSTANTIAL, HIGH = NSIS_LEVELS
@@ -224,7 +224,7 @@ def make_client(
         base.update(client_secret_file=Path("/unused"))
         creds = ClientSecretBasic(provider.secret)
     base.update(overrides)
-    return EidClient(EidSettings(**base), http, clock, creds)
+    return EidClient(EidConfig(**base), provider.redirect_uri, http, clock, creds)
 
 
 async def test_full_flow_client_secret_basic(provider: Provider, http: AiohttpEidHttp) -> None:
@@ -300,7 +300,8 @@ async def test_tampered_nonce_is_refused(provider: Provider, http: AiohttpEidHtt
     clock = FakeClock(now=time.time())
     store = MemoryPendingStore(clock)
     client = EidClient(
-        make_client(provider, http).settings,
+        make_client(provider, http).config,
+        provider.redirect_uri,
         http,
         clock,
         ClientSecretBasic(provider.secret),
@@ -350,7 +351,13 @@ async def test_response_from_another_issuer_is_refused(
 
 async def test_wrong_client_secret_is_refused(provider: Provider, http: AiohttpEidHttp) -> None:
     good = make_client(provider, http)
-    bad = EidClient(good.settings, http, FakeClock(now=time.time()), ClientSecretBasic("nope"))
+    bad = EidClient(
+        good.config,
+        good.redirect_uri,
+        http,
+        FakeClock(now=time.time()),
+        ClientSecretBasic("nope"),
+    )
     url, _ = await bad.start("/c/room-1", "consultation-1")
     callback = await browse_login(url, provider.redirect_uri)
     with pytest.raises(EidRejected) as info:

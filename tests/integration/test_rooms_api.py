@@ -95,9 +95,9 @@ class Api:
         *,
         token: str | None = "owner",
         headers: dict[str, str] | None = None,
-        raw: bytes | None = None,
+        raw: bytes | AsyncIterator[bytes] | None = None,
     ) -> tuple[int, Any]:
-        """Status and JSON body (None when empty) of one request."""
+        """Status and JSON body (None when empty) of one request (``raw``: the body as is)."""
         hdrs = dict(headers or {})
         if token is not None:
             hdrs["Authorization"] = f"Bearer {self.access() if token == 'owner' else token}"
@@ -357,6 +357,33 @@ async def test_oversize_body_is_413_too_large(api: Api, bystanders: Bystanders) 
     assert_error(status, body, 413, "too_large")
     assert api.rooms_open() == rooms
     await bystanders.check()
+
+
+async def _pieces(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+        await asyncio.sleep(0.05)  # each piece arrives on its own: read(n) returns it alone
+
+
+async def test_a_body_arriving_in_pieces_is_read_whole(api: Api) -> None:
+    # Sent chunked (no Content-Length): the reader must not take the first piece for the body.
+    status, body = await api.call(
+        "POST",
+        "/api/v1/rooms",
+        raw=_pieces(b'{"max_partici', b'pants": ', b"3}"),
+    )
+    assert (status, body["max_participants"]) == (201, 3)
+
+
+async def test_a_chunked_body_over_the_limit_is_413_too_large(api: Api) -> None:
+    rooms = api.rooms_open()
+    status, body = await api.call(
+        "POST",
+        "/api/v1/rooms",
+        raw=_pieces(b'{"pad": "', b"x" * 10_000, b"x" * 10_000, b'"}'),
+    )
+    assert_error(status, body, 413, "too_large")
+    assert api.rooms_open() == rooms
 
 
 @pytest.mark.parametrize(

@@ -456,16 +456,26 @@ def test_eid_defaults_and_values(tmp_path: Path) -> None:
     assert eid.enabled and eid.allow_cpr and eid.scopes == ("profile", "ssn")
 
 
-def test_eid_settings_from_config(tmp_path: Path) -> None:
-    from fortrolig.signaling.eid import settings_from_config
+def test_eid_derived_values(tmp_path: Path) -> None:
+    eid = load_config(None, EID).eid
+    assert eid.callback_url("https://fortrolig.example.eu/") == (
+        "https://fortrolig.example.eu/eid/callback"
+    )
+    assert eid.scope == "openid" and eid.client_secret_file == Path("/run/secrets/eid")
 
-    settings = settings_from_config(load_config(None, EID).eid, "https://fortrolig.example.eu/")
-    assert settings.redirect_uri == "https://fortrolig.example.eu/eid/callback"
-    assert settings.scope == "openid" and settings.client_secret_file == Path("/run/secrets/eid")
-    with pytest.raises(ConfigError, match=r"eid\.redirect_uri"):  # http public URL, no loopback
-        settings_from_config(load_config(None, EID).eid, "http://fortrolig.example.eu")
-    with pytest.raises(ConfigError, match="not configured"):
-        settings_from_config(EidConfig(), "https://fortrolig.example.eu")
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"FORTROLIG_EID__PRIVATE_KEY_ALG": "HS256"},
+        {"FORTROLIG_EID__SCOPES": 'pro"file'},
+        {"FORTROLIG_EID__NAME_CLAIM": ""},
+        {"FORTROLIG_EID__ISSUER": "https://user@broker.example.eu"},
+    ],
+)
+def test_eid_relying_party_rules_are_checked_when_the_config_loads(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=r"config key eid\."):
+        load_config(None, {**EID, **env})
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fortrolig.core.clock import FakeClock
+from fortrolig.core.config import EidConfig
 from fortrolig.core.errors import ConfigError, RateLimited
 from fortrolig.signaling.eid import (
     EID_ERROR_CODES,
@@ -31,16 +32,15 @@ from fortrolig.signaling.eid import (
     ClientSecretBasic,
     EidClient,
     EidRejected,
-    EidSettings,
     EidTransportError,
     EidUnavailable,
     HttpResponse,
     MemoryPendingStore,
     PendingLogin,
     PrivateKeyJwt,
-    load_client_auth,
     pkce_challenge,
 )
+from fortrolig.signaling.eid.keyfiles import load_client_auth
 
 ISSUER = "https://broker.example"
 CLIENT_ID = "fortrolig-test"
@@ -126,7 +126,7 @@ class Broker:
         return sum(url.endswith(suffix) for url in self.gets)
 
 
-def settings(**overrides: Any) -> EidSettings:
+def settings(**overrides: Any) -> EidConfig:
     base: dict[str, Any] = {
         "issuer": ISSUER,
         "client_id": CLIENT_ID,
@@ -136,7 +136,7 @@ def settings(**overrides: Any) -> EidSettings:
         "acr_values": (SUBSTANTIAL,),
     }
     base.update(overrides)
-    return EidSettings(**base)
+    return EidConfig(**base)
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def broker(keys: dict[str, Any]) -> Broker:
 
 @pytest.fixture
 def client(broker: Broker, clock: FakeClock) -> EidClient:
-    return EidClient(settings(), broker, clock, ClientSecretBasic(SECRET))
+    return EidClient(settings(), REDIRECT, broker, clock, ClientSecretBasic(SECRET))
 
 
 def claims_for(pending: PendingLogin, clock: FakeClock, **overrides: Any) -> dict[str, Any]:
@@ -235,6 +235,7 @@ def test_credentials_must_match_method(broker: Broker, clock: FakeClock) -> None
     with pytest.raises(ConfigError):
         EidClient(
             settings(),
+            REDIRECT,
             broker,
             clock,
             PrivateKeyJwt.from_key(ec.generate_private_key(ec.SECP256R1()), "ES256"),
@@ -306,11 +307,11 @@ def test_pkce_challenge_matches_rfc7636_example() -> None:
 
 
 async def test_cpr_scope_is_requested_only_when_allowed(broker: Broker, clock: FakeClock) -> None:
-    plain = EidClient(settings(), broker, clock, ClientSecretBasic(SECRET))
+    plain = EidClient(settings(), REDIRECT, broker, clock, ClientSecretBasic(SECRET))
     url, _ = await started(plain)
     assert "ssn" not in parse_qs(urlsplit(url).query)["scope"][0].split()
     allowed = settings(scopes=("profile", "ssn"), allow_cpr=True)
-    url, _ = await started(EidClient(allowed, broker, clock, ClientSecretBasic(SECRET)))
+    url, _ = await started(EidClient(allowed, REDIRECT, broker, clock, ClientSecretBasic(SECRET)))
     assert parse_qs(urlsplit(url).query)["scope"][0] == "openid profile ssn"
 
 
@@ -324,7 +325,7 @@ async def test_start_refuses_foreign_return_to(client: EidClient, return_to: str
 
 
 async def test_pending_logins_are_bounded(broker: Broker, clock: FakeClock) -> None:
-    c = EidClient(settings(max_pending=2), broker, clock, ClientSecretBasic(SECRET))
+    c = EidClient(settings(max_pending=2), REDIRECT, broker, clock, ClientSecretBasic(SECRET))
     await started(c)
     await started(c)
     with pytest.raises(RateLimited) as info:
@@ -421,7 +422,7 @@ async def test_cpr_is_kept_only_with_allow_cpr(
     broker: Broker, clock: FakeClock, keys: dict[str, Any]
 ) -> None:
     s = settings(scopes=("profile", "ssn"), allow_cpr=True)
-    c = EidClient(s, broker, clock, ClientSecretBasic(SECRET))
+    c = EidClient(s, REDIRECT, broker, clock, ClientSecretBasic(SECRET))
     _, pending = await started(c)
     broker.id_token = sign(claims_for(pending, clock), keys["rsa"])
     identity = await c.finish("code", pending.state, iss=ISSUER)
@@ -444,7 +445,7 @@ async def test_private_key_jwt_client_assertion(
     s = settings(
         client_auth="private_key_jwt", client_secret_file=None, private_key_file=Path("/x")
     )
-    c = EidClient(s, broker, clock, creds)
+    c = EidClient(s, REDIRECT, broker, clock, creds)
     _, pending = await started(c)
     broker.id_token = sign(claims_for(pending, clock), keys["rsa"])
     await c.finish("code", pending.state, iss=ISSUER)
@@ -801,15 +802,13 @@ async def test_token_without_kid_needs_exactly_one_fitting_key(
     assert info.value.reason == "key_unknown"  # two RSA keys: ambiguous, refused
 
 
-def test_every_relying_party_setting_is_an_eid_config_key_with_the_same_default() -> None:
-    """settings_from_config copies by field name: a setting added to one dataclass and not the
-    other would be silently dropped (or fail), so the two must stay in step."""
-    from dataclasses import MISSING, fields
-
-    from fortrolig.core.config import EidConfig
-
-    config_fields = {f.name: f for f in fields(EidConfig)}
-    for f in fields(EidSettings):
-        assert f.name in config_fields, f.name
-        if f.default is not MISSING:
-            assert config_fields[f.name].default == f.default, f.name
+def test_the_client_checks_what_it_derives(broker: Broker, clock: FakeClock) -> None:
+    """EidConfig is validated when it loads; the client checks only the redirect URI derived
+    from the public URL, and that eID is configured at all."""
+    creds = ClientSecretBasic(SECRET)
+    with pytest.raises(ConfigError, match="redirect_uri"):
+        EidClient(settings(), "http://fortrolig.example/eid/callback", broker, clock, creds)
+    with pytest.raises(ConfigError, match="not configured"):
+        EidClient(EidConfig(), REDIRECT, broker, clock, creds)
+    loop = settings(issuer="http://127.0.0.1:9000", allow_insecure_loopback=True)
+    assert EidClient(loop, "http://127.0.0.1:8080/eid/callback", broker, clock, creds)

@@ -17,6 +17,7 @@ from fortrolig.core.clock import FakeClock
 from fortrolig.core.config import Config
 from fortrolig.core.errors import FortroligError
 from fortrolig.core.keys import KeySet, SigningKey
+from fortrolig.core.slot import Slot
 from fortrolig.signaling import verification as v
 from fortrolig.signaling.auth import (
     MemoryJtiStore,
@@ -67,6 +68,7 @@ class World:
     mailer: RecordingMailer
     verifier: TokenVerifier
     store: MemoryInviteStore
+    eid: Slot[Any]
 
     async def consultation(self, mode: str, **extra: Any) -> str:
         body = {"verification": mode, **extra}
@@ -92,10 +94,17 @@ def world() -> World:
     signaling = SignalingService(Config(), RecordingMedia(), issuer, verifier, clock)
     mailer = RecordingMailer()
     store = MemoryInviteStore(clock)
+    eid: Slot[Any] = Slot()
     service = InviteService(
-        signaling, store, mailer, clock, invite_ttl_s=TTL, public_url="https://f.example.eu/"
+        signaling,
+        store,
+        mailer,
+        clock,
+        invite_ttl_s=TTL,
+        public_url="https://f.example.eu/",
+        eid=eid,
     )
-    return World(clock, service, mailer, verifier, store)
+    return World(clock, service, mailer, verifier, store, eid)
 
 
 async def code_of(awaitable: Any) -> str:
@@ -298,7 +307,7 @@ def identity(ref: str, name: str | None = "Anna Testesen", subject: str = "p" * 
 
 async def test_eid_redeem_starts_a_login_and_the_callback_claims_once(world: World) -> None:
     eid = FakeEid()
-    world.service.eid = cast(Any, eid)
+    world.eid.fill(cast(Any, eid))
     secret = await world.consultation("eid")
     ref = v.digest(secret)
     for _ in range(2):  # starting a login claims nothing
@@ -318,7 +327,7 @@ async def test_eid_redeem_starts_a_login_and_the_callback_claims_once(world: Wor
 
 
 async def test_eid_callback_after_expiry_or_reissue_is_refused(world: World) -> None:
-    world.service.eid = cast(Any, FakeEid())
+    world.eid.fill(cast(Any, FakeEid()))
     secret = await world.consultation("eid")
     await world.service.redeem(secret)
     consultation = next(iter(world.store._consultations.values()))

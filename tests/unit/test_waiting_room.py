@@ -124,7 +124,7 @@ async def world() -> World:
     )
     media = RecordingMedia()
     service = SignalingService(Config(), media, issuer, verifier, clock)
-    room = await service.create_room("dr-a", 2, waiting_room=True)
+    room = await service.create_room("dr-a", 2, has_waiting_room=True)
     return World(service, media, issuer, room)
 
 

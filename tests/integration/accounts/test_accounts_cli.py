@@ -28,7 +28,7 @@ async def test_create_and_reset(tmp_path: Path) -> None:
     assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "accounts.db").stat().st_mode) == 0o600
     code, _, err = await asyncio.to_thread(run, "create_account", "bo@klinik.dk", "Bo", PASSWORD)
-    assert code == EXIT_FAILED and "email_taken" in err
+    assert code == EXIT_FAILED and err.startswith("fortrolig: email_taken: ")
     code, _, err = await asyncio.to_thread(run, "create_account", "c@klinik.dk", "C", "short")
     assert code == EXIT_FAILED and "weak_password" in err
 
@@ -46,7 +46,7 @@ async def test_create_and_reset(tmp_path: Path) -> None:
 
     keyring.chmod(0o644)  # a readable keyring stops the command
     code, _, err = await asyncio.to_thread(run, "reset_totp", "bo@klinik.dk")
-    assert code == EXIT_CONFIG and "keyring" in err
+    assert code == EXIT_CONFIG and err.startswith("fortrolig: ") and "keyring" in err
 
 
 def test_read_password_from_a_stream() -> None:

@@ -258,27 +258,30 @@ async def test_watch_changes_sees_changes_made_by_another_process(
 
 def test_cli_suspend_show_lift(store_url: str, tmp_path: Path, clock: FakeClock) -> None:
     lines: list[str] = []
+    errors: list[str] = []
     url = store_url
-    assert show(tmp_path, "p1", database_url=url, out=lines.append) in (0, 2)
+    report = {"out": lines.append, "err": errors.append}
+    assert show(tmp_path, "p1", database_url=url, **report) in (0, 2)
     if url.startswith("sqlite"):
-        assert lines[-1].startswith("error (config_error)")
+        assert errors[-1].startswith("fortrolig: config_error: ") and not lines
         store = open_subscription_store(url)
         asyncio.run(_open_close(store))
     lines.clear()
-    assert suspend(tmp_path, "p1", "misuse", database_url=url, clock=clock, out=lines.append) == 0
+    assert suspend(tmp_path, "p1", "misuse", database_url=url, clock=clock, **report) == 0
     assert lines[0] == "p1: suspended"
     assert "suspended_misuse" in lines[1]
-    assert suspend(tmp_path, "p1", "misuse", database_url=url, clock=clock, out=lines.append) == 1
-    assert lines[-1].startswith("error (already_suspended)")
-    assert suspend(tmp_path, "p1", "nope", database_url=url, clock=clock, out=lines.append) == 1
+    assert suspend(tmp_path, "p1", "misuse", database_url=url, clock=clock, **report) == 1
+    assert errors[-1].startswith("fortrolig: already_suspended: ")
+    assert suspend(tmp_path, "p1", "nope", database_url=url, clock=clock, **report) == 1
     out: list[str] = []
     assert show(tmp_path, "p1", database_url=url, clock=clock, as_json=True, out=out.append) == 0
     doc = json.loads(out[0])
     assert doc["state"] == "suspended" and doc["suspension"]["reason"] == "misuse"
-    assert lift(tmp_path, "p1", database_url=url, clock=clock, out=lines.append) == 0
-    assert lift(tmp_path, "p1", database_url=url, clock=clock, out=lines.append) == 1
-    assert lines[-1].startswith("error (not_suspended)")
-    assert lift(tmp_path / "typo", "p1", out=lines.append) == 2  # no database: never created
+    assert lift(tmp_path, "p1", database_url=url, clock=clock, **report) == 0
+    lines.clear()
+    assert lift(tmp_path, "p1", database_url=url, clock=clock, **report) == 1
+    assert errors[-1].startswith("fortrolig: not_suspended: ") and not lines  # stdout: nothing
+    assert lift(tmp_path / "typo", "p1", **report) == 2  # no database: never created
     assert not (tmp_path / "typo").exists()
 
 

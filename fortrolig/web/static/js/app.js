@@ -28,7 +28,7 @@ const ui = {
   chatMaxBytes: CHAT_MAX_BYTES_DEFAULT,
   stateLog: [],
   tiles: new Map(), // participant id -> {root, video, caption, flags, placeholder}
-  waiting: [], // practitioners: clients in the waiting room (server's `waiting_room`)
+  waitingClients: [], // practitioners: who waits to be admitted (the server's `waiting_room`)
   chatSeq: 0,
   call: null,
   chat: null,
@@ -223,8 +223,8 @@ function callHooks() {
       if (msg.ref === "chat") addSystemLine(msg.code === "chat_too_long" ? "chat.toolong" : "chat.notsent");
     },
     onResumeToken: (token) => storeResume(token),
-    onWaitingRoom: (clients) => {
-      ui.waiting = clients;
+    onWaitingClients: (clients) => {
+      ui.waitingClients = clients;
       renderWaitingRoom();
     },
   };
@@ -362,7 +362,7 @@ const VERIFICATION_KEYS = {
 function renderWaitingRoom() {
   const list = $("waiting-list");
   list.replaceChildren();
-  const clients = ui.state === "ended" ? [] : ui.waiting;
+  const clients = ui.state === "ended" ? [] : ui.waitingClients;
   $("waiting-empty").hidden = clients.length > 0;
   for (const c of clients) {
     const name = c.name || (c.verification === "anonymous" && c.verified) || t("role.client");
@@ -600,7 +600,7 @@ function render() {
   cam.disabled = !ui.hadVideo;
   renderFlags($("self-flags"), audioOn, videoOn || !call);
   $("chat-send").disabled = !(call?.isJoined());
-  $("lobby").hidden = ui.state !== "waiting_room";
+  $("lobby").hidden = ui.state !== "lobby";
   renderWaitingRoom();
   for (const tile of ui.tiles.values()) renderTile(tile);
   renderParticipants();
@@ -632,7 +632,7 @@ Object.defineProperty(window, "fortrolig", {
     },
     states: () => [...ui.stateLog],
     participants: () => [...(ui.call?.participants.values() ?? [])].map((p) => ({ ...p })),
-    waiting: () => ui.waiting.map((c) => ({ ...c })),
+    waitingClients: () => ui.waitingClients.map((c) => ({ ...c })),
     stats: () => ui.call?.stats() ?? Promise.resolve(null),
     safetyCodes: () => ui.chat?.safetyCodes() ?? {},
     dropSignaling: () => ui.call?.dropSignaling(),

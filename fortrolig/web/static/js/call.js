@@ -27,7 +27,9 @@ export class Call {
    *   hooks: onState(state, detail), onWelcome(welcome), onRoster(participants),
    *          onParticipantJoined(p), onParticipantLeft(id, reason), onParticipantUpdated(p),
    *          onRemoteTrack(participantId, stream, track), onChat(msg), onError(msg),
-   *          onResumeToken(token | null), onWaitingRoom(clients) (practitioners)
+   *          onResumeToken(token | null), onWaitingClients(clients) (practitioners)
+   *   states: idle, connecting, lobby (a client waits to be admitted: the server said
+   *   `waiting`), alone (joined, nobody else in the room yet), in_session, reconnecting, ended
    */
   constructor(opts) {
     this.wsUrl = opts.wsUrl;
@@ -123,7 +125,7 @@ export class Call {
   }
 
   isJoined() {
-    return this.state === "waiting" || this.state === "in_session";
+    return this.state === "alone" || this.state === "in_session";
   }
 
   // -- connection ---------------------------------------------------------------------------
@@ -207,10 +209,10 @@ export class Call {
       case "waiting":
         // A client in a room with a waiting room: no peer connection until `joined`.
         this.closePeer();
-        this.setState("waiting_room");
+        this.setState("lobby");
         break;
-      case "waiting_room":
-        this.hooks.onWaitingRoom?.(Array.isArray(msg.clients) ? msg.clients : []);
+      case "waiting_room": // to practitioners: the clients waiting now
+        this.hooks.onWaitingClients?.(Array.isArray(msg.clients) ? msg.clients : []);
         break;
       case "joined":
         this.participants = new Map(msg.participants.map((p) => [p.id, p]));
@@ -293,7 +295,7 @@ export class Call {
 
   updatePresence() {
     if (this.state === "ended") return;
-    this.setState(this.participants.size > 0 ? "in_session" : "waiting");
+    this.setState(this.participants.size > 0 ? "in_session" : "alone");
   }
 
   // -- media --------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
-"""The aiohttp implementation of :class:`fortrolig.signaling.eid.EidHttp`.
+"""The aiohttp implementation of :class:`fortrolig.signaling.eid.ports.EidHttp`.
 
 Redirects are never followed, every request has a total timeout, and bodies larger than
 ``max_body_bytes`` are refused, so a misbehaving broker cannot make the server wait or buffer
 without bound. Every failure to get an answer becomes
-:class:`~fortrolig.signaling.eid.EidTransportError`.
+:class:`~fortrolig.signaling.eid.ports.EidTransportError`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from fortrolig.signaling.eid import EidTransportError, HttpResponse
+from .ports import EidTransportError, HttpResponse
 
 MAX_BODY_BYTES = 1 << 20
 
