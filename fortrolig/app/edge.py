@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-CLIENT_ADDRESS = "fortrolig.client_address"
+CLIENT_ADDRESS: web.RequestKey[str | None] = web.RequestKey("fortrolig.client_address")
 """Request key: the client's address as the access log should name it (after a proxy)."""
-SECURE = "fortrolig.secure"
+SECURE = web.RequestKey("fortrolig.secure", bool)
 """Request key: True when the client's request came over https (here or at a trusted proxy)."""
 
 
