@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import os
@@ -53,6 +54,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if reporter is not None:
         for line in browser_versions():
             reporter.write_line(f"browser: {line}")
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect garbage at each test's teardown, so that a socket, transport or subprocess a test
+    forgot to close raises its ResourceWarning (an error) in that test, not in whichever later
+    test happens to trigger the collection."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -26,6 +26,8 @@ from .sources import FrameCounter
 
 log = logging.getLogger(__name__)
 
+# How long close() waits for a closed connection's TLS shutdown to finish.
+CLOSE_WAIT_S = 2.0
 MAX_REDIRECTS = 3
 CONNECT_TIMEOUT_S = 5.0  # WebSocket upgrade plus hello → welcome
 CLOSE_REDIRECT = 4307
@@ -128,8 +130,8 @@ class Participant:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.close()
+        if self._ws is not None:
+            await _close_ws(self._ws)
 
     async def join(self) -> dict[str, Any]:
         """Join the room; returns ``joined`` (or the error)."""
@@ -339,8 +341,8 @@ class Participant:
             self.pc = None
         for track in self.tracks:
             track.stop()
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.close()
+        if self._ws is not None:
+            await _close_ws(self._ws)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -349,3 +351,19 @@ class Participant:
             await self._http.close()
             self._http = None
         await asyncio.gather(*self._consumers, return_exceptions=True)
+
+
+async def _close_ws(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Close ``ws`` (idempotent) and wait, bounded, until its connection is really gone.
+
+    A TLS connection shuts down asynchronously after ``close()`` (close_notify both ways), and
+    aiohttp no longer tracks a connection a WebSocket took over: without this wait a loop that
+    ends right after ``close()`` leaves the socket open (a ResourceWarning when it is collected).
+    """
+    conn = ws._response.connection  # the upgraded connection the WebSocket owns
+    protocol = conn.protocol if conn is not None else None
+    gone = protocol.closed if protocol is not None else None
+    await ws.close()
+    if gone is not None:
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(gone), CLOSE_WAIT_S)

@@ -49,11 +49,15 @@ async def frames_from(page: RoomPage, participant_id: str) -> int:
 
 async def decodes_video_from(page: RoomPage, participant_id: str, limit: float = 15) -> float:
     """Frames from ``participant_id`` keep growing on ``page``: returns frames per second."""
-    await eventually(lambda: _more_than(page, participant_id, 10), limit, "first frames")
+    try:
+        await eventually(lambda: _more_than(page, participant_id, 10), limit, "first frames")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} from {participant_id}: {await page.stats()}") from None
     before, t0 = await frames_from(page, participant_id), time.monotonic()
     await asyncio.sleep(2)
     after, t1 = await frames_from(page, participant_id), time.monotonic()
-    assert after > before + 10, (before, after)
+    # On failure, say what the page receives (every inbound stream, its peer's state).
+    assert after > before + 10, (before, after, await page.stats())
     return (after - before) / (t1 - t0)
 
 
