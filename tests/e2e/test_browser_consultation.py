@@ -57,7 +57,7 @@ async def decodes_video_from(page: RoomPage, participant_id: str, limit: float =
     await asyncio.sleep(2)
     after, t1 = await frames_from(page, participant_id), time.monotonic()
     # On failure, say what the page receives (every inbound stream, its peer's state).
-    assert after > before + 10, (before, after, await page.stats())
+    assert after > before + 10, json.dumps([before, after, await page.stats()])
     return (after - before) / (t1 - t0)
 
 
@@ -287,6 +287,16 @@ async def test_dropped_websocket_reconnects_and_media_resumes(
     await decodes_video_from(client, pid_p)
     await decodes_video_from(practitioner, pid_c)
     resumed = time.monotonic() - started
+
+    # The old peer connection's m-lines go inactive: one live video stream from the client.
+    async def one_live_video() -> bool:
+        videos = [s for s in (await practitioner.stats())["inbound"] if s["kind"] == "video"]
+        return [s["participantId"] for s in videos if s["active"]] == [pid_c]
+
+    try:
+        await eventually(one_live_video, 10, "one live video stream from the resumed client")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {await practitioner.stats()}") from None
     for page in (practitioner, client):
         await page.screenshot(tmp_path, "resumed")
     (tmp_path / "figures.json").write_text(json.dumps({"rejoined_s": rejoined, "media_s": resumed}))

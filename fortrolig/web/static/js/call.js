@@ -52,7 +52,7 @@ export class Call {
     this.local = { stream: new MediaStream(), audio: null, video: null, hasAudio: false, hasVideo: false };
     this.mediaState = { audio: true, video: true };
     this.senders = { audio: null, video: null };
-    this.trackOwners = new Map(); // remote track id -> participant id
+    this.trackOwners = new Map(); // mid of a receiving m-line -> participant id
     this.joinedOnce = false;
     this.timers = new Set();
   }
@@ -330,7 +330,9 @@ export class Call {
       if (gen !== this.gen) return;
       const stream = ev.streams[0];
       if (!stream) return;
-      this.trackOwners.set(ev.track.id, stream.id); // the SFU names the stream by participant id
+      // The SFU names the stream by participant id. Keyed by mid, not track id: a participant
+      // who resumed is published again under the same track ids on new m-lines.
+      this.trackOwners.set(ev.transceiver.mid, stream.id);
       this.hooks.onRemoteTrack?.(stream.id, stream, ev.track);
     };
     pc.onicecandidate = (ev) => {
@@ -481,14 +483,37 @@ export class Call {
       transport: null,
       pair: null,
     };
+    // A participant who left or resumed on a new peer connection leaves its old m-lines behind
+    // as inactive: their inbound-rtp entries stay in getStats() with frozen counters (and, after
+    // a resume, the same track ids). Only an m-line that is receiving now belongs to someone.
+    const receiving = new Set();
+    for (const t of pc.getTransceivers()) {
+      if (t.currentDirection === "recvonly" || t.currentDirection === "sendrecv") receiving.add(t.mid);
+    }
     for (const s of report.values()) {
       if (s.type === "inbound-rtp") {
+        const active = receiving.has(s.mid);
         out.inbound.push({
           kind: s.kind,
-          participantId: this.trackOwners.get(s.trackIdentifier) || null,
+          active,
+          ssrc: s.ssrc,
+          mid: s.mid,
+          participantId: active ? this.trackOwners.get(s.mid) || null : null,
           packetsReceived: s.packetsReceived,
           bytesReceived: s.bytesReceived,
           framesDecoded: s.framesDecoded,
+          keyFramesDecoded: s.keyFramesDecoded,
+          packetsLost: s.packetsLost,
+          nackCount: s.nackCount,
+          pliCount: s.pliCount,
+          firCount: s.firCount,
+          framesReceived: s.framesReceived,
+          framesDropped: s.framesDropped,
+          freezeCount: s.freezeCount,
+          totalFreezesDuration: s.totalFreezesDuration,
+          jitterBufferDelay: s.jitterBufferDelay,
+          jitterBufferEmittedCount: s.jitterBufferEmittedCount,
+          lastPacketReceivedTimestamp: s.lastPacketReceivedTimestamp,
           frameWidth: s.frameWidth,
           frameHeight: s.frameHeight,
           totalSamplesReceived: s.totalSamplesReceived,
