@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from fortrolig.core.config_cluster import CoordinationConfig, RecordsConfig
+from fortrolig.core.config_edge import EdgeConfig as EdgeConfig  # re-exported: config sections
+from fortrolig.core.config_edge import MetricsConfig as MetricsConfig
 from fortrolig.core.config_eid import EidConfig as EidConfig  # re-exported: a config section
 from fortrolig.core.config_net import (
     check_tls_files,
@@ -426,6 +428,8 @@ class Config:
     eid: EidConfig = field(default_factory=EidConfig)
     records: RecordsConfig = field(default_factory=RecordsConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 SECTIONS: Mapping[str, type[Any]] = {
@@ -442,6 +446,8 @@ SECTIONS: Mapping[str, type[Any]] = {
     "eid": EidConfig,
     "records": RecordsConfig,
     "coordination": CoordinationConfig,
+    "edge": EdgeConfig,
+    "metrics": MetricsConfig,
 }
 
 # --- type conversion -------------------------------------------------------------------------
