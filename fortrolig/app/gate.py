@@ -23,10 +23,12 @@ from aiohttp import web
 from fortrolig.accounts.account_http import account_routes
 from fortrolig.accounts.account_service import (
     AccountService,
+    LockoutPolicy,
     SendMail,
     open_accounts,
     purge_loop,
 )
+from fortrolig.accounts.practitioners import BackoffPolicy
 from fortrolig.accounts.subscription import Access
 from fortrolig.accounts.subscription_http import subscription_routes
 from fortrolig.accounts.subscription_service import SubscriptionService, open_subscriptions
@@ -64,6 +66,13 @@ def gate_routes() -> list[web.AbstractRouteDef]:
     return routes
 
 
+def lockout_policy(config: Config) -> LockoutPolicy:
+    """Backoff of failed sign-ins per account, (account, address) and address from config."""
+    a = config.accounts
+    backoff = BackoffPolicy(threshold=a.lockout_threshold, base_s=a.lockout_base_s)
+    return LockoutPolicy(account=backoff, address=backoff)
+
+
 def gate_ctx(
     config: Config,
     issuer: TokenIssuer,
@@ -84,6 +93,7 @@ def gate_ctx(
             database_url=url,
             keyring_path=config.accounts.keyring_path,
             access_ttl_s=config.auth.access_token_ttl_s,
+            lockout=lockout_policy(config),
             send_mail=send_mail,
         )
         secrets = [read_secret_file(Path(p)) for p in config.billing.webhook_secret_files]

@@ -239,12 +239,22 @@ class AccountsConfig:
 
     database_url: str = ""
     keyring_path: Path | None = None
+    # Failed sign-ins (docs/accounts.md): from the lockout_threshold-th failure on a key, refused
+    # for lockout_base_s, then twice as long each time, up to 15 minutes.
+    lockout_threshold: int = 5
+    lockout_base_s: float = 1.0
 
     def __post_init__(self) -> None:
         _require(
             _is_database_url(self.database_url),
             "accounts.database_url",
             f"must be empty (SQLite in the data dir) or a URL starting with one of {_DB_SCHEMES}",
+        )
+        _require(
+            3 <= self.lockout_threshold <= 20, "accounts.lockout_threshold", "must be in 3..20"
+        )
+        _require(
+            0.5 <= self.lockout_base_s <= 900, "accounts.lockout_base_s", "must be in 0.5..900"
         )
 
 
