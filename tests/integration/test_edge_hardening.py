@@ -19,11 +19,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from fortrolig.accounts.billing import SIGNATURE_HEADER, sign
+from fortrolig.app.edge import security_headers_on_prepare
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
+from fortrolig.signaling.http import error_middleware
 from tests.conftest import Server, free_port, start_server, stop_server
 
 BODY_TIMEOUT_S = 2.0
@@ -389,3 +393,24 @@ def test_invalid_utf8_text_frame_closes_1002_with_bad_json(server: Server) -> No
     closes = [p for op, p in frames if op == 0x8]
     assert texts and texts[0]["type"] == "error" and texts[0]["code"] == "bad_json", frames
     assert closes and int.from_bytes(closes[0][:2], "big") == 1002
+
+
+async def test_a_server_error_has_the_headers_and_no_traceback() -> None:
+    """A 500 (a bug in a handler) carries the same headers; in process, since a real node has
+    no route that fails on purpose."""
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app = web.Application(middlewares=[error_middleware])
+    app.on_response_prepare.append(security_headers_on_prepare)
+    app.router.add_get("/api/v1/broken", broken)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/api/v1/broken")
+        assert resp.status == 500
+        assert (await resp.json())["error"] == {
+            "code": "internal_error",
+            "message": "internal error",
+        }
+        check_common(dict(resp.headers))
+        assert resp.headers["Cache-Control"] == "no-store"
