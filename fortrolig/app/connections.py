@@ -149,6 +149,9 @@ class ConnectionGuard:
             yield conn
         finally:
             conn.busy -= 1
+            # Only bytes after this response make the next deadline a 408: what arrived during
+            # the request (its body) must not turn a quiet keep-alive close into a stray 408.
+            conn.seen = False
             if conn.busy == 0 and conn.transport in self._conns:
                 self._arm(conn)
 

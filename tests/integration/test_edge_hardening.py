@@ -223,6 +223,18 @@ def test_slow_headers_get_408_and_idle_connections_are_closed(server: Server) ->
     assert server.metric("fortrolig_http_timeouts_total", phase="idle") >= 1
 
 
+def test_an_idle_keep_alive_connection_after_a_body_closes_without_a_408(server: Server) -> None:
+    body = b'{"secret": "' + b"x" * 43 + b'"}'
+    with connect(server, "127.0.2.6") as sock:
+        sock.sendall(
+            b"POST /api/v1/invite/redeem HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        answer = read_until_closed(sock)  # the answer, then the quiet close of the idle one
+    assert answer.count(b"HTTP/1.1 ") == 1 and b" 408 " not in answer, answer[:300]
+
+
 def test_a_client_leaving_mid_body_causes_no_server_error(server: Server) -> None:
     with connect(server, "127.0.2.5") as sock:
         sock.sendall(
