@@ -6,6 +6,7 @@
 #   postgres_password   postgres entrypoint (root)                  POSTGRES_PASSWORD_FILE
 #   redis.acl           redis (uid 999)                             ACL file: default user off
 #   redis_password      node (uid 10001)                            the ACL user's password
+#   metrics_token       node (uid 10001)                            >= 32 bytes (metrics.token_file)
 # Existing files are kept: rerunning never rotates a secret by accident.
 set -eu
 cd "$(dirname "$0")"
@@ -26,6 +27,7 @@ write() {  # write FILE OWNER CONTENT, unless FILE exists
 }
 
 write turn_secret "$NODE_UID" "$(random)"
+write metrics_token "$NODE_UID" "$(random)"
 if [ ! -e secrets/postgres_password ]; then
   pg="$(random)"
   write postgres_password 0 "$pg"

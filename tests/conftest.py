@@ -167,8 +167,10 @@ class Server:
         return dict(json.loads(out.stdout))
 
     def metrics(self) -> dict[str, float]:
-        """The node's /metrics as {'name{labels}': value}."""
-        with urllib.request.urlopen(self.base_url + "/metrics", timeout=5) as resp:
+        """The node's /metrics as {'name{labels}': value} (with the node's bearer secret when
+        it has ``metrics.token_file``; without one, a node answers loopback requests only)."""
+        req = urllib.request.Request(self.base_url + "/metrics", headers=self.metrics_headers())
+        with urllib.request.urlopen(req, timeout=5) as resp:
             text = resp.read().decode()
         values = {}
         for line in text.splitlines():
@@ -176,6 +178,13 @@ class Server:
                 key, _, value = line.rpartition(" ")
                 values[key] = float(value)
         return values
+
+    def metrics_headers(self) -> dict[str, str]:
+        """What a scraper of this node sends: its ``metrics.token_file`` secret, if any."""
+        token_file = self.env.get("FORTROLIG_METRICS__TOKEN_FILE")
+        if not token_file:
+            return {}
+        return {"Authorization": "Bearer " + Path(token_file).read_text().rstrip("\r\n")}
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples whose labels include ``labels``."""

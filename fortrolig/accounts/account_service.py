@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
@@ -45,9 +45,11 @@ from fortrolig.accounts.practitioners import (
     ThrottleKey,
     email_throttle_key,
     ip_throttle_key,
+    lockout_email,
     new_refresh_token,
     normalize_display_name,
     normalize_email,
+    pair_throttle_key,
     plausible_refresh_token,
     refresh_token_hash,
 )
@@ -63,8 +65,10 @@ from fortrolig.core.aead import FileKeyring
 from fortrolig.core.clock import Clock, SystemClock
 from fortrolig.core.errors import ConfigError
 from fortrolig.core.ids import new_id
+from fortrolig.core.log_limit import RateLimitedLog
 
 log = logging.getLogger(__name__)
+limited_log = RateLimitedLog(log)  # strangers decide how often an alert fails
 T = TypeVar("T")
 
 DB_FILE: Final = "accounts.db"
@@ -72,6 +76,10 @@ KEYRING_FILE: Final = "keys/accounts-keyring.json"
 OTPAUTH_ISSUER: Final = "Fortrolig"
 PURGE_KEEP_S: Final = 30 * 86_400.0
 """Dead refresh families stay this long after expiry/revocation (reuse is still recognised)."""
+
+
+SendMail = Callable[[str, str, str], Awaitable[None]]
+"""Sends one plain-text e-mail: ``(to, subject, body)`` (the app wires it to its SMTP mailer)."""
 
 
 class AccessTokenMinter(Protocol):
@@ -124,6 +132,7 @@ class Session:
 class _Verified:
     row: PractitionerRow
     keys: list[str]
+    account_locked: float = 0.0  # the account's own backoff still runs (seconds left)
 
 
 class AccountService:
@@ -147,6 +156,7 @@ class AccountService:
         lockout: LockoutPolicy = LockoutPolicy(),
         max_parallel_hashes: int = 2,
         otpauth_issuer: str = OTPAUTH_ISSUER,
+        send_mail: SendMail | None = None,
     ) -> None:
         if not hash_parameters.meets_baseline() and not allow_weak_hashing:
             raise ConfigError("Argon2 parameters are below the baseline (m=19 MiB, t=2, p=1)")
@@ -163,6 +173,7 @@ class AccountService:
         self._issuer = otpauth_issuer
         self._hash_slots = asyncio.Semaphore(max_parallel_hashes)
         self._dummy_hash = ""
+        self._send_mail = send_mail
 
     async def start(self) -> None:
         """Open the store (migrating it) and prepare the dummy hash."""
@@ -219,7 +230,9 @@ class AccountService:
         a failure): a distinct answer would make this route a password oracle that skips the
         second factor. Re-enrolment needs an administrator's :meth:`reset_totp`.
         """
-        verified = await self._check_password(email, password, client_ip)
+        verified = self._second_factor_not_needed(
+            await self._check_password(email, password, client_ip)
+        )
         row = verified.row
         if row.totp_enrolled:
             raise InvalidCredentials()
@@ -238,7 +251,9 @@ class AccountService:
 
         On an enrolled account this is ``invalid_credentials``, as in :meth:`enrol_totp`.
         """
-        verified = await self._check_password(email, password, client_ip)
+        verified = self._second_factor_not_needed(
+            await self._check_password(email, password, client_ip)
+        )
         row = verified.row
         if row.totp_enrolled:
             raise InvalidCredentials()
@@ -353,30 +368,84 @@ class AccountService:
         verified = await self._check_password(email, password, client_ip)
         row = verified.row
         if not row.totp_enrolled or row.totp_sealed is None:
+            self._second_factor_not_needed(verified)
             # The password was right and is this account's only factor so far.
             await self.store.clear_attempts(verified.keys)
             raise EnrolmentRequired("enrol the second factor first (POST /auth/totp/enrol)")
         secret = self._sealer.open(row.id, row.totp_sealed)
         step = matching_step(secret, code, self._clock.now())
         if step is None or not await self.store.consume_totp_step(row.id, step):
-            raise InvalidCredentials()
+            raise self._refusal(verified.account_locked)
         await self.store.clear_attempts(verified.keys)
         await self._maybe_rehash(row, password)
         return row
 
     async def _check_password(self, email: str, password: str, client_ip: str | None) -> _Verified:
+        """Count the attempt, then verify the password.
+
+        With a client address, a failure locks that address (for every account) and that
+        (account, address) pair: those refuse at once. The account's own counter is "soft": while
+        its backoff runs, the password and the code are still checked and a login with both right
+        passes, from any address not locked itself; anything less is ``login_throttled``. So a
+        stranger who fails five times from five addresses locks out those addresses, never the
+        owner, and gets no answer that tells a right password from a wrong one. Without an
+        address (a Unix socket, the CLI) the account's counter refuses at once.
+        """
         try:
             address = normalize_email(email)
         except InvalidEmail:
             address = ""  # still costs one Argon2 verification, like an unknown address
-        keys = self._keys(address or None, client_ip, self._lockout.address, "login")
-        await self._register(keys)
+        hard, account = self._login_keys(address or None, client_ip)
+        await self._register(hard)
+        locked = await self.store.register_attempt([account], self._clock.now()) if account else 0
         row = await self.store.find_by_email(address) if address else None
         stored = row.password_hash if row is not None else self._dummy_hash
         ok = await self._in_thread(lambda: self._hasher.verify(stored, password))
+        keys = [k.key for k in hard] + ([account.key] if account else [])
         if row is None or not ok:
-            raise InvalidCredentials()
-        return _Verified(row, [k.key for k in keys])
+            if account is not None and row is not None and not locked:
+                await self._alert_on_lock(row, account)
+            raise self._refusal(locked)
+        return _Verified(row, keys, locked)
+
+    def _login_keys(
+        self, email: str | None, client_ip: str | None
+    ) -> tuple[list[ThrottleKey], ThrottleKey | None]:
+        """The keys that refuse at once, and the account's soft key (None when it is hard)."""
+        ip_key = ip_throttle_key(client_ip, "login") if client_ip else None
+        if email is None:
+            return self._keys(None, client_ip, self._lockout.address, "login"), None
+        if ip_key is None:  # no address: the account's counter is all there is
+            return [ThrottleKey(email_throttle_key(email), self._lockout.account)], None
+        hard = [
+            ThrottleKey(pair_throttle_key(email, ip_key), self._lockout.account),
+            ThrottleKey(ip_key, self._lockout.address),
+        ]
+        return hard, ThrottleKey(email_throttle_key(email), self._lockout.account)
+
+    def _second_factor_not_needed(self, verified: _Verified) -> _Verified:
+        """Paths that end without a second factor do not pass the account's backoff."""
+        if verified.account_locked > 0:
+            raise LoginThrottled(verified.account_locked)
+        return verified
+
+    def _refusal(self, account_locked: float) -> InvalidCredentials | LoginThrottled:
+        return LoginThrottled(account_locked) if account_locked > 0 else InvalidCredentials()
+
+    async def _alert_on_lock(self, row: PractitionerRow, account: ThrottleKey) -> None:
+        """E-mail the practitioner when this failure starts the account's backoff (once per
+        streak: the counter reaches the threshold only once until a success clears it)."""
+        if self._send_mail is None:
+            return
+        if await self.store.failures(account.key) != account.policy.threshold:
+            return
+        subject, body = lockout_email()
+        try:
+            await self._send_mail(row.email, subject, body)
+        except Exception as exc:
+            limited_log.warning("lockout alert for %s not sent: %s", row.id, type(exc).__name__)
+        else:
+            log.info("sign-ins of %s locked: the practitioner was alerted", row.id)
 
     def _keys(
         self, email: str | None, client_ip: str | None, address: BackoffPolicy, purpose: str
@@ -433,6 +502,7 @@ async def open_accounts(
     access_ttl_s: int = ACCESS_TTL_S,
     lockout: LockoutPolicy = LockoutPolicy(),
     create: bool = True,
+    send_mail: SendMail | None = None,
 ) -> AccountService:
     """Open (creating and migrating as needed) the account service; ``await close()`` it.
 
@@ -446,7 +516,13 @@ async def open_accounts(
         sealer = KeyringSealer(FileKeyring.open(path, create=create))
     store = open_account_store(database_url or default_database_url(data_dir))
     service = AccountService(
-        store, sealer, minter, clock or SystemClock(), access_ttl_s=access_ttl_s, lockout=lockout
+        store,
+        sealer,
+        minter,
+        clock or SystemClock(),
+        access_ttl_s=access_ttl_s,
+        lockout=lockout,
+        send_mail=send_mail,
     )
     try:
         await service.start()

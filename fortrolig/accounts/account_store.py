@@ -105,6 +105,10 @@ class AccountStore(Protocol):
         """Forget the counters of ``keys`` (after a success)."""
         ...
 
+    async def failures(self, key: str) -> int:
+        """The failures counted under ``key`` (0 when it has no counter)."""
+        ...
+
     # --- refresh tokens ------------------------------------------------------------------------
 
     async def start_family(

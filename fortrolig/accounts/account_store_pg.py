@@ -274,6 +274,15 @@ class PostgresAccountStore:
 
         return await self._tx(op)
 
+    async def failures(self, key: str) -> int:
+        """The failures counted under ``key``."""
+
+        async def op(c: asyncpg.Connection) -> int:
+            found = await c.fetchval("SELECT failures FROM account_throttle WHERE key = $1", key)
+            return int(found) if found is not None else 0
+
+        return await self._tx(op)
+
     async def clear_attempts(self, keys: Sequence[str]) -> None:
         """Delete the counters, in key order like :meth:`register_attempt` (no deadlock)."""
 

@@ -231,6 +231,15 @@ class SqliteAccountStore:
 
         return await self._run(op)
 
+    async def failures(self, key: str) -> int:
+        """The failures counted under ``key``."""
+
+        def op(c: sqlite3.Connection) -> int:
+            found = _counter(c, key)
+            return found.failures if found is not None else 0
+
+        return await self._run(op)
+
     async def clear_attempts(self, keys: Sequence[str]) -> None:
         """Delete the counters."""
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any
 from fortrolig.accounts import subscription as rules
 from fortrolig.accounts.subscription import Change, Plan, Subscription
 from fortrolig.core.errors import BadRequest, Unauthenticated
+from fortrolig.core.http_body import loads_object
 
 SIGNATURE_HEADER = "Fortrolig-Signature"
 TOLERANCE_S = 300
@@ -204,11 +204,9 @@ KNOWN_TYPES = frozenset(
 def parse_event(body: bytes) -> BillingEvent:
     """Parse a verified body into a typed event; :class:`MalformedEvent` if it is not one."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedEvent("webhook body must be JSON") from None
-    if not isinstance(doc, dict):
-        raise MalformedEvent("webhook body must be a JSON object")
+        doc = loads_object(body)  # the node's one JSON reader: depth first, then the parser
+    except BadRequest as exc:
+        raise MalformedEvent(f"webhook body: {exc.message}") from None
     header = EventHeader(
         _text(doc, "id", _EVENT_ID), _text(doc, "type", None), _instant(doc, "created")
     )

@@ -256,6 +256,29 @@ def email_throttle_key(email: str) -> str:
     return "email:" + digest[:40]
 
 
+def pair_throttle_key(email: str, ip_key: str) -> str:
+    """The key of one account from one client address (``ip_key`` from :func:`ip_throttle_key`):
+    what a wrong password locks, so that a stranger's guesses lock only the stranger's address."""
+    raw = b"fortrolig-login-pair\0" + email.encode("utf-8") + b"\0" + ip_key.encode("utf-8")
+    return "pair:" + hashlib.sha256(raw).hexdigest()[:40]
+
+
+def lockout_email() -> tuple[str, str]:
+    """Subject and body of the alert sent when an account's sign-ins are locked (no address,
+    no time: the mail may be read on a lock screen; the practitioner knows where they were)."""
+    subject = "Mislykkede login-forsøg / Failed sign-in attempts"
+    body = (
+        "Der har været gentagne mislykkede forsøg på at logge ind på din Fortrolig-konto.\n"
+        "Du kan stadig logge ind med din adgangskode og din kode fra godkendelsesappen.\n"
+        "Var det ikke dig, så skift din adgangskode, når du er logget ind.\n\n"
+        "---\n\n"
+        "There have been repeated failed attempts to sign in to your Fortrolig account.\n"
+        "You can still sign in with your password and the code from your authenticator app.\n"
+        "If it was not you, change your password once you are signed in.\n"
+    )
+    return subject, body
+
+
 def ip_throttle_key(address: str, purpose: str = "login") -> str | None:
     """The per-client-address key: the IPv4 address or the IPv6 /64 (one host's usual share).
 

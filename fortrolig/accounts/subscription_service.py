@@ -39,7 +39,7 @@ from fortrolig.accounts.subscription_store import (
     open_subscription_store,
 )
 from fortrolig.core.clock import Clock, SystemClock
-from fortrolig.core.errors import BadRequest, ConfigError, Forbidden
+from fortrolig.core.errors import BadRequest, Forbidden, NotFound
 from fortrolig.core.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,8 @@ class SubscriptionService:
     async def handle_webhook(self, body: bytes, signature: str | None) -> EventOutcome:
         """Verify, parse and apply one webhook delivery (typed errors: 401, 400, 409)."""
         if not self._secrets:
-            raise ConfigError("no billing webhook secret configured (billing.webhook_secret_file)")
+            # Anyone can post here: an expected answer, not a server error line per request.
+            raise NotFound("no billing webhook on this node", code="webhook_not_configured")
         billing.verify_signature(
             signature, body, self._secrets, self._clock.now(), tolerance_s=self._tolerance_s
         )

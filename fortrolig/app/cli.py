@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
@@ -25,6 +25,7 @@ from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.journal import cli as journal_cli
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 
+from . import listen
 from .cli_accounts import add_parsers as add_account_parsers
 from .cli_accounts import ensure_dev_subscription
 from .cli_nodes import add_parsers as add_node_parsers
@@ -81,14 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"{', TLS ' + str(config.server.tls_cert_file) if tls else ''})",
         flush=True,
     )
-    web.run_app(
-        app,
-        host=config.server.host,
-        port=config.server.port,
-        ssl_context=tls.context if tls else None,
-        print=None,
-        access_log_class=PathOnlyAccessLogger,
-    )
+    listen.run(app, config, PathOnlyAccessLogger)
     return 0
 
 

@@ -21,7 +21,14 @@ from pathlib import Path
 from aiohttp import web
 
 from fortrolig.accounts.account_http import account_routes
-from fortrolig.accounts.account_service import AccountService, open_accounts, purge_loop
+from fortrolig.accounts.account_service import (
+    AccountService,
+    LockoutPolicy,
+    SendMail,
+    open_accounts,
+    purge_loop,
+)
+from fortrolig.accounts.practitioners import BackoffPolicy
 from fortrolig.accounts.subscription import Access
 from fortrolig.accounts.subscription_http import subscription_routes
 from fortrolig.accounts.subscription_service import SubscriptionService, open_subscriptions
@@ -59,14 +66,23 @@ def gate_routes() -> list[web.AbstractRouteDef]:
     return routes
 
 
+def lockout_policy(config: Config) -> LockoutPolicy:
+    """Backoff of failed sign-ins per account, (account, address) and address from config."""
+    a = config.accounts
+    backoff = BackoffPolicy(threshold=a.lockout_threshold, base_s=a.lockout_base_s)
+    return LockoutPolicy(account=backoff, address=backoff)
+
+
 def gate_ctx(
     config: Config,
     issuer: TokenIssuer,
     signaling: SignalingService,
     access_gate: Slot[AccessGate],
+    send_mail: SendMail | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Open accounts and subscriptions (one database), start their background tasks; while
-    billing is enforced, ``access_gate`` (the signaling service's) checks room owners."""
+    billing is enforced, ``access_gate`` (the signaling service's) checks room owners.
+    ``send_mail`` (the node's SMTP mailer, when configured) sends lockout alerts."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         data = config.server.data_dir
@@ -77,6 +93,8 @@ def gate_ctx(
             database_url=url,
             keyring_path=config.accounts.keyring_path,
             access_ttl_s=config.auth.access_token_ttl_s,
+            lockout=lockout_policy(config),
+            send_mail=send_mail,
         )
         secrets = [read_secret_file(Path(p)) for p in config.billing.webhook_secret_files]
         subs = await open_subscriptions(data, database_url=url, webhook_secrets=secrets)

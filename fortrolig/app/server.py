@@ -57,7 +57,18 @@ from .cluster_ctx import (
     node_id_for,
     records_ctx,
 )
-from .edge import edge_middleware, hsts_on_prepare, server_tls, tls_reload_ctx
+from .connections import ConnectionGuard
+from .edge import (
+    MAX_REQUEST_BODY,
+    edge_middleware,
+    hsts_on_prepare,
+    limits_middleware,
+    metrics_access,
+    security_headers_on_prepare,
+    server_tls,
+    tls_reload_ctx,
+    trusted_proxy_test,
+)
 from .gate import gate_ctx, gate_middleware, gate_routes
 
 log = logging.getLogger(__name__)
@@ -81,6 +92,8 @@ RECORDS_FILE = "records.db"
 RECORDS_KEYRING = Path("keys") / "records-keyring.json"
 INVITES_KEY = web.AppKey("invites", InviteService)
 TLS_KEY: web.AppKey[ReloadingTls | None] = web.AppKey("tls")
+GUARD_KEY = web.AppKey("connection_guard", ConnectionGuard)
+METRICS_ACCESS_KEY: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("metrics_access")
 
 
 def public_url(config: Config) -> str:
@@ -167,10 +180,11 @@ def build_app(config: Config) -> web.Application:
         cluster=cluster,
         access_gate=access_gate,
     )
+    mail = mailer(config)
     invites = InviteService(
         service,
         SqlInviteStore(records, keyring),
-        mailer(config),
+        mail,
         clock,
         invite_ttl_s=config.invites.ttl_s,
         public_url=public_url(config),
@@ -180,14 +194,19 @@ def build_app(config: Config) -> web.Application:
 
     # The edge middleware comes first: every later one (and the handlers, the access log) sees
     # the client's address and scheme as a trusted proxy gave them.
+    guard = ConnectionGuard(config.edge, trusted_proxy_test(config.server))
     middlewares = [
-        edge_middleware(config.server),
+        edge_middleware(config.server, guard),
         error_middleware,
+        limits_middleware(config.edge, guard),
         auth_middleware(service),
         gate_middleware(config),
     ]
-    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_REQUEST_BODY)
     app.on_response_prepare.append(hsts_on_prepare(config.server.hsts_max_age_s))
+    app.on_response_prepare.append(security_headers_on_prepare)
+    app[GUARD_KEY] = guard
+    app[METRICS_ACCESS_KEY] = metrics_access(config)
     tls = server_tls(config.server)
     app[TLS_KEY] = tls
     if tls is not None:
@@ -210,6 +229,7 @@ def build_app(config: Config) -> web.Application:
     metrics.add_source(invites.samples)
     metrics.add_source(sfu.samples)
     metrics.add_source(lambda: _process_samples(app))
+    metrics.add_source(guard.samples)
 
     async def ws(request: web.Request) -> web.StreamResponse:
         return await handle_ws(request, service, app[OPEN_WEBSOCKETS_KEY])
@@ -236,7 +256,8 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(web_routes())
     app.add_routes(gate_routes())
     app.cleanup_ctx.append(_journal_ctx(config))
-    app.cleanup_ctx.append(gate_ctx(config, issuer, service, access_gate))
+    send_mail = mail.send if mail is not None else None
+    app.cleanup_ctx.append(gate_ctx(config, issuer, service, access_gate, send_mail))
     app.cleanup_ctx.append(_sfu_ctx)
     app.cleanup_ctx.append(cluster_ctx(service, config))
     app.cleanup_ctx.append(_loop_lag_ctx)
@@ -371,7 +392,34 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    if not request.app[METRICS_ACCESS_KEY](request):
+        if request.app[CONFIG_KEY].metrics.token_file is not None:
+            body = {"error": {"code": "unauthenticated", "message": "a bearer secret is required"}}
+            return web.json_response(
+                body, status=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'}
+            )
+        # Not served on this listener (metrics.listen, or a request from elsewhere).
+        return web.json_response(
+            {"error": {"code": "not_found", "message": "Not Found"}}, status=404
+        )
+    return await render_metrics(request.app)
+
+
+async def render_metrics(app: web.Application) -> web.Response:
+    """The node's metrics page (here and on the metrics listener, ``metrics.listen``)."""
     # A worker pool fetches exact counters from every worker, not last second's push.
-    await request.app[MEDIA_KEY].refresh()
-    body = request.app[METRICS_KEY].render()
+    await app[MEDIA_KEY].refresh()
+    body = app[METRICS_KEY].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def metrics_app(node: web.Application) -> web.Application:
+    """The metrics listener's application: ``/metrics`` of ``node`` and nothing else."""
+
+    async def page(request: web.Request) -> web.Response:
+        return await render_metrics(node)
+
+    app = web.Application()
+    app.on_response_prepare.append(security_headers_on_prepare)
+    app.router.add_get("/metrics", page)
+    return app

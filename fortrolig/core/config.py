@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from fortrolig.core.config_cluster import CoordinationConfig, RecordsConfig
+from fortrolig.core.config_edge import EdgeConfig as EdgeConfig  # re-exported: config sections
+from fortrolig.core.config_edge import MetricsConfig as MetricsConfig
 from fortrolig.core.config_eid import EidConfig as EidConfig  # re-exported: a config section
 from fortrolig.core.config_net import (
     check_tls_files,
@@ -237,12 +239,22 @@ class AccountsConfig:
 
     database_url: str = ""
     keyring_path: Path | None = None
+    # Failed sign-ins (docs/accounts.md): from the lockout_threshold-th failure on a key, refused
+    # for lockout_base_s, then twice as long each time, up to 15 minutes.
+    lockout_threshold: int = 5
+    lockout_base_s: float = 1.0
 
     def __post_init__(self) -> None:
         _require(
             _is_database_url(self.database_url),
             "accounts.database_url",
             f"must be empty (SQLite in the data dir) or a URL starting with one of {_DB_SCHEMES}",
+        )
+        _require(
+            3 <= self.lockout_threshold <= 20, "accounts.lockout_threshold", "must be in 3..20"
+        )
+        _require(
+            0.5 <= self.lockout_base_s <= 900, "accounts.lockout_base_s", "must be in 0.5..900"
         )
 
 
@@ -426,6 +438,8 @@ class Config:
     eid: EidConfig = field(default_factory=EidConfig)
     records: RecordsConfig = field(default_factory=RecordsConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 SECTIONS: Mapping[str, type[Any]] = {
@@ -442,6 +456,8 @@ SECTIONS: Mapping[str, type[Any]] = {
     "eid": EidConfig,
     "records": RecordsConfig,
     "coordination": CoordinationConfig,
+    "edge": EdgeConfig,
+    "metrics": MetricsConfig,
 }
 
 # --- type conversion -------------------------------------------------------------------------

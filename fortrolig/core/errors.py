@@ -77,6 +77,15 @@ class Conflict(FortroligError):
     fault = "client"
 
 
+class RequestTimeout(FortroligError):
+    """The client did not send its request (headers or body) within the deadline; the
+    connection is closed after the answer."""
+
+    code = "request_timeout"
+    status = 408
+    fault = "client"
+
+
 class PayloadTooLarge(FortroligError):
     """The request or message exceeds a size limit."""
 

@@ -92,6 +92,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--base-url", help="the node's URL (default http://127.0.0.1:8750)")
     t.add_argument("--ice-address", help="the only local ICE host address (default 127.0.0.1)")
     t.add_argument("--access-token", help="practitioner access token for the HTTP API")
+    t.add_argument(
+        "--metrics-token-file", help="the node's metrics.token_file (bearer secret of /metrics)"
+    )
     t.add_argument("--data-dir", type=Path, help="mint the access token from this node data dir")
     t.add_argument(
         "--config", type=Path, help="node config (issuer, token lifetime) with --data-dir"
@@ -122,6 +125,7 @@ FLAG_KEYS = {
     "audio_bitrate": ("media", "audio_bitrate"),
     "seed": ("media", "seed"),
     "base_url": ("target", "base_url"),
+    "metrics_token_file": ("target", "metrics_token_file"),
     "ice_address": ("target", "ice_address"),
     "max_loss": ("thresholds", "max_loss"),
     "max_join_p95": ("thresholds", "max_join_p95"),
@@ -185,9 +189,21 @@ class TargetError(RuntimeError):
     """The node could not be used (exit status 1)."""
 
 
-async def _scrape(http: aiohttp.ClientSession, base: str) -> dict[str, float] | None:
+def _metrics_headers(scenario: Scenario) -> dict[str, str]:
+    """The bearer secret for /metrics when the node needs one (metrics.token_file)."""
+    if not scenario.metrics_token_file:
+        return {}
     try:
-        async with http.get(f"{base}/metrics") as resp:
+        secret = Path(scenario.metrics_token_file).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise TargetError(f"cannot read the metrics token file: {exc.strerror}") from None
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def _scrape(http: aiohttp.ClientSession, scenario: Scenario) -> dict[str, float] | None:
+    try:
+        headers = _metrics_headers(scenario)
+        async with http.get(f"{scenario.base_url}/metrics", headers=headers) as resp:
             if resp.status != 200:
                 return None
             return parse_metrics(await resp.text())
@@ -208,7 +224,7 @@ async def prepare_rooms(
                     raise TargetError(f"{scenario.base_url}/healthz answered {resp.status}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TargetError(f"cannot reach {scenario.base_url}: {exc}") from None
-        before = await _scrape(http, scenario.base_url)
+        before = await _scrape(http, scenario)
         rooms = []
         for _ in range(scenario.rooms):
             body = {"max_participants": scenario.participants_per_room}
@@ -227,7 +243,7 @@ async def finish_rooms(
     timeout = aiohttp.ClientTimeout(total=15)
     headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
     async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
-        after = await _scrape(http, scenario.base_url)
+        after = await _scrape(http, scenario)
         if access_token:
             for room in rooms:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
@@ -238,7 +254,7 @@ async def finish_rooms(
 
 async def scrape_only(scenario: Scenario) -> dict[str, float] | None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
-        return await _scrape(http, scenario.base_url)
+        return await _scrape(http, scenario)
 
 
 # -- workers and progress ------------------------------------------------------------------

@@ -84,6 +84,7 @@ class Scenario:
     base_url: str = "http://127.0.0.1:8750"
     ice_address: str = "127.0.0.1"
     thresholds: Thresholds = field(default_factory=Thresholds)
+    metrics_token_file: str = ""  # the node's metrics.token_file, when /metrics needs it
 
     @property
     def participants(self) -> int:
@@ -274,6 +275,7 @@ KEYS: dict[tuple[str, str], Any] = {
     ("media", "seed"): lambda v: _int(v, "seed"),
     ("target", "base_url"): str,
     ("target", "ice_address"): str,
+    ("target", "metrics_token_file"): str,
     ("thresholds", "max_loss"): parse_percent,
     ("thresholds", "max_join_p95"): parse_duration,
     ("thresholds", "max_freezes"): lambda v: _int(v, "max_freezes"),
@@ -337,5 +339,6 @@ def build(values: dict[tuple[str, str], Any]) -> Scenario:
         base_url=v.get(("target", "base_url"), base.base_url),
         ice_address=v.get(("target", "ice_address"), base.ice_address),
         thresholds=thresholds,
+        metrics_token_file=v.get(("target", "metrics_token_file"), base.metrics_token_file),
     )
     return scenario.validate()

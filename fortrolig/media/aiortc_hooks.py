@@ -49,7 +49,10 @@ from aiortc.rtp import (
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
+from fortrolig.core.log_limit import RateLimitedLog
+
 from . import _fastpath
+from .datagrams import drop_kind
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,40 @@ AES_256_GCM = "SRTP_AEAD_AES_256_GCM"
 _TAG = "_fortrolig_track"  # our attribute on a receiver: the SFU's track it feeds
 
 RtpHandler = Callable[[RtpPacket, int], Awaitable[None]]
+DropCounter = Callable[[str], None]
+"""Counts one datagram dropped at a media port, by kind (``datagrams.DROP_KINDS``)."""
+_GUARDED = "_fortrolig_guarded"  # our attribute on an aioice protocol: its reads are sorted
+
+
+def _ignore_drop(kind: str) -> None:
+    """The default :data:`DropCounter`: drop without counting."""
+
+
+def guard_ice_sockets(pc: RTCPeerConnection, on_drop: DropCounter) -> None:
+    """Drop malformed datagrams before aioice and aiortc see them (idempotent).
+
+    Until the native data plane takes a socket over, aioice reads it and hands whatever is not
+    STUN to aiortc's DTLS transport, from any source address; a 0-byte datagram there raises
+    IndexError in aiortc's receive loop and ends the peer's DTLS transport. Every local
+    protocol of the peer's ICE connections (after gathering) gets a sorting step in front.
+    """
+    for dtls in dtls_transports(pc):
+        for protocol in dtls.transport._connection._protocols:
+            if getattr(protocol, _GUARDED, False):
+                continue
+            inner = protocol.datagram_received
+
+            def guarded(data: bytes | str, addr: tuple[Any, ...], inner: Any = inner) -> None:
+                kind = drop_kind(data if isinstance(data, bytes) else b"")
+                if kind is not None:
+                    on_drop(kind)
+                    return
+                inner(data, addr)
+
+            protocol.datagram_received = guarded  # type: ignore[method-assign]
+            setattr(protocol, _GUARDED, True)
+
+
 RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[None]]
 
 
@@ -389,6 +426,7 @@ def take_over_socket(
     counters: _fastpath.Counters,
     track_of: TrackOf,
     pump: _fastpath.Pump | None = None,
+    on_drop: DropCounter = _ignore_drop,
 ) -> _fastpath.Transport | None:
     """Make the native data plane read ``dtls``'s socket (once; later calls return it).
 
@@ -405,7 +443,7 @@ def take_over_socket(
     if found is None:
         return None
     locked_rx = LockedSrtp(found.rx)
-    fallback = _Fallback(found, locked_rx, counters, track_of)
+    fallback = _Fallback(found, locked_rx, counters, track_of, on_drop)
     native = _native_transport(found, fallback, counters)
     if native is None:
         return None
@@ -470,8 +508,11 @@ class _Fallback:
         locked_rx: LockedSrtp,
         counters: _fastpath.Counters,
         track_of: TrackOf,
+        on_drop: DropCounter,
     ) -> None:
         self.native: _fastpath.Transport | None = None  # set once the transport exists
+        self._on_drop = on_drop
+        self._log = RateLimitedLog(log)
         self._protocol = found.protocol
         self._component = found.protocol.local_candidate.component
         self._router = found.dtls._rtp_router
@@ -481,6 +522,10 @@ class _Fallback:
         self._track_of = track_of
 
     def __call__(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        kind = drop_kind(data)
+        if kind is not None:  # quietly: anyone can send these, so no log line per datagram
+            self._on_drop(kind)
+            return
         try:
             if 127 < data[0] < 192:  # RTP or RTCP: never STUN, skip aioice's parse attempt
                 if is_rtcp(data):
@@ -489,8 +534,9 @@ class _Fallback:
                     self._first_rtp(data)
             else:
                 self._protocol.datagram_received(data, addr)
-        except Exception:
-            log.exception("dropping a datagram after an error")
+        except Exception as exc:
+            self._on_drop("garbage")
+            self._log.warning("dropping a datagram after an error: %r", exc)
 
     def _first_rtp(self, data: bytes) -> None:
         try:

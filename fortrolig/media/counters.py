@@ -43,8 +43,20 @@ class MediaCounters:
     handler_errors: int = 0
     srtp_refused: int = 0
     peers_failed: int = 0
+    # Datagrams dropped at a media port before any parser, by kind (media/datagrams.py).
+    dropped_empty: int = 0
+    dropped_stun: int = 0
+    dropped_dtls: int = 0
+    dropped_rtp: int = 0
+    dropped_rtcp: int = 0
+    dropped_garbage: int = 0
     native: NativeCounters = field(default_factory=NativeCounters, repr=False, compare=False)
     pump: Pump | None = field(default=None, repr=False, compare=False)
+
+    def count_drop(self, kind: str) -> None:
+        """One datagram dropped as ``kind`` (one of ``datagrams.DROP_KINDS``)."""
+        name = "dropped_" + kind
+        setattr(self, name, getattr(self, name) + 1)
 
     def as_dict(self) -> dict[str, int]:
         """Every counter by name."""

@@ -39,12 +39,16 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
+from fortrolig.core.log_limit import RateLimitedLog
+
 from . import _fastpath
 from .aiortc_hooks import RawSender
 from .counters import MediaCounters
 from .subscriber import ClockMapping, MediaPacket, Subscriber
 
 log = logging.getLogger(__name__)
+# Peers control the packets these lines are about: at most a few per second.
+limited_log = RateLimitedLog(log)
 
 REMB_FRESH_S = 5.0  # a subscriber estimate older than this no longer caps the publisher
 RTCP_INTERVAL_S = 1.0
@@ -194,7 +198,7 @@ class PublishedTrack:
                 subscriber.rtp(track_id, packet)
             except Exception:  # one subscriber's bug must not stop the others (or the SFU)
                 self._counters.handler_errors += 1
-                log.exception("subscriber failed on a packet of %s", track_id)
+                limited_log.exception("subscriber failed on a packet of %s", track_id)
 
     @property
     def sender_report(self) -> SenderReport | None:
@@ -237,7 +241,7 @@ class PublishedTrack:
             self.native.ingest(packet.serialize(self._extensions))
         except Exception:  # a bad packet must never kill aiortc's receive loop
             self._counters.handler_errors += 1
-            log.exception("dropping RTP packet after an error")
+            limited_log.exception("dropping RTP packet after an error")
 
     async def on_rtcp(self, packet: AnyRtcpPacket) -> None:
         """RTCP from the publisher routed to this receiver (its sender reports)."""
@@ -331,7 +335,7 @@ class PublishedTrack:
                         self._send_nack(again)
             except Exception:
                 self._counters.handler_errors += 1
-                log.exception("publisher RTCP loop step failed")
+                limited_log.exception("publisher RTCP loop step failed")
 
     def close(self) -> None:
         """Stop feedback and detach every leg; idempotent."""

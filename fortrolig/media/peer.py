@@ -27,6 +27,7 @@ from aiortc.rtp import HeaderExtensionsMap
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from fortrolig.core.errors import BadRequest, Conflict
+from fortrolig.core.log_limit import RateLimitedLog
 
 from . import _fastpath
 from . import aiortc_hooks as hooks
@@ -37,6 +38,8 @@ from .forwarding import Codec, Leg, PublishedTrack
 from .settings import MediaSettings
 
 log = logging.getLogger(__name__)
+# Peers control the packets these lines are about: at most a few per second.
+limited_log = RateLimitedLog(log)
 
 MAX_PUBLISH_MLINES = 3  # one audio, one video, optionally one (ignored) data channel
 CONNECT_TIMEOUT_S = 30.0
@@ -163,6 +166,8 @@ class Peer:
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
             hooks.enforce_aes256_srtp(self.pc)
+            # Gathered now: sort what reaches these sockets before aioice and aiortc read it.
+            hooks.guard_ice_sockets(self.pc, self._counters.count_drop)
             self._has_published = True
         self._spawn(self._watch_connect())
         return str(self.pc.localDescription.sdp)
@@ -296,11 +301,17 @@ class Peer:
             None,
         )
         if codec.mimeType.lower() != leg.track.codec.mime_type.lower():
-            log.warning("subscriber negotiated %s for a %s track", codec.mimeType, leg.track.codec)
+            limited_log.warning(
+                "subscriber negotiated %s for a %s track", codec.mimeType, leg.track.codec
+            )
             return  # never transcode: the leg stays silent
         sender = transceiver.sender
         native = hooks.take_over_socket(
-            sender.transport, self._counters.native, _native_track_of, self._pump
+            sender.transport,
+            self._counters.native,
+            _native_track_of,
+            self._pump,
+            self._counters.count_drop,
         )
         if native is None:  # DTLS not up yet: attached once the connection is
             self._unattached.append((transceiver, leg, params))
@@ -327,7 +338,7 @@ class Peer:
                 leg.on_rtcp(packet)  # type: ignore[arg-type]
             except Exception:
                 self._counters.handler_errors += 1
-                log.exception("subscriber RTCP handling failed")
+                limited_log.exception("subscriber RTCP handling failed")
 
         return handle
 
@@ -374,7 +385,13 @@ class Peer:
                 await self._events.media_failed(self.participant_id, "srtp_profile")
                 return
             natives = [
-                hooks.take_over_socket(dtls, self._counters.native, _native_track_of, self._pump)
+                hooks.take_over_socket(
+                    dtls,
+                    self._counters.native,
+                    _native_track_of,
+                    self._pump,
+                    self._counters.count_drop,
+                )
                 for dtls in hooks.dtls_transports(self.pc)
             ]
             if None in natives:

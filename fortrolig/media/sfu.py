@@ -23,6 +23,8 @@ from .peer import Peer
 from .settings import MediaSettings
 from .subscriber import Subscriber
 
+DROPPED = "dropped_"  # counters of datagrams dropped by kind: one labelled metric family
+
 log = logging.getLogger(__name__)
 
 
@@ -235,6 +237,15 @@ def samples_from_snapshots(snapshots: list[dict[str, Any]]) -> Iterator[Sample]:
     yield Sample("fortrolig_media_rooms", "Rooms with media peers", "gauge", rooms)
     yield Sample("fortrolig_media_legs", "Forwarding legs (track x subscriber)", "gauge", legs)
     for name, value in counters.items():
+        if name.startswith(DROPPED):
+            yield Sample(
+                "fortrolig_media_dropped_datagrams_total",
+                "Datagrams dropped at a media port before parsing, by kind",
+                "counter",
+                value,
+                {"kind": name.removeprefix(DROPPED)},
+            )
+            continue
         yield Sample(
             f"fortrolig_media_{name}_total", f"Media path counter: {name}", "counter", value
         )

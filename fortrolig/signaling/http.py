@@ -21,6 +21,7 @@ from fortrolig.core.errors import (
     Unauthenticated,
 )
 from fortrolig.core.http_body import only_fields, read_json_object
+from fortrolig.core.log_limit import RateLimitedLog
 from fortrolig.core.principal import Principal
 
 from .auth import Role, TokenKind
@@ -29,6 +30,8 @@ from .records import RoomRecord, check_room_owner, parse_force_relay, parse_regi
 from .service import SignalingService
 
 log = logging.getLogger(__name__)
+# Any client can cause a server error line (that is what makes it a bug): bounded rate.
+limited_log = RateLimitedLog(log)
 
 PRINCIPAL = web.RequestKey("fortrolig.principal", Principal)
 # The client's side of invites: no access token (the invite secret or the verification handle in
@@ -65,7 +68,10 @@ def error_response(exc: FortroligError) -> web.Response:
     headers = dict(NO_STORE)
     if isinstance(exc, RateLimited) and exc.retry_after_s is not None:
         headers["Retry-After"] = str(exc.retry_after_s)
-    return web.json_response({"error": error}, status=exc.status, headers=headers)
+    response = web.json_response({"error": error}, status=exc.status, headers=headers)
+    if exc.status == 408:  # the rest of a late request would be read as the next one
+        response.force_close()
+    return response
 
 
 @web.middleware
@@ -75,7 +81,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except FortroligError as exc:
         if exc.fault == "server":
-            log.error("server error on %s %s: %r", request.method, request.path, exc)
+            limited_log.error("server error on %s %s: %r", request.method, request.path, exc)
         return error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith("/api/"):
@@ -89,7 +95,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             headers["Allow"] = exc.headers["Allow"]
         return web.json_response(body, status=exc.status, headers=headers)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        limited_log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(FortroligError("internal error"))
 
 

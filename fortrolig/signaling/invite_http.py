@@ -24,6 +24,7 @@ from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import EidConfig
 from fortrolig.core.errors import BadRequest, Conflict, FortroligError
 from fortrolig.core.http_body import only_fields
+from fortrolig.core.log_limit import RateLimitedLog
 from fortrolig.core.slot import Slot
 
 from .eid.client import EidClient
@@ -44,6 +45,7 @@ from .invites import (
 )
 
 log = logging.getLogger(__name__)
+limited_log = RateLimitedLog(log)  # anyone can call the eID callback: bounded rate
 
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 EID_CALLBACK_PARAMS = ("code", "state", "iss", "error")
@@ -143,10 +145,12 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
             location = (await _finish_eid(invites, request)).room_url
         except FortroligError as exc:
             reason = getattr(exc, "reason", None)
-            log.info("eID callback refused: %s%s", exc.code, f" ({reason})" if reason else "")
+            limited_log.info(
+                "eID callback refused: %s%s", exc.code, f" ({reason})" if reason else ""
+            )
             location = f"{EID_RETURN_TO}#error={exc.code}"
         except Exception:
-            log.exception("eID callback failed")
+            limited_log.exception("eID callback failed")
             location = f"{EID_RETURN_TO}#error=internal_error"
         return web.Response(status=303, headers={"Location": location, **NO_STORE})
 

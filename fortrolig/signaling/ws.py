@@ -16,6 +16,7 @@ import logging
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from fortrolig.core.errors import FortroligError, ProtocolError
+from fortrolig.core.log_limit import RateLimitedLog
 
 from . import protocol as p
 from .closes import (
@@ -30,6 +31,8 @@ from .rooms import TokenBucket
 from .service import Session, SignalingService
 
 log = logging.getLogger(__name__)
+# A client can cause these lines (a flood of slow or failing connections): bounded rate.
+limited_log = RateLimitedLog(log)
 
 OUTBOUND_QUEUE = 512  # messages; a client this far behind is cut off rather than buffered
 RATE_STRIKES = 20  # rate-limited messages tolerated before the connection is closed
@@ -50,7 +53,7 @@ class WsOutbound:
         try:
             self._queue.put_nowait(p.dump(msg))
         except asyncio.QueueFull:
-            log.warning("outbound queue full; closing a slow connection")
+            limited_log.warning("outbound queue full; closing a slow connection")
             self.close(CLOSE_POLICY, "too slow")
 
     def close(self, code: int, reason: str) -> None:
@@ -104,8 +107,13 @@ async def handle_ws(
     cfg = service.config.signaling
     # aiohttp refuses a message of exactly ``max_msg_size`` bytes; the documented limit is
     # inclusive (a message of max_message_bytes is allowed, one byte more closes with 1009).
+    # decode_text=False: text frames arrive as bytes and the protocol parser decodes them, so
+    # invalid UTF-8 is the documented bad_json/1002 (aiohttp would close with 1007 itself).
     ws = web.WebSocketResponse(
-        max_msg_size=cfg.max_message_bytes + 1, heartbeat=cfg.heartbeat_s, compress=False
+        max_msg_size=cfg.max_message_bytes + 1,
+        heartbeat=cfg.heartbeat_s,
+        compress=False,
+        decode_text=False,
     )
     await ws.prepare(request)
     if open_sockets is not None:
@@ -120,7 +128,7 @@ async def handle_ws(
             finally:
                 refresher.cancel()
     except Exception:
-        log.exception("signaling session failed")
+        limited_log.exception("signaling session failed")
         service.count_error("internal_error")
         out.close(CLOSE_INTERNAL, "internal error")
     finally:
@@ -214,7 +222,7 @@ def _fail(
     connection ends."""
     outcome = outcome_of(exc, handshake=handshake)
     if exc.fault == "server":
-        log.error("server error in session: %r", exc)
+        limited_log.error("server error in session: %r", exc)
         service.count_error("internal_error")
     else:
         service.count_error(exc.code)

@@ -551,3 +551,38 @@ def test_cluster_settings_that_cannot_work_are_refused(key: str, value: str, nam
     with pytest.raises(ConfigError) as info:
         load_config(None, {key: value})
     assert named in str(info.value)
+
+
+# --- edge, metrics, lockout (issue 18) ----------------------------------------------------------
+
+
+def test_edge_and_metrics_keys_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "FORTROLIG_EDGE__BODY_TIMEOUT_S": "5",
+        "FORTROLIG_EDGE__MAX_CONNECTIONS_PER_ADDRESS": "10",
+        "FORTROLIG_EDGE__MAX_WEBSOCKETS_PER_ADDRESS": "4",
+        "FORTROLIG_METRICS__LISTEN": "[::1]:9750",
+        "FORTROLIG_METRICS__TOKEN_FILE": str(tmp_path / "token"),
+        "FORTROLIG_ACCOUNTS__LOCKOUT_BASE_S": "60",
+    }
+    config = load_config(None, env)
+    assert config.edge.body_timeout_s == 5.0 and config.edge.header_timeout_s == 10.0
+    assert config.metrics.listen_address == ("::1", 9750)
+    assert config.metrics.token_file == tmp_path / "token"
+    assert config.accounts.lockout_base_s == 60.0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("edge.body_timeout_s", 0.5),
+        ("edge.header_timeout_s", 301.0),
+        ("edge.max_connections_per_address", 5000),  # above max_connections
+        ("edge.max_websockets_per_address", 65),  # above max_connections_per_address
+        ("metrics.listen", "9750"),
+        ("metrics.listen", "host:port"),
+        ("accounts.lockout_threshold", 1),
+    ],
+)
+def test_edge_metrics_and_lockout_values_are_validated(key: str, value: object) -> None:
+    config_error(key.replace(".", r"\."), None, {}, {key: value})

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from fortrolig.core.errors import BadRequest, PayloadTooLarge
-from fortrolig.core.http_body import only_fields, read_body, read_json_object
+from fortrolig.core.http_body import (
+    MAX_JSON_DEPTH,
+    check_json_depth,
+    json_depth,
+    loads_object,
+    only_fields,
+    read_body,
+    read_json_object,
+)
 
 
 class Stream:
@@ -31,14 +39,20 @@ class Request:
     def __init__(self, pieces: list[bytes], length: int | None, fail_after: bool = False):
         self._content = Stream(pieces, fail_after)
         self._length = length
+        self._body: bytes | None = None
 
     @property
     def content_length(self) -> int | None:
         return self._length
 
-    @property
-    def content(self) -> Stream:
-        return self._content
+    async def read(self) -> bytes:
+        """The whole body, read once and kept (like aiohttp's ``Request.read``)."""
+        if self._body is None:
+            raw = bytearray()
+            while chunk := await self._content.read(7):
+                raw += chunk
+            self._body = bytes(raw)
+        return self._body
 
 
 async def test_a_body_arriving_in_pieces_is_read_whole() -> None:
@@ -85,3 +99,23 @@ def test_unknown_fields_are_named() -> None:
     with pytest.raises(BadRequest, match=r"\['c', 'd'\]") as err:
         only_fields({"a": 1, "d": 2, "c": 3}, {"a"})
     assert err.value.code == "bad_field"
+
+
+def test_depth_counts_brackets_outside_strings_only() -> None:
+    assert json_depth(b'{"a": [1, {"b": "[[[[\\"{{"}]}') == 3
+    assert json_depth(b"[" * 8000 + b"]" * 8000) == 8000
+    assert json_depth(b"") == json_depth(b'"]]]"') == 0
+
+
+@pytest.mark.parametrize("opener", [b"[", b'{"a":'])
+def test_nesting_beyond_the_limit_is_bad_json_before_any_parse(opener: bytes) -> None:
+    closer = b"]" if opener == b"[" else b"}"
+    at_limit = b"{" + b'"a":' + b"[" * (MAX_JSON_DEPTH - 1) + b"]" * (MAX_JSON_DEPTH - 1) + b"}"
+    assert loads_object(at_limit) == {"a": loads_object(at_limit)["a"]}
+    deep = b'{"a":' + opener * 8000 + closer * 8000 + b"}"
+    with pytest.raises(BadRequest) as err:
+        check_json_depth(deep)
+    assert err.value.code == "bad_json"
+    with pytest.raises(BadRequest) as parsed:
+        loads_object(deep)
+    assert parsed.value.code == "bad_json"

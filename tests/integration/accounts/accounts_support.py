@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from fortrolig.accounts.account_service import AccountService, LockoutPolicy
+from fortrolig.accounts.account_service import AccountService, LockoutPolicy, SendMail
 from fortrolig.accounts.account_store import open_account_store
 from fortrolig.accounts.passwords import INSECURE_TEST_PARAMETERS
 from fortrolig.accounts.totp import KeyringSealer, hotp, time_step
@@ -35,6 +35,7 @@ def make_service(
     clock: FakeClock,
     minter: IssuerMinter | None,
     lockout: LockoutPolicy | None = None,
+    send_mail: SendMail | None = None,
 ) -> AccountService:
     keyring = FileKeyring.open(tmp_path / "keys" / "accounts-keyring.json")
     return AccountService(
@@ -46,6 +47,7 @@ def make_service(
         allow_weak_hashing=True,
         lockout=lockout or LockoutPolicy(),
         max_parallel_hashes=4,
+        send_mail=send_mail,
     )
 
 

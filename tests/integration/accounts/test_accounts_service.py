@@ -216,6 +216,37 @@ async def test_backoff_is_capped_at_fifteen_minutes(
     assert info.value.retry_after_s == 900
 
 
+async def test_strangers_cannot_lock_the_owner_out_and_she_is_alerted(
+    store_url: str, tmp_path: Path, clock: FakeClock, minter: IssuerMinter
+) -> None:
+    sent: list[tuple[str, str, str]] = []
+
+    async def send(to: str, subject: str, body: str) -> None:
+        sent.append((to, subject, body))
+
+    service = make_service(store_url, tmp_path, clock, minter, send_mail=send)
+    await service.start()
+    try:
+        secret = await enrolled(service, clock)
+        for n in range(5):  # five wrong passwords from five addresses
+            with pytest.raises(InvalidCredentials):
+                await service.login(EMAIL, "wrong password!", "000000", client_ip=f"203.0.113.{n}")
+        assert [to for to, _, _ in sent] == [EMAIL.lower()]  # alerted when the backoff began
+        # During the account's backoff nothing short of both factors passes, from anywhere,
+        # and a right password alone gets the same answer as a wrong one.
+        for password, totp in (("wrong password!", "000000"), (PASSWORD, "000000")):
+            with pytest.raises(LoginThrottled):
+                await service.login(EMAIL, password, totp, client_ip="198.51.100.7")
+        # The owner from another address, with password and code: in (and the counter cleared).
+        await service.login(EMAIL, PASSWORD, code_for(secret, clock), client_ip="198.51.100.4")
+        clock.advance(30)
+        with pytest.raises(InvalidCredentials):  # a fresh start, not login_throttled
+            await service.login(EMAIL, "wrong password!", "000000", client_ip="198.51.100.8")
+        assert len(sent) == 1
+    finally:
+        await service.close()
+
+
 async def test_backoff_per_client_address_across_accounts(
     service: AccountService, clock: FakeClock
 ) -> None:

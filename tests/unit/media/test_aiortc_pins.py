@@ -73,14 +73,14 @@ PINNED: dict[str, tuple[str, ...]] = {
         "_rtp_header_extensions_map",
     ),
     "ice_transport": ("_connection",),
-    "ice_connection": ("_nominated",),
+    "ice_connection": ("_nominated", "_protocols"),
     "extensions_map": ("_HeaderExtensionsMap__ids",),
     "srtp_session": ("_srtp",),  # pylibsrtp.Session (checked on a connected transport below)
     # asyncio's selector loop: the fallback of pause_datagram_reading on Python 3.11.2.
     "event_loop": ("_remove_reader",),
 }
 # Private names in aiortc_hooks.py that are the SFU's own: a slot, and attributes it sets.
-OURS = {"_dtls", "_fortrolig_native", "_fortrolig_track"}
+OURS = {"_dtls", "_fortrolig_native", "_fortrolig_track", "_fortrolig_guarded"}
 
 
 def _private_names(source: str) -> set[str]:
