@@ -236,7 +236,9 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(web_routes())
     app.add_routes(gate_routes())
     app.cleanup_ctx.append(_journal_ctx(config))
-    app.cleanup_ctx.append(gate_ctx(config, issuer, service, access_gate))
+    app.cleanup_ctx.append(
+        gate_ctx(config, issuer, service, access_gate, mailer(config), public_url(config))
+    )
     app.cleanup_ctx.append(_sfu_ctx)
     app.cleanup_ctx.append(cluster_ctx(service, config))
     app.cleanup_ctx.append(_loop_lag_ctx)
