@@ -55,6 +55,11 @@ async function startTrial() {
   msg.hidden = false;
 }
 
+// practice.js may have translated the page before these strings were added: fill ours now.
+for (const el of document.querySelectorAll("#plan [data-i18n], #settings-link")) {
+  el.textContent = t(el.dataset.i18n);
+}
+
 window.fortroligPlan = plan; // for tests: the state shown
 $("plan-trial").addEventListener("click", () => startTrial());
 $("lang-btn").addEventListener("click", () => load());
