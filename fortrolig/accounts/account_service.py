@@ -409,6 +409,11 @@ class AccountService:
             await self._onboarding.replace_recovery(row.id, [], now)
         log.warning("practitioner %s reset their own second factor", row.id)
 
+    async def mark_confirmed(self, practitioner_id: str) -> None:
+        """Record the account's e-mail as confirmed (its link, or an administrator's word)."""
+        if self._onboarding is not None:
+            await self._onboarding.mark_confirmed(practitioner_id, self._clock.now())
+
     async def throttle_request(self, purpose: str, email: str, client_ip: str | None) -> None:
         """Count a mail-sending request (reset, resend) under the e-mail's and the address's
         keys, never cleared: ``login_throttled`` once they run hot."""
@@ -436,6 +441,8 @@ class AccountService:
             raise AccountNotFound("no account with this e-mail")
         now = self._clock.now()
         await self.store.reset_totp(row.id, math.floor(now), now)
+        if self._onboarding is not None:
+            await self._onboarding.replace_recovery(row.id, [], now)
         log.warning("second factor of %s reset by an administrator", row.id)
         return row.id
 

@@ -78,7 +78,7 @@ class OnboardingService:
         """Spend a confirmation link; ``invalid_link`` if unknown, used or expired."""
         pid = await self._spend(token, PURPOSE_CONFIRM)
         row = await self.accounts.profile(pid)
-        await self._store.mark_confirmed(pid, self._clock.now())
+        await self.accounts.mark_confirmed(pid)
         log.info("practitioner %s confirmed the e-mail address", pid)
         return Confirmed(pid, row.email)
 

@@ -8,11 +8,15 @@ so of two concurrent uses exactly one succeeds.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
+from fortrolig.storage import open_database
 from fortrolig.storage.database import Database, Migration, Tx, ddl
 
 COMPONENT: Final = "onboarding"
+DEFAULT_FILE: Final = "onboarding.db"
+"""The embedded default's file in the data directory (PostgreSQL: the accounts' database)."""
 
 _SCHEMA = (
     """CREATE TABLE onboard_confirmed (
@@ -31,6 +35,15 @@ _SCHEMA = (
 def to_us(t: float) -> int:
     """Seconds as integer microseconds."""
     return round(t * 1_000_000)
+
+
+def open_onboarding_store(data_dir: Path, database_url: str | None) -> OnboardingStore:
+    """The store beside the accounts: the accounts' PostgreSQL database when ``database_url``
+    names one, else ``<data_dir>/onboarding.db``. Not connected yet."""
+    url = database_url or ""
+    if url.startswith("sqlite"):
+        url = ""  # the accounts' own SQLite file is theirs alone
+    return OnboardingStore(open_database(url, data_dir / DEFAULT_FILE))
 
 
 class OnboardingStore:

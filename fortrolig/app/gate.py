@@ -25,7 +25,7 @@ from fortrolig.accounts.account_service import AccountService, open_accounts, pu
 from fortrolig.accounts.onboarding import Mailer
 from fortrolig.accounts.onboarding_http import onboarding_routes
 from fortrolig.accounts.onboarding_service import OnboardingService
-from fortrolig.accounts.onboarding_store import OnboardingStore
+from fortrolig.accounts.onboarding_store import open_onboarding_store
 from fortrolig.accounts.subscription import Access
 from fortrolig.accounts.subscription_http import subscription_routes
 from fortrolig.accounts.subscription_service import SubscriptionService, open_subscriptions
@@ -37,14 +37,12 @@ from fortrolig.core.slot import Slot
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 from fortrolig.signaling.http import PRINCIPAL
 from fortrolig.signaling.service import AccessGate, SignalingService
-from fortrolig.storage import open_database
 
 log = logging.getLogger(__name__)
 
 ACCOUNTS_KEY = web.AppKey("accounts", AccountService)
 SUBSCRIPTIONS_KEY = web.AppKey("subscriptions", SubscriptionService)
 ONBOARDING_KEY = web.AppKey("onboarding", OnboardingService)
-ONBOARDING_FILE = "onboarding.db"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -83,8 +81,8 @@ def gate_ctx(
         data = config.server.data_dir
         url = config.accounts.database_url or None
         # Confirmation flags, link digests, recovery codes: beside the accounts (same database
-        # when it is PostgreSQL; its own file in the data directory on the embedded default).
-        onboarding_store = OnboardingStore(open_database(url or "", data / ONBOARDING_FILE))
+        # when it is PostgreSQL; its own file in the data directory on SQLite).
+        onboarding_store = open_onboarding_store(data, url)
         accounts = await open_accounts(
             data,
             AccessMinter(issuer),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import re
 import subprocess
 import time
@@ -148,16 +149,28 @@ async def test_sign_up_enrol_trial_settings_and_reset(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    await page.reload()
+    suspended_at = time.time()
+    # The suspension refuses every token issued before it (whole seconds): log in again once
+    # the clock has passed its second; then the page says plainly what the state allows.
+    await asyncio.sleep(max(0.0, math.ceil(suspended_at) - time.time()) + 0.1)
+    await page.get_by_role("button", name="Log out").click()
+    await page.wait_for_url("**/login*")
+    await page.get_by_label("E-mail").fill(EMAIL)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_label("6-digit code").fill(codes[1])
+    await page.keyboard.press("Enter")
+    await page.wait_for_url("**/practice")
     await plan_state(page, "suspended")
+    assert "suspended" in await page.inner_text("#plan-state")
     assert "not available" in await page.inner_text("#plan-access")
+    assert await page.is_hidden("#plan-trial") and await page.is_hidden("#plan-export")
     await check_page(me, tmp_path, "practice-suspended")
 
     # -- settings: name, then log out everywhere.
     await page.goto(node.base_url + "/settings")
     await step(page, "ready")
     assert EMAIL in await page.inner_text("#settings-email")
-    assert "10" in await page.inner_text("#settings-codes")
+    assert "9" in await page.inner_text("#settings-codes")  # one was used above
     await page.get_by_label("Your name").fill("Freja M. Lund")
     await page.get_by_role("button", name="Save name").click()
     await page.wait_for_selector("#name-form-msg:visible")

@@ -30,12 +30,16 @@ function render(status) {
   $("plan-export").hidden = status.access !== "export_only";
 }
 
-async function load() {
+async function load(attempt = 0) {
   const res = await api("/api/v1/subscription");
   if (!res.ok) {
     plan.lastError = res.error?.code || "other";
+    // A token refreshed in the very second of a suspension is still refused (whole-second
+    // token times): try again shortly, a few times.
+    if (attempt < 3 && res.status !== 0) setTimeout(() => load(attempt + 1), 1500);
     return;
   }
+  plan.lastError = null;
   render(res.data);
 }
 
@@ -62,5 +66,5 @@ for (const el of document.querySelectorAll("#plan [data-i18n], #settings-link"))
 
 window.fortroligPlan = plan; // for tests: the state shown
 $("plan-trial").addEventListener("click", () => startTrial());
-$("lang-btn").addEventListener("click", () => load());
+$("lang-btn").addEventListener("click", () => load(3));
 load();
