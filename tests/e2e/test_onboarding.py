@@ -14,6 +14,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,60 @@ async def test_landing_page_in_danish(node: Server, browsers: Browsers, tmp_path
     await me.page.goto(node.base_url + "/signup")
     assert await me.page.get_by_label("Adgangskode", exact=True).is_visible()
     await check_page(me, tmp_path, "signup-da")
+
+
+def api_account(node: Server, mailbox: Mailbox, email: str) -> dict[str, Any]:
+    """An account made through the HTTP API (sign-up, the mailed link, enrolment): its session."""
+    from tests.e2e.test_practice import post
+
+    status, _ = post(
+        node, "/auth/signup", {"email": email, "display_name": "Ida", "password": PASSWORD}
+    )
+    assert status == 201
+    deadline = time.monotonic() + 10
+    while not mailbox.to(email):
+        assert time.monotonic() < deadline, "no confirmation mail"
+        time.sleep(0.05)
+    found = LINK.search(mailbox.to(email)[0].body)
+    assert found
+    assert post(node, "/auth/email/confirm", {"token": found.group(1).split("#")[1]})[0] == 200
+    _, enrolment = post(node, "/auth/totp/enrol", {"email": email, "password": PASSWORD})
+    b32 = enrolment["secret"]
+    secret = base64.b32decode(b32 + "=" * (-len(b32) % 8))
+    body = {"email": email, "password": PASSWORD, "totp": totp(secret, time.time())}
+    status, session = post(node, "/auth/totp/confirm", body)
+    assert status == 200, session
+    return session
+
+
+async def test_export_only_state_keeps_the_export_reachable(
+    node: Server, mailbox: Mailbox, browsers: Browsers, tmp_path: Path
+) -> None:
+    from fortrolig.accounts.subscription_service import open_subscriptions
+
+    email = "ida.export@praksis.dk"
+    session = await asyncio.to_thread(api_account, node, mailbox, email)
+    # A trial that ended ten days ago: two months of export-only access follow.
+    subs = await open_subscriptions(node.data_dir)
+    try:
+        await subs.start_trial(
+            session["practitioner_id"], email, now=datetime.now(UTC) - timedelta(days=40)
+        )
+    finally:
+        await subs.close()
+    me = await browsers.new_page("export-only")
+    page = me.page
+    await page.goto(node.base_url + "/login")
+    stored = {**session, "email": email}
+    await page.evaluate(
+        "s => sessionStorage.setItem('fortrolig.session', JSON.stringify(s))", stored
+    )
+    await page.goto(node.base_url + "/practice")
+    await plan_state(page, "expired")
+    assert await page.evaluate("window.fortroligPlan.access") == "export_only"
+    assert "Export only" in await page.inner_text("#plan-access")
+    assert await page.is_hidden("#plan-trial")
+    await check_page(me, tmp_path, "practice-export-only")
+    await page.get_by_role("link", name="Go to the journals and export").click()
+    await page.wait_for_function("() => location.hash === '#clients-heading'")
+    assert await page.is_visible("#clients-heading")
