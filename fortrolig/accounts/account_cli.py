@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final, TextIO, TypeVar
 
 from fortrolig.accounts.account_service import AccountService, open_accounts
+from fortrolig.accounts.onboarding_store import open_onboarding_store
 from fortrolig.core import cli_errors
 from fortrolig.core.errors import ConfigError, FortroligError
 
@@ -49,6 +50,8 @@ def create_account(
 
     async def action(service: AccountService) -> str:
         result = await service.sign_up(email, display_name, password)
+        # The administrator vouches for the address: no confirmation mail is needed.
+        await service.mark_confirmed(result.practitioner_id)
         return f"created {result.practitioner_id} <{result.email}>: {result.state.value}"
 
     return _run(action, data_dir, database_url, keyring_path, out, err)
@@ -86,7 +89,11 @@ def _run(
     async def main() -> int:
         try:
             service = await open_accounts(
-                data_dir, None, database_url=database_url, keyring_path=keyring_path
+                data_dir,
+                None,
+                database_url=database_url,
+                keyring_path=keyring_path,
+                onboarding=open_onboarding_store(data_dir, database_url),
             )
         except OSError as exc:  # e.g. PostgreSQL unreachable
             return cli_errors.report(ConfigError(f"cannot open the account database: {exc}"), say)

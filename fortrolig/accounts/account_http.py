@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+import segno
 from aiohttp import web
 
 from fortrolig.accounts.account_service import AccountService, Session
+from fortrolig.accounts.onboarding_service import OnboardingService
 from fortrolig.accounts.passwords import MAX_PASSWORD_CHARS
 from fortrolig.accounts.practitioners import MAX_EMAIL_CHARS
 from fortrolig.core.errors import BadRequest
@@ -33,6 +35,7 @@ _MAX_FIELD: Final = {
     "new_password": MAX_PASSWORD_CHARS * 4,
     "totp": 16,
     "refresh_token": 200,
+    "token": 100,
 }
 
 ClientAddress = Callable[[web.Request], str | None]
@@ -47,10 +50,15 @@ def peer_address(request: web.Request) -> str | None:
 
 
 def account_routes(
-    service_key: web.AppKey[AccountService], *, client_address: ClientAddress = peer_address
+    service_key: web.AppKey[AccountService],
+    *,
+    client_address: ClientAddress = peer_address,
+    onboarding_key: web.AppKey[OnboardingService] | None = None,
 ) -> list[web.RouteDef]:
-    """The account routes; the service is ``request.app[service_key]``."""
-    h = _Handlers(service_key, client_address)
+    """The account routes; the service is ``request.app[service_key]``. With ``onboarding_key``
+    a sign-up mails its confirmation link and a confirmed enrolment returns recovery codes and
+    a session."""
+    h = _Handlers(service_key, client_address, onboarding_key)
     return [
         web.post(PREFIX + "/signup", h.signup),
         web.post(PREFIX + "/totp/enrol", h.enrol),
@@ -62,7 +70,7 @@ def account_routes(
     ]
 
 
-async def _body(request: web.Request, fields: frozenset[str]) -> dict[str, str]:
+async def body_fields(request: web.Request, fields: frozenset[str]) -> dict[str, str]:
     """The JSON object body: every field in ``fields`` present, a string, and nothing else."""
     body = await read_json_object(request, MAX_BODY, allow_empty=False)
     only_fields(body, fields)
@@ -99,58 +107,84 @@ _PASSWORD = frozenset({"email", "current_password", "totp", "new_password"})
 
 
 class _Handlers:
-    def __init__(self, key: web.AppKey[AccountService], address: ClientAddress) -> None:
+    def __init__(
+        self,
+        key: web.AppKey[AccountService],
+        address: ClientAddress,
+        onboarding: web.AppKey[OnboardingService] | None,
+    ) -> None:
         self._key = key
         self._address = address
+        self._onboarding = onboarding
+
+    def _onb(self, request: web.Request) -> OnboardingService | None:
+        return None if self._onboarding is None else request.app[self._onboarding]
 
     def _svc(self, request: web.Request) -> AccountService:
         return request.app[self._key]
 
     async def signup(self, request: web.Request) -> web.StreamResponse:
-        b = await _body(request, _SIGNUP)
+        b = await body_fields(request, _SIGNUP)
         result = await self._svc(request).sign_up(
             b["email"], b["display_name"], b["password"], client_ip=self._address(request)
         )
+        onboarding = self._onb(request)
+        mailed = onboarding is not None and await onboarding.signed_up(result)
         body = {
             "practitioner_id": result.practitioner_id,
             "email": result.email,
             "display_name": result.display_name,
             "state": result.state.value,
+            "confirmation_sent": mailed,
         }
         return _json(body, status=201)
 
     async def enrol(self, request: web.Request) -> web.StreamResponse:
-        b = await _body(request, _CREDENTIALS)
+        b = await body_fields(request, _CREDENTIALS)
         enrolment = await self._svc(request).enrol_totp(
             b["email"], b["password"], client_ip=self._address(request)
         )
-        return _json({"otpauth_uri": enrolment.otpauth_uri, "secret": enrolment.secret})
+        qr = segno.make(enrolment.otpauth_uri, error="m")
+        return _json(
+            {
+                "otpauth_uri": enrolment.otpauth_uri,
+                "secret": enrolment.secret,
+                "qr_svg": qr.svg_data_uri(scale=5, border=4, dark="#000", light="#fff"),
+            }
+        )
 
     async def confirm(self, request: web.Request) -> web.StreamResponse:
-        b = await _body(request, _WITH_CODE)
-        state = await self._svc(request).confirm_totp(
+        b = await body_fields(request, _WITH_CODE)
+        onboarding = self._onb(request)
+        if onboarding is None:
+            state = await self._svc(request).confirm_totp(
+                b["email"], b["password"], b["totp"], client_ip=self._address(request)
+            )
+            return _json({"state": state.value})
+        session = await self._svc(request).confirm_totp_and_login(
             b["email"], b["password"], b["totp"], client_ip=self._address(request)
         )
-        return _json({"state": state.value})
+        codes = await onboarding.issue_recovery_codes(session.practitioner_id)
+        return _json({"state": "active", "recovery_codes": codes, **session_json(session)})
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        b = await _body(request, _WITH_CODE)
+        b = await body_fields(request, _WITH_CODE)
         session = await self._svc(request).login(
             b["email"], b["password"], b["totp"], client_ip=self._address(request)
         )
         return _json(session_json(session))
 
     async def refresh(self, request: web.Request) -> web.StreamResponse:
-        b = await _body(request, _REFRESH)
+        b = await body_fields(request, _REFRESH)
         return _json(session_json(await self._svc(request).refresh(b["refresh_token"])))
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        b = await _body(request, _REFRESH)
+        b = await body_fields(request, _REFRESH)
         await self._svc(request).logout(b["refresh_token"])
         return web.Response(status=204, headers=_NO_STORE)
 
     async def password(self, request: web.Request) -> web.StreamResponse:
-        b = await _body(request, _PASSWORD)
+        b = await body_fields(request, _PASSWORD)
         await self._svc(request).change_password(
             b["email"],
             b["current_password"],

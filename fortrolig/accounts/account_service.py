@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
 from fortrolig.accounts.account_store import AccountStore, open_account_store
+from fortrolig.accounts.onboarding import EmailUnconfirmed, normalize_recovery_code, recovery_hash
+from fortrolig.accounts.onboarding_store import OnboardingStore
 from fortrolig.accounts.passwords import (
     DEFAULT_PARAMETERS,
     Argon2Parameters,
@@ -157,6 +159,8 @@ class AccountService:
         max_parallel_hashes: int = 2,
         otpauth_issuer: str = OTPAUTH_ISSUER,
         send_mail: SendMail | None = None,
+        onboarding: OnboardingStore | None = None,
+        require_confirmation: bool = False,
     ) -> None:
         if not hash_parameters.meets_baseline() and not allow_weak_hashing:
             raise ConfigError("Argon2 parameters are below the baseline (m=19 MiB, t=2, p=1)")
@@ -174,15 +178,23 @@ class AccountService:
         self._hash_slots = asyncio.Semaphore(max_parallel_hashes)
         self._dummy_hash = ""
         self._send_mail = send_mail
+        # Confirmation flags and recovery codes; confirmation is demanded only where mail can
+        # be sent (a node without SMTP could never confirm anyone).
+        self._onboarding = onboarding
+        self._require_confirmation = require_confirmation and onboarding is not None
 
     async def start(self) -> None:
         """Open the store (migrating it) and prepare the dummy hash."""
         await self.store.open()
+        if self._onboarding is not None:
+            await self._onboarding.open()
         self._dummy_hash = await self._in_thread(self._hasher.dummy_hash)
 
     async def close(self) -> None:
         """Close the store; idempotent."""
         await self.store.close()
+        if self._onboarding is not None:
+            await self._onboarding.close()
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         # Argon2 costs ~64 MiB and ~150 ms per call: bound how many run at once.
@@ -236,6 +248,9 @@ class AccountService:
         row = verified.row
         if row.totp_enrolled:
             raise InvalidCredentials()
+        if self._require_confirmation and not await self._confirmed(row.id):
+            await self.store.clear_attempts(verified.keys)
+            raise EmailUnconfirmed("confirm your e-mail address first (the link in our mail)")
         secret = new_secret()
         if not await self.store.set_pending_totp(row.id, self._sealer.seal(row.id, secret)):
             raise InvalidCredentials()  # confirmed concurrently
@@ -251,6 +266,19 @@ class AccountService:
 
         On an enrolled account this is ``invalid_credentials``, as in :meth:`enrol_totp`.
         """
+        await self._confirm(email, password, code, client_ip)
+        return AccountState.ACTIVE
+
+    async def confirm_totp_and_login(
+        self, email: str, password: str, code: str, *, client_ip: str | None = None
+    ) -> Session:
+        """:meth:`confirm_totp`, then a session as after a login (the code's step is spent)."""
+        row = await self._confirm(email, password, code, client_ip)
+        return await self._start_session(row.id)
+
+    async def _confirm(
+        self, email: str, password: str, code: str, client_ip: str | None
+    ) -> PractitionerRow:
         verified = self._second_factor_not_needed(
             await self._check_password(email, password, client_ip)
         )
@@ -265,7 +293,7 @@ class AccountService:
             raise InvalidCredentials()
         await self.store.clear_attempts(verified.keys)
         log.info("practitioner account %s enrolled its second factor", row.id)
-        return AccountState.ACTIVE
+        return row
 
     # --- login, refresh, logout ----------------------------------------------------------------
 
@@ -273,16 +301,19 @@ class AccountService:
         self, email: str, password: str, code: str, *, client_ip: str | None = None
     ) -> Session:
         """Password and TOTP code → an access token and a new refresh family."""
-        minter = self._require_minter()
         row = await self._authenticate(email, password, code, client_ip)
+        return await self._start_session(row.id)
+
+    async def _start_session(self, practitioner_id: str) -> Session:
+        minter = self._require_minter()
         now = self._clock.now()
         refresh = new_refresh_token()
         expires = now + self._refresh_ttl
         await self.store.start_family(
-            new_id("rf"), row.id, refresh_token_hash(refresh), now, expires
+            new_id("rf"), practitioner_id, refresh_token_hash(refresh), now, expires
         )
-        token, access_expires = minter.mint_access(row.id, self._access_ttl)
-        return Session(row.id, token, access_expires, refresh, math.floor(expires))
+        token, access_expires = minter.mint_access(practitioner_id, self._access_ttl)
+        return Session(practitioner_id, token, access_expires, refresh, math.floor(expires))
 
     async def refresh(self, refresh_token: str) -> Session:
         """Rotate a refresh token: a new access token and the family's next refresh token.
@@ -340,6 +371,74 @@ class AccountService:
             raise InvalidCredentials()  # changed concurrently: the "current" one is not any more
         log.info("practitioner %s changed the password; sessions revoked", row.id)
 
+    # --- the account in the browser (settings, reset by link) -----------------------------
+
+    async def profile(self, practitioner_id: str) -> PractitionerRow:
+        """The account of an authenticated practitioner; ``account_not_found`` if it is gone."""
+        row = await self.store.get_practitioner(practitioner_id)
+        if row is None:
+            raise AccountNotFound("no such account")
+        return row
+
+    async def set_display_name(self, practitioner_id: str, display_name: str) -> str:
+        """Replace the display name (``invalid_display_name`` refused); the stored name."""
+        name = normalize_display_name(display_name)
+        if not await self.store.set_display_name(practitioner_id, name):
+            raise AccountNotFound("no such account")
+        return name
+
+    async def logout_everywhere(self, practitioner_id: str) -> None:
+        """End every session of the account: refresh families revoked, access tokens refused."""
+        row = await self.profile(practitioner_id)
+        now = self._clock.now()
+        # The same hash compare-and-set: only the cut-off and the revocation change.
+        await self.store.change_password(
+            row.id, row.password_hash, row.password_hash, math.floor(now), now
+        )
+        log.info("practitioner %s logged out everywhere", row.id)
+
+    async def set_password_by_link(self, practitioner_id: str, new_password: str) -> None:
+        """A password chosen after a reset link: policy checked, every session ended. The
+        second factor is untouched, so logging in still needs a TOTP or recovery code."""
+        row = await self.profile(practitioner_id)
+        check_password_policy(new_password, row.email)
+        new_hash = await self._in_thread(lambda: self._hasher.hash(new_password))
+        now = self._clock.now()
+        if not await self.store.change_password(
+            row.id, row.password_hash, new_hash, math.floor(now), now
+        ):
+            raise InvalidCredentials()  # changed concurrently
+        log.info("practitioner %s set a new password by a reset link; sessions revoked", row.id)
+
+    async def reset_own_second_factor(
+        self, practitioner_id: str, password: str, code: str, *, client_ip: str | None = None
+    ) -> None:
+        """The practitioner replaces their own second factor (password and a current code or
+        recovery code): the secret and recovery codes are forgotten, every session ends, and
+        the account enrols afresh (:meth:`enrol_totp`)."""
+        row = await self.profile(practitioner_id)
+        await self._authenticate(row.email, password, code, client_ip)
+        now = self._clock.now()
+        await self.store.reset_totp(row.id, math.floor(now), now)
+        if self._onboarding is not None:
+            await self._onboarding.replace_recovery(row.id, [], now)
+        log.warning("practitioner %s reset their own second factor", row.id)
+
+    async def mark_confirmed(self, practitioner_id: str) -> None:
+        """Record the account's e-mail as confirmed (its link, or an administrator's word)."""
+        if self._onboarding is not None:
+            await self._onboarding.mark_confirmed(practitioner_id, self._clock.now())
+
+    async def throttle_request(self, purpose: str, email: str, client_ip: str | None) -> None:
+        """Count a mail-sending request (reset, resend) under the e-mail's and the address's
+        keys, never cleared: ``login_throttled`` once they run hot."""
+        try:
+            address: str | None = normalize_email(email)
+        except InvalidEmail:
+            address = None
+        keys = self._keys(address, client_ip, self._lockout.signup_address, purpose)
+        await self._register(keys)
+
     async def revoked_after(self, practitioner_id: str) -> float | None:
         """Whole unix seconds: refuse this practitioner's access tokens with ``iat`` below it."""
         return await self.store.revoked_after(practitioner_id)
@@ -357,6 +456,8 @@ class AccountService:
             raise AccountNotFound("no account with this e-mail")
         now = self._clock.now()
         await self.store.reset_totp(row.id, math.floor(now), now)
+        if self._onboarding is not None:
+            await self._onboarding.replace_recovery(row.id, [], now)
         log.warning("second factor of %s reset by an administrator", row.id)
         return row.id
 
@@ -372,13 +473,30 @@ class AccountService:
             # The password was right and is this account's only factor so far.
             await self.store.clear_attempts(verified.keys)
             raise EnrolmentRequired("enrol the second factor first (POST /auth/totp/enrol)")
-        secret = self._sealer.open(row.id, row.totp_sealed)
-        step = matching_step(secret, code, self._clock.now())
-        if step is None or not await self.store.consume_totp_step(row.id, step):
+        if not await self._second_factor(row, code):
             raise self._refusal(verified.account_locked)
         await self.store.clear_attempts(verified.keys)
         await self._maybe_rehash(row, password)
         return row
+
+    async def _second_factor(self, row: PractitionerRow, code: str) -> bool:
+        """A fresh TOTP code, or else one unused recovery code (spent by this call)."""
+        assert row.totp_sealed is not None
+        secret = self._sealer.open(row.id, row.totp_sealed)
+        step = matching_step(secret, code, self._clock.now())
+        if step is not None:
+            return await self.store.consume_totp_step(row.id, step)
+        recovery = normalize_recovery_code(code)
+        if recovery is None or self._onboarding is None:
+            return False
+        digest = recovery_hash(row.id, recovery)
+        if not await self._onboarding.spend_recovery(row.id, digest, self._clock.now()):
+            return False
+        log.warning("practitioner %s logged in with a recovery code", row.id)
+        return True
+
+    async def _confirmed(self, practitioner_id: str) -> bool:
+        return self._onboarding is None or await self._onboarding.is_confirmed(practitioner_id)
 
     async def _check_password(self, email: str, password: str, client_ip: str | None) -> _Verified:
         """Count the attempt, then verify the password.
@@ -503,6 +621,8 @@ async def open_accounts(
     lockout: LockoutPolicy = LockoutPolicy(),
     create: bool = True,
     send_mail: SendMail | None = None,
+    onboarding: OnboardingStore | None = None,
+    require_confirmation: bool = False,
 ) -> AccountService:
     """Open (creating and migrating as needed) the account service; ``await close()`` it.
 
@@ -523,6 +643,8 @@ async def open_accounts(
         access_ttl_s=access_ttl_s,
         lockout=lockout,
         send_mail=send_mail,
+        onboarding=onboarding,
+        require_confirmation=require_confirmation,
     )
     try:
         await service.start()

@@ -69,6 +69,10 @@ class AccountStore(Protocol):
         """Compare-and-set the hash, set ``revoked_after`` and revoke every refresh family."""
         ...
 
+    async def set_display_name(self, practitioner_id: str, display_name: str) -> bool:
+        """Replace the (normalised) display name; False if there is no such account."""
+        ...
+
     async def revoked_after(self, practitioner_id: str) -> float | None:
         """Tokens issued before this (unix seconds) must be refused; None: no cut-off."""
         ...

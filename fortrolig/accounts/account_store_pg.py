@@ -165,6 +165,11 @@ class PostgresAccountStore:
         )
         return await self._execute(sql, new, practitioner_id, old) == 1
 
+    async def set_display_name(self, practitioner_id: str, display_name: str) -> bool:
+        """Replace the display name."""
+        sql = "UPDATE account_practitioners SET display_name = $1 WHERE id = $2"
+        return await self._execute(sql, display_name, practitioner_id) == 1
+
     async def change_password(
         self, practitioner_id: str, old: str, new: str, revoked_after: float, now: float
     ) -> bool:

@@ -144,6 +144,13 @@ class SqliteAccountStore:
         )
         return await self._run(lambda c: c.execute(sql, (new, practitioner_id, old)).rowcount == 1)
 
+    async def set_display_name(self, practitioner_id: str, display_name: str) -> bool:
+        """Replace the display name."""
+        sql = "UPDATE account_practitioners SET display_name = ? WHERE id = ?"
+        return await self._run(
+            lambda c: c.execute(sql, (display_name, practitioner_id)).rowcount == 1
+        )
+
     async def change_password(
         self, practitioner_id: str, old: str, new: str, revoked_after: float, now: float
     ) -> bool:

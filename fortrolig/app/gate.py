@@ -24,14 +24,18 @@ from fortrolig.accounts.account_http import account_routes
 from fortrolig.accounts.account_service import (
     AccountService,
     LockoutPolicy,
-    SendMail,
     open_accounts,
     purge_loop,
 )
+from fortrolig.accounts.onboarding import Mailer
+from fortrolig.accounts.onboarding_http import onboarding_routes
+from fortrolig.accounts.onboarding_service import OnboardingService
+from fortrolig.accounts.onboarding_store import open_onboarding_store
 from fortrolig.accounts.practitioners import BackoffPolicy
 from fortrolig.accounts.subscription import Access
 from fortrolig.accounts.subscription_http import subscription_routes
 from fortrolig.accounts.subscription_service import SubscriptionService, open_subscriptions
+from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, read_secret_file
 from fortrolig.core.errors import Unauthenticated
 from fortrolig.core.principal import Principal
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 
 ACCOUNTS_KEY = web.AppKey("accounts", AccountService)
 SUBSCRIPTIONS_KEY = web.AppKey("subscriptions", SubscriptionService)
+ONBOARDING_KEY = web.AppKey("onboarding", OnboardingService)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -61,8 +66,9 @@ class AccessMinter:
 def gate_routes() -> list[web.AbstractRouteDef]:
     """``/auth/...`` (accounts), ``/billing/webhook`` and ``/api/v1/subscription``."""
     routes: list[web.AbstractRouteDef] = []
-    routes += account_routes(ACCOUNTS_KEY)
+    routes += account_routes(ACCOUNTS_KEY, onboarding_key=ONBOARDING_KEY)
     routes += subscription_routes(SUBSCRIPTIONS_KEY, lambda r: r.get(PRINCIPAL))
+    routes += onboarding_routes(ONBOARDING_KEY, SUBSCRIPTIONS_KEY, lambda r: r.get(PRINCIPAL))
     return routes
 
 
@@ -78,7 +84,8 @@ def gate_ctx(
     issuer: TokenIssuer,
     signaling: SignalingService,
     access_gate: Slot[AccessGate],
-    send_mail: SendMail | None = None,
+    mailer: Mailer | None = None,
+    public_url: str = "",
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Open accounts and subscriptions (one database), start their background tasks; while
     billing is enforced, ``access_gate`` (the signaling service's) checks room owners.
@@ -87,6 +94,9 @@ def gate_ctx(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         data = config.server.data_dir
         url = config.accounts.database_url or None
+        # Confirmation flags, link digests, recovery codes: beside the accounts (same database
+        # when it is PostgreSQL; its own file in the data directory on SQLite).
+        onboarding_store = open_onboarding_store(data, url)
         accounts = await open_accounts(
             data,
             AccessMinter(issuer),
@@ -94,12 +104,18 @@ def gate_ctx(
             keyring_path=config.accounts.keyring_path,
             access_ttl_s=config.auth.access_token_ttl_s,
             lockout=lockout_policy(config),
-            send_mail=send_mail,
+            send_mail=mailer.send if mailer is not None else None,
+            onboarding=onboarding_store,
+            require_confirmation=mailer is not None,
         )
         secrets = [read_secret_file(Path(p)) for p in config.billing.webhook_secret_files]
         subs = await open_subscriptions(data, database_url=url, webhook_secrets=secrets)
         app[ACCOUNTS_KEY] = accounts
         app[SUBSCRIPTIONS_KEY] = subs
+        clock = SystemClock()
+        app[ONBOARDING_KEY] = OnboardingService(
+            accounts, onboarding_store, mailer, clock, public_url
+        )
         tasks = [asyncio.get_running_loop().create_task(purge_loop(accounts))]
         if config.billing.enforced:
             access_gate.fill(lambda owner: _require_sessions(subs, owner))

@@ -256,8 +256,7 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(web_routes())
     app.add_routes(gate_routes())
     app.cleanup_ctx.append(_journal_ctx(config))
-    send_mail = mail.send if mail is not None else None
-    app.cleanup_ctx.append(gate_ctx(config, issuer, service, access_gate, send_mail))
+    app.cleanup_ctx.append(gate_ctx(config, issuer, service, access_gate, mail, public_url(config)))
     app.cleanup_ctx.append(_sfu_ctx)
     app.cleanup_ctx.append(cluster_ctx(service, config))
     app.cleanup_ctx.append(_loop_lag_ctx)

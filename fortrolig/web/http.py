@@ -59,5 +59,12 @@ def web_routes() -> list[web.AbstractRouteDef]:
         # The practitioner's login and dashboard; tokens stay in the tab's sessionStorage.
         web.get("/login", page("login.html")),
         web.get("/practice", page("practice.html")),
+        # Onboarding and the account: link tokens travel in the fragment (/confirm#…).
+        web.get("/", page("index.html")),
+        web.get("/signup", page("signup.html")),
+        web.get("/confirm", page("confirm.html")),
+        web.get("/forgot", page("forgot.html")),
+        web.get("/reset", page("reset.html")),
+        web.get("/settings", page("settings.html")),
         web.static("/static", STATIC_DIR, follow_symlinks=False),
     ]

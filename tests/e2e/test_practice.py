@@ -54,12 +54,20 @@ def post(node: Server, path: str, body: dict[str, Any]) -> tuple[int, dict[str, 
         return exc.code, dict(json.loads(exc.read() or b"{}"))
 
 
-def enrolled_account(node: Server) -> bytes:
-    """Sign up, enrol and confirm TOTP; the secret (the confirmation spent the previous step)."""
+def enrolled_account(node: Server, mailbox: Mailbox) -> bytes:
+    """Sign up, confirm the e-mail by its link, enrol and confirm TOTP; the secret (the
+    confirmation spent the previous step)."""
     status, _ = post(
         node, "/auth/signup", {"email": EMAIL, "display_name": "Mette", "password": PASSWORD}
     )
     assert status == 201
+    deadline = time.monotonic() + 10
+    while not mailbox.to(EMAIL):
+        assert time.monotonic() < deadline, "no confirmation mail"
+        time.sleep(0.05)
+    token = mailbox.to(EMAIL)[0].body.split("/confirm#", 1)[1].split()[0]
+    status, _ = post(node, "/auth/email/confirm", {"token": token})
+    assert status == 200
     status, enrolment = post(node, "/auth/totp/enrol", {"email": EMAIL, "password": PASSWORD})
     assert status == 200, enrolment
     b32 = enrolment["secret"]
@@ -75,9 +83,9 @@ def enrolled_account(node: Server) -> bytes:
 
 
 async def test_login_practice_room_notes_and_export(
-    node: Server, browsers: Browsers, tmp_path: Path
+    node: Server, mailbox: Mailbox, browsers: Browsers, tmp_path: Path
 ) -> None:
-    secret = enrolled_account(node)
+    secret = enrolled_account(node, mailbox)
     me = await browsers.new_page("practitioner")
     page = me.page
 

@@ -4,6 +4,7 @@
 import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
 import { login, logout, session } from "./session.js";
 import "./strings-practice.js";
+import "./strings-account.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = { state: "form", message: null, busy: false };
@@ -22,7 +23,9 @@ async function submit(event) {
   const email = $("login-email").value.trim();
   const password = $("login-password").value;
   const totp = $("login-totp").value.replace(/\s+/g, "");
-  if (!email || !password || !/^[0-9]{6}$/.test(totp)) {
+  // Six digits from the app, or a recovery code (10 letters and digits, a dash allowed).
+  const plausible = /^[0-9]{6}$/.test(totp) || /^[0-9a-z]{5}-?[0-9a-z]{5}$/i.test(totp);
+  if (!email || !password || !plausible) {
     setMessage("login.malformed");
     (!email ? $("login-email") : !password ? $("login-password") : $("login-totp")).focus();
     return;

@@ -96,6 +96,11 @@ async function answer(resp) {
   };
 }
 
+/** Keep the tokens of a session the server just started (e.g. after TOTP enrolment). */
+export function adopt(body, email) {
+  return store(body, email);
+}
+
 /** Log in with e-mail, password and the 6-digit code; stores the tokens on success. */
 export async function login(email, password, totp) {
   const res = await postJson("/auth/login", { email, password, totp });
