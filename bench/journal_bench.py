@@ -78,7 +78,7 @@ async def bench_backend(url: str, keyring: Path, notes: int, reads: int) -> dict
 
         def reader(cid: str) -> Callable[[], Awaitable[int]]:
             async def call() -> int:
-                return len((await service.read_journal(WHO, cid, "bench")).notes)
+                return len((await service.read_journal(WHO, cid, "care")).notes)
 
             return call
 

@@ -34,6 +34,8 @@ from fortrolig.core.config_net import parse_networks
 from fortrolig.core.errors import PayloadTooLarge, RequestTimeout
 from fortrolig.core.http_body import check_json_depth, read_body
 from fortrolig.core.tls import ReloadingTls
+from fortrolig.journal.http import MAX_BODY as JOURNAL_MAX_BODY
+from fortrolig.journal.http import PREFIX as JOURNAL_PREFIX
 from fortrolig.web.http import PAGE_HEADERS
 
 from .connections import ConnectionGuard
@@ -50,7 +52,21 @@ SECURE = web.RequestKey("fortrolig.secure", bool)
 FORWARDED = web.RequestKey("fortrolig.forwarded", bool)
 """Request key: True when a trusted proxy named the client (its address is not the peer's)."""
 MAX_REQUEST_BODY = 64 * 1024
-"""The largest body any route takes (each route may allow less)."""
+"""The largest body a route takes unless :data:`BODY_LIMITS` names it (each may allow less)."""
+BODY_LIMITS = ((JOURNAL_PREFIX, JOURNAL_MAX_BODY),)
+"""Path prefixes that take larger bodies: a session note may be 100,000 characters."""
+LARGEST_BODY = max(MAX_REQUEST_BODY, *(limit for _, limit in BODY_LIMITS))
+"""aiohttp's ``client_max_size``: the edge reads each body under its route's own limit."""
+
+
+def body_limit(path: str) -> int:
+    """The most bytes a request to ``path`` may carry, read before any handler runs."""
+    for prefix, limit in BODY_LIMITS:
+        if path == prefix or path.startswith(prefix + "/"):
+            return limit
+    return MAX_REQUEST_BODY
+
+
 RAW_BODY_PATHS = frozenset({WEBHOOK_PATH})
 """Bodies read as bytes by their handler: the webhook checks its signature before any parse."""
 WS_PATH = "/ws"
@@ -165,7 +181,7 @@ def limits_middleware(edge: EdgeConfig, guard: ConnectionGuard) -> Any:
 async def _read_body_first(request: web.Request, edge: EdgeConfig, guard: ConnectionGuard) -> None:
     try:
         async with asyncio.timeout(edge.body_timeout_s):
-            raw = await read_body(request, MAX_REQUEST_BODY)
+            raw = await read_body(request, body_limit(request.path))
     except TimeoutError:
         guard.count_body_timeout()
         raise RequestTimeout(

@@ -59,7 +59,7 @@ from .cluster_ctx import (
 )
 from .connections import ConnectionGuard
 from .edge import (
-    MAX_REQUEST_BODY,
+    LARGEST_BODY,
     edge_middleware,
     hsts_on_prepare,
     limits_middleware,
@@ -202,7 +202,7 @@ def build_app(config: Config) -> web.Application:
         auth_middleware(service),
         gate_middleware(config),
     ]
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_REQUEST_BODY)
+    app = web.Application(middlewares=middlewares, client_max_size=LARGEST_BODY)
     app.on_response_prepare.append(hsts_on_prepare(config.server.hsts_max_age_s))
     app.on_response_prepare.append(security_headers_on_prepare)
     app[GUARD_KEY] = guard

@@ -33,8 +33,19 @@ EXPORT_PDF = "export.pdf"
 EXPORT_ALL = "export.all"
 IMPORT_JSON = "import.json"
 HOLD_SET = "hold.set"
+HOLD_READ = "hold.read"
 JOURNAL_ERASE = "journal.erase"
 KEYS_ROTATE = "keys.rotate"
+
+# Purposes the service records for its own actions (read purposes: rules.READ_PURPOSES). Earlier
+# entries keep the strings they were hashed with; these are what new entries get.
+PURPOSE_ADMINISTRATION = "administration"
+PURPOSE_RECORD = "record"
+PURPOSE_EXPORT = "export"
+PURPOSE_IMPORT = "import"
+PURPOSE_LEGAL_HOLD = "legal_hold"
+PURPOSE_RETENTION = "retention"
+PURPOSE_KEY_ROTATION = "key_rotation"
 
 
 def canonical(seq: int, event: AuditEvent) -> bytes:

@@ -162,6 +162,51 @@ class JournalCipher:
             text=_text(text, row.id),
         )
 
+    # --- free text kept with an audit entry --------------------------------------------------
+
+    def seal_audit_text(
+        self, dek: bytes, key_version: int, entry: AuditTextContext, text: str
+    ) -> str:
+        """Seal free text that goes with an audit entry (a hold's reason) under the client's
+        data key. The entry stays plaintext and hash-chained; the text is erased with the client
+        (crypto-shredding) and the chain still verifies, since it hashes the ciphertext."""
+        sealed = seal(dek, text.encode("utf-8"), entry.aad(key_version))
+        doc = {"key_version": key_version, "sealed": base64.b64encode(sealed).decode("ascii")}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+    def open_audit_text(self, blob: str, keys: dict[int, bytes], entry: AuditTextContext) -> str:
+        """Open :meth:`seal_audit_text`'s output; :class:`IntegrityError` if tampered or moved."""
+        try:
+            doc = json.loads(blob)
+            version, sealed = int(doc["key_version"]), base64.b64decode(doc["sealed"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"malformed sealed audit text: {exc}") from None
+        dek = _key_for(keys, version, entry.client_id)
+        return _text(open_sealed(dek, sealed, entry.aad(version)), entry.client_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditTextContext:
+    """The audit entry a sealed text belongs to: it cannot be moved to another entry."""
+
+    practitioner_id: str
+    client_id: str
+    action: str
+    at_us: int
+
+    def aad(self, key_version: int) -> AssociatedData:
+        """Associated data naming the entry and the key version."""
+        return AssociatedData(
+            tenant=self.practitioner_id,
+            client=self.client_id,
+            record=f"audit:{self.at_us}",
+            field=f"audit.{self.action}",
+            version=RECORD_VERSION,
+            key_version=key_version,
+            schema_version=SCHEMA_VERSION,
+            context=str(self.at_us),
+        )
+
 
 def note_aad(row: NoteRow) -> AssociatedData:
     """The associated data binding a note's ciphertext to every other column of its row."""

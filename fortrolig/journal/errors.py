@@ -13,6 +13,7 @@ __all__ = [
     "DuplicateRecord",
     "IntegrityError",
     "InvalidEntry",
+    "InvalidPurpose",
     "JournalForbidden",
     "NoteNotFound",
     "UnsupportedExport",
@@ -23,6 +24,12 @@ class InvalidEntry(BadRequest):
     """A note, addendum or client field is empty, too long or malformed."""
 
     code = "invalid_entry"
+
+
+class InvalidPurpose(BadRequest):
+    """A read purpose that is not on the documented list (free text is never audited)."""
+
+    code = "invalid_purpose"
 
 
 class AnonymousClient(BadRequest):

@@ -48,6 +48,7 @@ def journal_routes(
         web.post(client + "/notes", h.add_note),
         web.post(client + "/notes/{note_id}/addenda", h.add_addendum),
         web.put(client + "/hold", h.set_hold),
+        web.get(client + "/hold", h.hold_history),
         web.get(client + "/export.json", h.export_json),
         web.get(client + "/export.pdf", h.export_pdf),
         web.get(PREFIX + "/export.zip", h.export_all),
@@ -176,9 +177,27 @@ class _Handlers:
         body = await _body(request, _HOLD_FIELDS)
         hold = _field(body, "hold", bool)
         await self._svc(request).set_hold(
-            principal, request.match_info["client_id"], hold, _field(body, "reason", str)
+            principal,
+            request.match_info["client_id"],
+            hold,
+            _field(body, "reason", str, required=False),
         )
         return _json({"hold": hold})
+
+    async def hold_history(self, request: web.Request) -> web.StreamResponse:
+        changes = await self._svc(request).hold_history(
+            self._who(request),
+            request.match_info["client_id"],
+            request.query.get("purpose", "care"),
+        )
+        return _json(
+            {
+                "changes": [
+                    {"at_us": c.at_us, "actor": c.actor, "hold": c.hold, "reason": c.reason}
+                    for c in changes
+                ]
+            }
+        )
 
     async def export_json(self, request: web.Request) -> web.StreamResponse:
         client_id = request.match_info["client_id"]

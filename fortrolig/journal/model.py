@@ -161,3 +161,13 @@ class Journal:
     def addenda_of(self, note_id: str) -> tuple[Note, ...]:
         """The entries that correct ``note_id``, oldest first."""
         return tuple(n for n in self.notes if n.corrects == note_id)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldChange:
+    """One hold or release of a journal, from the audit log (``reason`` opened, or None)."""
+
+    at_us: int
+    actor: str
+    hold: bool
+    reason: str | None

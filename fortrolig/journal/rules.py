@@ -13,6 +13,7 @@ from fortrolig.journal.errors import (
     AnonymousClient,
     ClientNotFound,
     InvalidEntry,
+    InvalidPurpose,
     JournalForbidden,
     NoteNotFound,
 )
@@ -23,7 +24,7 @@ MAX_NOTE_CHARS = 100_000
 """A long session note is a few thousand characters; this bounds memory and PDF size."""
 MAX_NAME_CHARS = 200
 MAX_CONTACT_CHARS = 1_000
-MAX_PURPOSE_CHARS = 200
+MAX_REASON_CHARS = 1_000
 _ID_RE = re.compile(r"^[a-z]{1,16}_[a-z0-9]{8,64}$")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -85,9 +86,25 @@ def validate_contact(contact: str | None) -> str | None:
     return validate_text(contact, what="contact", limit=MAX_CONTACT_CHARS).strip()
 
 
-def validate_purpose(purpose: str) -> str:
-    """The reason recorded in the audit log for an access."""
-    return validate_text(purpose, what="purpose", limit=MAX_PURPOSE_CHARS).strip()
+READ_PURPOSES = frozenset(
+    {"care", "supervision", "correction", "access_request", "complaint", "legal_request"}
+)
+"""Why a practitioner reads a journal, from a fixed list (docs/journal.md): the audit log is
+plaintext, so it never holds free text a practitioner typed."""
+
+
+def validate_purpose(purpose: object) -> str:
+    """A read purpose from :data:`READ_PURPOSES`; anything else is ``invalid_purpose``."""
+    if not isinstance(purpose, str) or purpose not in READ_PURPOSES:
+        raise InvalidPurpose(f"purpose must be one of: {', '.join(sorted(READ_PURPOSES))}")
+    return purpose
+
+
+def validate_reason(reason: str | None) -> str | None:
+    """An optional free-text reason (a hold's): sealed under the client's key, never plain."""
+    if reason is None or (isinstance(reason, str) and not reason.strip()):
+        return None
+    return validate_text(reason, what="reason", limit=MAX_REASON_CHARS).strip()
 
 
 def require_correctable(notes: list[NoteRow], note_id: str) -> NoteRow:

@@ -20,13 +20,14 @@ from fortrolig.core.ids import new_id
 from fortrolig.core.principal import Principal
 from fortrolig.journal import audit, export, rules
 from fortrolig.journal.audit import ChainVerifier, VerifyReport
-from fortrolig.journal.crypto import AUDIT_KEY_META, JournalCipher
+from fortrolig.journal.crypto import AUDIT_KEY_META, AuditTextContext, JournalCipher
 from fortrolig.journal.errors import ClientNotFound, DuplicateRecord, InvalidEntry
 from fortrolig.journal.model import (
     MICROS,
     AuditEvent,
     Client,
     ClientRow,
+    HoldChange,
     Journal,
     KeyRow,
     Note,
@@ -109,7 +110,9 @@ class JournalService:
         """The caller's clients (decrypted), oldest first."""
         pid = rules.require_practitioner(principal)
         rows = await self._store.list_clients(pid)
-        await self._store.record(self._event(pid, audit.CLIENT_LIST, None, "list clients"))
+        await self._store.record(
+            self._event(pid, audit.CLIENT_LIST, None, audit.PURPOSE_ADMINISTRATION)
+        )
         clients = []
         for row in rows:
             key_rows = await self._store.get_keys(row.id)
@@ -137,7 +140,7 @@ class JournalService:
             hold=False,
         )
         await self._insert_client(
-            client, self._event(pid, audit.CLIENT_CREATE, client.id, "create")
+            client, self._event(pid, audit.CLIENT_CREATE, client.id, audit.PURPOSE_ADMINISTRATION)
         )
         return client
 
@@ -146,14 +149,65 @@ class JournalService:
         row = self._cipher.seal_client(dek, client)
         await self._store.create_client(row, key_row, event)
 
-    async def set_hold(self, principal: Principal, client_id: str, hold: bool, reason: str) -> None:
-        """Hold (or release) a journal from retention, e.g. while a complaint case is open."""
+    async def set_hold(
+        self, principal: Principal, client_id: str, hold: bool, reason: str | None = None
+    ) -> None:
+        """Hold (or release) a journal from retention, e.g. while a complaint case is open.
+
+        The audit entry's purpose is ``legal_hold``; the free-text ``reason`` is sealed under
+        the client's data key in the entry's detail, so it is erased with the client."""
         pid = rules.require_practitioner(principal)
         rules.require_owner(pid, await self._store.get_client(client_id), client_id)
-        event = self._event(
-            pid, audit.HOLD_SET, client_id, rules.validate_purpose(reason), str(hold)
+        text = rules.validate_reason(reason)
+        at_us = self._now()
+        detail: dict[str, object] = {"hold": hold}
+        if text is not None:
+            keys = self._cipher.keys_by_version(await self._store.get_keys(client_id), client_id)
+            version = max(keys)
+            entry = AuditTextContext(pid, client_id, audit.HOLD_SET, at_us)
+            detail["reason"] = self._cipher.seal_audit_text(keys[version], version, entry, text)
+        event = AuditEvent(
+            at_us,
+            pid,
+            audit.HOLD_SET,
+            client_id,
+            audit.PURPOSE_LEGAL_HOLD,
+            json.dumps(detail, sort_keys=True, separators=(",", ":")),
         )
         await self._store.set_hold(client_id, hold, event)
+
+    async def hold_history(
+        self, principal: Principal, client_id: str, purpose: str = "care"
+    ) -> list[HoldChange]:
+        """Every hold change of the caller's client, oldest first, with its reason opened.
+
+        The reasons are the client's data: the read is audited (``hold.read``) first."""
+        pid = rules.require_practitioner(principal)
+        rules.require_owner(pid, await self._store.get_client(client_id), client_id)
+        purpose = rules.validate_purpose(purpose)
+        await self._store.record(self._event(pid, audit.HOLD_READ, client_id, purpose))
+        keys = self._cipher.keys_by_version(await self._store.get_keys(client_id), client_id)
+        changes, after = [], 0
+        while page := await self._store.audit_page(after, _AUDIT_PAGE):
+            after = page[-1].seq
+            for row in page:
+                e = row.event
+                if e.action == audit.HOLD_SET and e.client_id == client_id:
+                    changes.append(self._hold_change(e, keys))
+        return changes
+
+    def _hold_change(self, e: AuditEvent, keys: dict[int, bytes]) -> HoldChange:
+        try:
+            detail = json.loads(e.detail)
+        except ValueError:
+            detail = None
+        if not isinstance(detail, dict):  # written before reasons were sealed: "True"/"False"
+            return HoldChange(e.at_us, e.actor, e.detail == "True", None)
+        blob, reason = detail.get("reason"), None
+        if isinstance(blob, str):
+            entry = AuditTextContext(e.actor, e.client_id or "", e.action, e.at_us)
+            reason = self._cipher.open_audit_text(blob, keys, entry)
+        return HoldChange(e.at_us, e.actor, bool(detail.get("hold")), reason)
 
     # --- reading and writing -----------------------------------------------------------------
 
@@ -198,7 +252,9 @@ class JournalService:
         keys = self._cipher.keys_by_version(await self._store.get_keys(client.id), client.id)
         version = max(keys)
         row = self._cipher.seal_note(keys[version], version, client.practitioner_id, note)
-        event = self._event(client.practitioner_id, action, client.id, "record", note.id)
+        event = self._event(
+            client.practitioner_id, action, client.id, audit.PURPOSE_RECORD, note.id
+        )
         await self._store.append_note(row, event)
 
     def _keys(self, key_rows: list[KeyRow], client_id: str) -> dict[int, bytes]:
@@ -220,14 +276,18 @@ class JournalService:
         """One client's journal as the versioned JSON document (UTF-8 bytes)."""
         pid = rules.require_practitioner(principal)
         journal = await self._load(pid, client_id)
-        await self._store.record(self._event(pid, audit.EXPORT_JSON, client_id, "export"))
+        await self._store.record(
+            self._event(pid, audit.EXPORT_JSON, client_id, audit.PURPOSE_EXPORT)
+        )
         return export.dumps(export.to_document(journal, self._now()))
 
     async def export_pdf(self, principal: Principal, client_id: str) -> bytes:
         """One client's journal as a readable PDF."""
         pid = rules.require_practitioner(principal)
         journal = await self._load(pid, client_id)
-        await self._store.record(self._event(pid, audit.EXPORT_PDF, client_id, "export"))
+        await self._store.record(
+            self._event(pid, audit.EXPORT_PDF, client_id, audit.PURPOSE_EXPORT)
+        )
         return await self._render_pdf(journal, self._now())
 
     async def export_all(self, principal: Principal) -> AsyncIterator[bytes]:
@@ -244,7 +304,9 @@ class JournalService:
                 journal = await self._load(pid, row.id)
             except ClientNotFound:
                 continue  # erased by retention while the export ran
-            await self._store.record(self._event(pid, audit.EXPORT_ALL, row.id, "export"))
+            await self._store.record(
+                self._event(pid, audit.EXPORT_ALL, row.id, audit.PURPOSE_EXPORT)
+            )
             now = self._now()
             yield stream.add(
                 f"{row.id}.json", export.dumps(export.to_document(journal, now)), archive
@@ -272,7 +334,7 @@ class JournalService:
         journal = _validated(export.from_document(doc, pid))
         if await self._store.get_client(journal.client.id) is not None:
             raise DuplicateRecord(f"client {journal.client.id} exists already")
-        event = self._event(pid, audit.IMPORT_JSON, journal.client.id, "import")
+        event = self._event(pid, audit.IMPORT_JSON, journal.client.id, audit.PURPOSE_IMPORT)
         await self._insert_client(journal.client, event)
         row = rules.require_owner(pid, await self._store.get_client(journal.client.id), "")
         for note in journal.notes:
@@ -297,7 +359,9 @@ class JournalService:
             if new_blob is not None:
                 await self._store.replace_meta(AUDIT_KEY_META, blob, new_blob)
         detail = f"kek_version={version} rewrapped={rewrapped}"
-        await self._store.record(self._event(actor, audit.KEYS_ROTATE, None, "rotation", detail))
+        await self._store.record(
+            self._event(actor, audit.KEYS_ROTATE, None, audit.PURPOSE_KEY_ROTATION, detail)
+        )
         return RotationReport(version, rewrapped, unchanged)
 
     async def verify_audit(self) -> VerifyReport:
@@ -322,7 +386,7 @@ class JournalService:
             for candidate in due:
                 detail = f"last activity {candidate.last_activity_us // MICROS}"
                 event = self._event(
-                    actor, audit.JOURNAL_ERASE, candidate.client_id, "retention", detail
+                    actor, audit.JOURNAL_ERASE, candidate.client_id, audit.PURPOSE_RETENTION, detail
                 )
                 erased += await self._store.erase_client(candidate.client_id, event)
         return RetentionReport(dry_run, due, erased)

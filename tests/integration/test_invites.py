@@ -10,7 +10,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,17 @@ async def test_100_concurrent_redemptions_exactly_one_succeeds(
         body["client_email"] = address
     c = await api.consultation(**body)
     secret = secret_of(c["invite"]["url"])
-    results = await asyncio.gather(*(api.redeem(secret) for _ in range(100)))
+    # 100 clients from 4 addresses, 25 each (one address may hold 64 connections at once).
+    sources = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(f"127.0.8.{n}", 0)))
+        for n in range(1, 5)
+    ]
+    try:
+        apis = [replace(api, http=http) for http in sources]
+        results = await asyncio.gather(*(apis[i % 4].redeem(secret) for i in range(100)))
+    finally:
+        for http in sources:
+            await http.close()
     ok = [b for s, b in results if s == 200]
     refused = {(s, b["error"]["code"]) for s, b in results if s != 200}
     assert len(ok) == 1 and refused == {(409, "invite_used")}, refused

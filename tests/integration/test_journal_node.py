@@ -130,7 +130,7 @@ async def test_practitioner_writes_reads_and_exports(dev: Caller) -> None:
     )
     assert addendum["corrects"] == note["id"]
 
-    journal = await dev.ok("GET", f"{J}/clients/{cid}?purpose=treatment")
+    journal = await dev.ok("GET", f"{J}/clients/{cid}?purpose=supervision")
     assert journal["client"]["name"] == "Åse Ørsted" and journal["client"]["contact"] == "a@x.dk"
     assert [(n["id"], n["text"]) for n in journal["notes"]] == [
         (note["id"], "Første samtale."),
@@ -204,6 +204,7 @@ async def test_another_practitioner_cannot_see_or_touch_the_journal(
         ("POST", f"{J}/clients/{cid}/notes", {"text": "indbrud"}),
         ("POST", f"{J}/clients/{cid}/notes/{note['id']}/addenda", {"text": "indbrud"}),
         ("PUT", f"{J}/clients/{cid}/hold", {"hold": True, "reason": "indbrud"}),
+        ("GET", f"{J}/clients/{cid}/hold", None),
         ("GET", f"{J}/clients/{cid}/export.json", None),
         ("GET", f"{J}/clients/{cid}/export.pdf", None),
     ]
@@ -340,3 +341,19 @@ def test_operator_commands_never_create_a_journal(tmp_path: Path) -> None:
         assert done.stdout == ""
         assert "does not exist" in done.stderr
     assert not missing.exists()
+
+
+async def test_read_purposes_and_hold_reasons_over_http(dev: Caller) -> None:
+    cid = await new_client(dev)
+    status, data = await dev.call("GET", f"{J}/clients/{cid}?purpose=her+divorce", None)
+    assert_error(status, data, 400, "invalid_purpose")
+    await dev.ok("PUT", f"{J}/clients/{cid}/hold", {"hold": True, "reason": "Klage, sag 12"})
+    await dev.ok("PUT", f"{J}/clients/{cid}/hold", {"hold": False})
+    history = await dev.ok("GET", f"{J}/clients/{cid}/hold?purpose=complaint")
+    assert [(c["hold"], c["reason"]) for c in history["changes"]] == [
+        (True, "Klage, sag 12"),
+        (False, None),
+    ]
+    status, data = await dev.call("PUT", f"{J}/clients/{cid}/hold", {"hold": True, "reason": 7})
+    assert status == 400, data
+    assert (await dev.ok("GET", f"{J}/clients/{cid}"))["client"]["hold"] is False

@@ -39,7 +39,7 @@ async def test_sigkilled_writer_loses_no_acknowledged_note(tmp_path: Path) -> No
     service = JournalService(open_store(str(db)), FileKeyring.open(keyring), SystemClock())
     await service.start()
     try:
-        journal = await service.read_journal(WHO, client_id, "crash test")  # decrypts every row
+        journal = await service.read_journal(WHO, client_id, "care")  # decrypts every row
         stored = {n.id for n in journal.notes}
         lost = [note_id for note_id in acked if note_id not in stored]
         assert lost == [], f"{len(lost)} acknowledged notes lost"

@@ -16,6 +16,7 @@ from fortrolig.journal.errors import (
     ClientNotFound,
     DuplicateRecord,
     InvalidEntry,
+    InvalidPurpose,
     JournalForbidden,
     NoteNotFound,
 )
@@ -52,7 +53,7 @@ async def test_schema_is_migrated_and_reopen_is_idempotent(
 async def test_notes_and_addenda_round_trip(service: JournalService, alice: Principal) -> None:
     client_id, (first, second) = await _client_with_notes(service, alice)
     addendum = await service.add_addendum(alice, client_id, first, "Rettelse: det var tirsdag")
-    journal = await service.read_journal(alice, client_id, "treatment")
+    journal = await service.read_journal(alice, client_id, "care")
     assert [n.id for n in journal.notes] == [first, second, addendum.id]
     assert journal.client.name == "Søren Ærø Ødegård"
     assert journal.client.contact == "søren@example.dk"
@@ -328,3 +329,59 @@ async def test_append_only_violation_maps_to_typed_error(
     assert await service.store.erase_client(client_id, event) is True
     assert await service.store.erase_client(client_id, event) is False
     assert isinstance(AppendOnlyViolation("x"), Exception)
+
+
+async def test_audit_purposes_come_from_a_fixed_list(
+    service: JournalService, alice: Principal
+) -> None:
+    client_id, _ = await _client_with_notes(service, alice, notes=1)
+    before = len(await service.store.audit_page(0, 1000))
+    for bad in ("reading her notes on the divorce", "", "Care", "treatment"):
+        with pytest.raises(InvalidPurpose):
+            await service.read_journal(alice, client_id, bad)
+        with pytest.raises(InvalidPurpose):
+            await service.hold_history(alice, client_id, bad)
+    assert len(await service.store.audit_page(0, 1000)) == before  # refused: nothing recorded
+    await service.read_journal(alice, client_id, "complaint")
+    purposes = [r.event.purpose for r in await service.store.audit_page(0, 1000)]
+    assert purposes == ["administration", "record", "complaint"]
+
+
+async def test_a_hold_reason_is_sealed_and_erased_with_the_client(
+    service: JournalService, alice: Principal, clock: FakeClock, raw: Any
+) -> None:
+    reason = "Klagesag fra Åse om samtalen 3. marts"
+    client_id, _ = await _client_with_notes(service, alice, notes=1)
+    await service.set_hold(alice, client_id, True, reason)
+    await service.set_hold(alice, client_id, False)
+    history = await service.hold_history(alice, client_id, "legal_request")
+    assert [(c.hold, c.reason) for c in history] == [(True, reason), (False, None)]
+    rows = await raw.fetch("SELECT action, purpose, detail FROM audit ORDER BY seq")
+    assert ("hold.set", "legal_hold") in [(a, p) for a, p, _ in rows]
+    assert ("hold.read", "legal_request") in [(a, p) for a, p, _ in rows]
+    assert not [d for *_, d in rows if "Åse" in d or "Klagesag" in d]  # never plaintext
+    # Retention erases the client: the sealed reason stays in the chain, unreadable.
+    clock.advance(6 * YEAR)
+    assert (await service.retention(dry_run=False)).erased == 1
+    with pytest.raises(ClientNotFound):
+        await service.hold_history(alice, client_id)
+    details = [d for a, _, d in await raw.fetch("SELECT action, purpose, detail FROM audit")]
+    assert any('"reason"' in d for d in details)
+    assert (await service.verify_audit()).ok
+
+
+async def test_a_moved_hold_reason_fails_to_open(
+    service: JournalService, alice: Principal, clock: FakeClock, raw: Any
+) -> None:
+    client_id, _ = await _client_with_notes(service, alice, notes=1)
+    await service.set_hold(alice, client_id, True, "første grund")
+    clock.advance(1)
+    await service.set_hold(alice, client_id, True, "anden grund")
+    rows = await raw.fetch("SELECT seq, detail FROM audit WHERE action = 'hold.set' ORDER BY seq")
+    (first_seq, _), (_, second_detail) = rows
+    await raw.drop_guards("audit")
+    quoted = second_detail.replace("'", "''")
+    await raw.execute(f"UPDATE audit SET detail = '{quoted}' WHERE seq = {first_seq}")
+    with pytest.raises(IntegrityError):
+        await service.hold_history(alice, client_id)
+    assert not (await service.verify_audit()).ok

@@ -17,6 +17,7 @@ from fortrolig.journal.errors import (
     AnonymousClient,
     ClientNotFound,
     InvalidEntry,
+    InvalidPurpose,
     JournalForbidden,
     UnsupportedExport,
 )
@@ -165,3 +166,22 @@ def test_cipher_rows_bind_every_column() -> None:
     swapped = dataclasses.replace(client_row, name_ct=client_row.contact_ct)
     with pytest.raises(IntegrityError):
         cipher.open_client(swapped, {1: dek})
+
+
+@pytest.mark.parametrize("purpose", sorted(rules.READ_PURPOSES))
+def test_every_listed_read_purpose_passes(purpose: str) -> None:
+    assert rules.validate_purpose(purpose) == purpose
+
+
+@pytest.mark.parametrize("bad", ["", " care", "CARE", "her divorce", None, 7, "treatment"])
+def test_a_purpose_off_the_list_is_refused(bad: object) -> None:
+    with pytest.raises(InvalidPurpose) as caught:
+        rules.validate_purpose(bad)
+    assert caught.value.code == "invalid_purpose"
+
+
+def test_a_hold_reason_is_optional_free_text_within_limits() -> None:
+    assert rules.validate_reason(None) is None and rules.validate_reason("  ") is None
+    assert rules.validate_reason(" klagesag ") == "klagesag"
+    with pytest.raises(InvalidEntry):
+        rules.validate_reason("x" * (rules.MAX_REASON_CHARS + 1))
