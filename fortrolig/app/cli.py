@@ -1,4 +1,5 @@
-"""The `fortrolig` command: serve, session create, keys rotate, audit verify, journal retention."""
+"""The `fortrolig` command: serve, session create, keys rotate, audit verify, journal retention,
+backup."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 from . import listen
 from .cli_accounts import add_parsers as add_account_parsers
 from .cli_accounts import ensure_dev_subscription
+from .cli_backup import add_parsers as add_backup_parsers
 from .cli_nodes import add_parsers as add_node_parsers
 from .edge import CLIENT_ADDRESS
 from .server import TLS_KEY, build_app, public_url
@@ -316,6 +318,7 @@ def parser() -> argparse.ArgumentParser:
     )
     retention.add_argument("--dry-run", action="store_true", help="only list what would go")
     add_account_parsers(sub)
+    add_backup_parsers(sub)
     add_node_parsers(sub)
     return top
 

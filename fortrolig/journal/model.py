@@ -118,6 +118,15 @@ class RetentionCandidate:
         return self.latest_note_us if self.latest_note_us is not None else self.created_us
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """A recorded erasure (tombstone): the client whose data key was shredded, and when."""
+
+    client_id: str
+    practitioner_id: str
+    erased_us: int
+
+
 # --- decrypted views ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""Encrypted, verifiable journal backups that a client's erasure still reaches."""
