@@ -86,7 +86,7 @@ async def test_round_trip(
     report = await service.restore(out, key_path, source, force=True)
     assert report.erasures_applied == 0
     svc = await opener()
-    journal = await svc.read_journal(ALICE, kept, "treatment")
+    journal = await svc.read_journal(ALICE, kept, "care")
     assert [n.text for n in journal.notes] == ["karen: session 0", "karen: session 1"]
     assert (await svc.verify_audit()).ok
 
@@ -105,11 +105,11 @@ async def test_restore_never_resurrects_an_erased_client(
     assert report.erasures_applied == 1
     svc = await opener()
     with pytest.raises(ClientNotFound):
-        await svc.read_journal(ALICE, erased, "treatment")
+        await svc.read_journal(ALICE, erased, "care")
     assert await svc.store.get_keys(erased) == []  # no key left to unwrap anything with
     assert await svc.store.list_notes(erased) == []
     assert [c.id for c in await svc.list_clients(ALICE)] == [kept]
-    assert [n.text for n in (await svc.read_journal(ALICE, kept, "treatment")).notes] == [
+    assert [n.text for n in (await svc.read_journal(ALICE, kept, "care")).notes] == [
         "karen: session 0",
         "karen: session 1",
     ]
@@ -142,7 +142,7 @@ async def test_refusals_change_nothing(
         await service.restore(out, key_path, source, force=True)
 
     svc = await opener()
-    notes = (await svc.read_journal(ALICE, kept, "treatment")).notes
+    notes = (await svc.read_journal(ALICE, kept, "care")).notes
     assert [n.text for n in notes] == ["karen: session 0", "after"]
 
 
@@ -161,4 +161,4 @@ async def test_restore_into_an_empty_target(
         path.unlink()
     await service.restore(out, key_path, source)  # no --force needed: nothing to overwrite
     svc = await opener()
-    assert len((await svc.read_journal(ALICE, kept, "treatment")).notes) == 1
+    assert len((await svc.read_journal(ALICE, kept, "care")).notes) == 1
