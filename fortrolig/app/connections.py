@@ -161,27 +161,38 @@ class ConnectionGuard:
         if not forwarded or client is None:
             yield
             return
-        if self._requests[client] >= self.cfg.max_connections_per_address:
-            self.refused["connections_per_address"] += 1
-            raise TooManyConnections("too many concurrent requests from this address")
-        self._requests[client] += 1
-        try:
+        with self._held(
+            self._requests,
+            client,
+            self.cfg.max_connections_per_address,
+            "connections_per_address",
+            "too many concurrent requests from this address",
+        ):
             yield
-        finally:
-            _decrement(self._requests, client)
+
+    def websocket(self, client: str | None) -> contextlib.AbstractContextManager[None]:
+        """A WebSocket of ``client`` for as long as its handler runs."""
+        return self._held(
+            self._websockets,
+            client or "",
+            self.cfg.max_websockets_per_address,
+            "websockets_per_address",
+            "too many WebSocket connections from this address",
+        )
 
     @contextlib.contextmanager
-    def websocket(self, client: str | None) -> Iterator[None]:
-        """A WebSocket of ``client`` for as long as its handler runs."""
-        key = client or ""
-        if self._websockets[key] >= self.cfg.max_websockets_per_address:
-            self.refused["websockets_per_address"] += 1
-            raise TooManyConnections("too many WebSocket connections from this address")
-        self._websockets[key] += 1
+    def _held(
+        self, counter: Counter[str], key: str, cap: int, reason: str, message: str
+    ) -> Iterator[None]:
+        """One of ``key``'s ``cap`` places in ``counter`` while the block runs, else refused."""
+        if counter[key] >= cap:
+            self.refused[reason] += 1
+            raise TooManyConnections(message)
+        counter[key] += 1
         try:
             yield
         finally:
-            _decrement(self._websockets, key)
+            _decrement(counter, key)
 
     def count_body_timeout(self) -> None:
         self.timeouts["body"] += 1

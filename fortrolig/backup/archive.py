@@ -22,7 +22,7 @@ import io
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -157,8 +157,7 @@ def write_backup(
                     digest.update(chunk)
                     size += len(chunk)
                     writer.write(chunk)
-            manifest = Manifest(**{**asdict(draft), "content_sha256": digest.hexdigest()})
-            manifest = Manifest(**{**asdict(manifest), "content_bytes": size})
+            manifest = replace(draft, content_sha256=digest.hexdigest(), content_bytes=size)
             raw.seek(len(MAGIC))
             raw.write(manifest.encode())
             raw.flush()
