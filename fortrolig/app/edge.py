@@ -160,7 +160,7 @@ def edge_middleware(server: ServerConfig, guard: ConnectionGuard | None = None) 
 def limits_middleware(edge: EdgeConfig, guard: ConnectionGuard) -> Any:
     """Per-address caps of proxied clients and WebSockets, then the body: read whole within
     ``edge.body_timeout_s`` (``408 request_timeout`` and the connection closed after it), at
-    most :data:`MAX_REQUEST_BODY` bytes, and refused (``400 bad_json``) when it nests deeper
+    most :func:`body_limit` bytes for its path, and refused (``400 bad_json``) when it nests deeper
     than the JSON limit, before the handler runs. Inside the error middleware: its refusals
     get the documented error bodies."""
 
