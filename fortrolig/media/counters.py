@@ -14,6 +14,7 @@ NATIVE_COUNTERS = (
     "forwarded_bytes",
     "gated_drops",
     "rtx_received",
+    "rtx_discarded",
     "unknown_payload_type",
     "srtp_failures",
     "retransmitted",

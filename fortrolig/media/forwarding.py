@@ -151,6 +151,12 @@ class PublishedTrack:
         self._codec = codec
         self.native.set_codec(codec.payload_type, _or_none(codec.rtx_payload_type))
 
+    def expect_codec(self, codec: Codec) -> None:
+        """An offer renumbering the payload types is out: accept its numbers too, since the
+        publisher sends under them from the moment it applies its answer, before we read it."""
+        if codec.mime_type.lower() == self._codec.mime_type.lower():
+            self.native.expect_codec(codec.payload_type, _or_none(codec.rtx_payload_type))
+
     @property
     def track_id(self) -> str:
         """Unique within a room (one audio and one video track per participant)."""

@@ -244,6 +244,15 @@ class Peer:
             self._needs_offer = True
             self._kick()
 
+    def _expect_offered_codecs(self) -> None:
+        # The browser switches to the offer's payload types when it applies its answer; the
+        # native track accepts both mappings (by SSRC) until the answer is read.
+        for t in self.pc.getTransceivers():
+            track = self._published_by_mid.get(t.mid) if t.mid is not None else None
+            codec = _negotiated_codec(t) if track is not None else None
+            if track is not None and codec is not None:
+                track.expect_codec(codec)
+
     def _refresh_published_codecs(self) -> None:
         # aiortc's createOffer renumbers every transceiver's payload types with its defaults; a
         # browser follows the renumbering in its answer and sends the published media under the
@@ -362,6 +371,7 @@ class Peer:
             sdp = align_extmap_ids(offer.sdp, self._extmap_ids)
             await self.pc.setLocalDescription(RTCSessionDescription(sdp, "offer"))
             hooks.enforce_aes256_srtp(self.pc)
+            self._expect_offered_codecs()
             self._awaiting_answer = True
             sdp = str(self.pc.localDescription.sdp)
         await self._events.send_offer(self.participant_id, sdp)

@@ -13,6 +13,7 @@ static PyMemberDef Counters_members[] = {
     COUNTER(forwarded_bytes, "bytes on the wire sent to subscribers"),
     COUNTER(gated_drops, "packets held back until a keyframe"),
     COUNTER(rtx_received, "retransmissions received from publishers"),
+    COUNTER(rtx_discarded, "retransmissions filling no gap (duplicates, probes, garbled)"),
     COUNTER(unknown_payload_type, "packets with a payload type not negotiated"),
     COUNTER(srtp_failures, "datagrams failing SRTP authentication or replay check"),
     COUNTER(retransmitted, "packets resent to subscribers over RTX"),

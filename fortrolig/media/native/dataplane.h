@@ -105,6 +105,7 @@ typedef struct {
     unsigned long long forwarded_bytes;
     unsigned long long gated_drops;
     unsigned long long rtx_received;
+    unsigned long long rtx_discarded;
     unsigned long long unknown_payload_type;
     unsigned long long srtp_failures;
     unsigned long long retransmitted;
@@ -152,6 +153,8 @@ typedef struct TrackObject {
     int clock_rate;
     int pt;
     int rtx_pt;             /* -1: none */
+    int alt_pt, alt_rtx_pt; /* also accepted (-1: none): the mapping before or after the
+                               renegotiation in progress, whichever side switched first */
     uint32_t media_ssrc;    /* 0: learn from the first packet */
     int audio_level_id;     /* publisher's ssrc-audio-level id, 0: none */
     PyObject *on_keyframe;  /* callable(): a gated leg waits for a keyframe */

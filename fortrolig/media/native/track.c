@@ -80,6 +80,26 @@ static int nack_add(TrackObject *s, uint16_t seq, uint16_t *out) {
     return fresh;
 }
 
+static int is_media_pt(const TrackObject *s, int pt) {
+    return pt == s->pt || (s->alt_pt >= 0 && pt == s->alt_pt);
+}
+
+static int is_rtx_pt(const TrackObject *s, int pt) {
+    return (s->rtx_pt >= 0 && pt == s->rtx_pt) || (s->alt_rtx_pt >= 0 && pt == s->alt_rtx_pt);
+}
+
+/* Whether a retransmission of ``seq`` is worth forwarding. A publisher resends what we asked
+ * for, but also recent packets as bandwidth probes (Chromium's RTX padding): subscribers have
+ * those already. A packet never sent (newer than the newest seen) is a garbled header. */
+static int rtx_fills_gap(const TrackObject *s, uint16_t seq) {
+    if (!s->have_seq) return 1;
+    if (seq_newer(seq, s->max_seq)) return 0;
+    if (!s->nack || !s->nack_have) return (uint16_t)(s->max_seq - seq) < NACK_WINDOW;
+    for (int i = 0; i < s->nmiss; i++)
+        if (s->miss_seq[i] == seq) return 1;
+    return 0;
+}
+
 void call_soon_safe(PyObject *callable, PyObject *arg) {
     if (callable == NULL || callable == Py_None) return;
     PyObject *res = arg ? PyObject_CallOneArg(callable, arg) : PyObject_CallNoArgs(callable);
@@ -142,20 +162,36 @@ void track_ingest(TrackObject *s, uint8_t *data, int len, TransportObject *origi
         return;
     }
     uint16_t seq = r.seq;
-    if (s->rtx_pt >= 0 && r.pt == s->rtx_pt) {
+    /* SSRC first, payload type second: during a renegotiation one payload type can name the
+     * media in one mapping and RTX in the other (aiortc renumbers Chromium's VP8 96 -> 97, and
+     * 97 was its RTX), and the browser switches when it applies its answer, before the server
+     * has read it. Read by payload type alone, those media packets would be unwrapped as RTX
+     * with garbage sequence numbers, and the jump would break every subscriber's SRTP. */
+    if (s->media_ssrc != 0 && r.ssrc == s->media_ssrc) {
+        if (!is_media_pt(s, r.pt)) {
+            s->counters->unknown_payload_type++;
+            return;
+        }
+        r.pt = s->pt;
+    } else if (is_rtx_pt(s, r.pt)) {
         if (r.payload_end - r.payload < 2 || s->media_ssrc == 0) return; /* padding probe */
         seq = rd16(data + r.payload);
+        if (!rtx_fills_gap(s, seq)) {
+            s->counters->rtx_discarded++;
+            return;
+        }
         r.payload += 2;
         r.pt = s->pt;
         r.ssrc = s->media_ssrc;
         s->counters->rtx_received++;
-    } else if (r.pt != s->pt) {
+    } else if (!is_media_pt(s, r.pt)) {
         s->counters->unknown_payload_type++;
         return;
     } else if (s->media_ssrc == 0) {
         s->media_ssrc = r.ssrc;
-    } else if (r.ssrc != s->media_ssrc) {
-        return;
+        r.pt = s->pt;
+    } else {
+        return; /* another stream's SSRC */
     }
     s->counters->ingress_packets++;
     double now;
@@ -216,6 +252,7 @@ static int Track_init(TrackObject *self, PyObject *args, PyObject *kw) {
     self->clock_rate = clock_rate;
     self->pt = pt;
     self->rtx_pt = rtx_pt;
+    self->alt_pt = self->alt_rtx_pt = -1;
     self->nack = nack;
     return 0;
 }
@@ -248,8 +285,25 @@ static PyObject *Track_set_codec(TrackObject *self, PyObject *args) {
         return NULL;
     }
     LOCK_PY();
+    /* packets already in flight under the old mapping stay welcome until the next change */
+    self->alt_pt = self->pt;
+    self->alt_rtx_pt = self->rtx_pt;
     self->pt = pt;
     self->rtx_pt = rtx_pt;
+    UNLOCK_PY();
+    Py_RETURN_NONE;
+}
+
+static PyObject *Track_expect_codec(TrackObject *self, PyObject *args) {
+    int pt, rtx_pt;
+    if (!PyArg_ParseTuple(args, "ii", &pt, &rtx_pt)) return NULL;
+    if (pt < 0 || pt > 127 || rtx_pt > 127) {
+        PyErr_SetString(PyExc_ValueError, "payload type out of range");
+        return NULL;
+    }
+    LOCK_PY();
+    self->alt_pt = pt;
+    self->alt_rtx_pt = rtx_pt < 0 ? -1 : rtx_pt;
     UNLOCK_PY();
     Py_RETURN_NONE;
 }
@@ -471,6 +525,8 @@ static PyMethodDef Track_methods[] = {
      "Forward one plaintext RTP packet (the slow path: first packets, unknown SSRCs)."},
     {"set_codec", (PyCFunction)Track_set_codec, METH_VARARGS,
      "New payload types after a renegotiation: (payload_type, rtx_payload_type or -1)."},
+    {"expect_codec", (PyCFunction)Track_expect_codec, METH_VARARGS,
+     "Also accept these payload types (an offer proposing them is out): (pt, rtx_pt or -1)."},
     {"set_options", (PyCFunction)(void (*)(void))Track_set_options, METH_VARARGS | METH_KEYWORDS,
      "Set the media SSRC (when signalled) and the publisher's audio-level extension id."},
     {"add_leg", (PyCFunction)Track_add_leg, METH_O, "Start forwarding to a leg."},

@@ -529,6 +529,7 @@ def test_gate_drops_count_each_packet_and_ask_for_a_keyframe_each_time(net: Net)
 def test_gate_opens_on_a_keyframe_arriving_over_rtx(net: Net) -> None:
     track, leg, _ = wired(net, codec=_fastpath.KEYFRAME_VP8, gated=True, seq_start=50)
     track.ingest(rtp(20, payload=VP8_DELTA))  # learns the media SSRC, dropped at the gate
+    track.ingest(rtp(22, payload=VP8_DELTA))
     net.assert_silent()
     track.ingest(rtx(3, 21, payload=VP8_KEY))
     p = net.recv()
@@ -759,15 +760,80 @@ def test_set_codec_changes_the_accepted_payload_types(net: Net) -> None:
     track.ingest(rtp(1))
     net.drain()
     track.set_codec(111, -1)
-    track.ingest(rtp(2))
-    track.ingest(rtx(3, 2))
+    track.ingest(rtp(2))  # in flight under the old mapping: still the media
+    assert net.recv().sequence_number == 1001
+    track.ingest(rtp(3, pt=111))
+    p = net.recv()
+    assert (p.sequence_number, p.payload_type) == (1002, LEG_PT)
+    track.set_codec(112, -1)  # two changes on, the first mapping is gone
+    track.ingest(rtp(4))
+    track.ingest(rtx(5, 3))
     net.assert_silent()
     assert net.counters.unknown_payload_type == 2
-    track.ingest(rtp(4, pt=111))
-    p = net.recv()
-    assert (p.sequence_number, p.payload_type) == (1003, LEG_PT)
     with pytest.raises(ValueError):
         track.set_codec(200, -1)
+    with pytest.raises(ValueError):
+        track.expect_codec(128, -1)
+
+
+def test_a_renumbering_offer_is_told_apart_by_ssrc_not_payload_type(net: Net) -> None:
+    """aiortc's offer renumbers VP8 96 -> 97 (97 was RTX): the browser sends VP8 as 97 on its
+    media SSRC before the server has read the answer. That is media, never an RTX to unwrap."""
+    track, _, calls = wired(net, nack=True)
+    track.ingest(rtp(1))
+    net.drain()
+    track.expect_codec(RTX_PT, RTX_PT + 1)  # the offer: media 97, RTX 98
+    track.ingest(rtp(2, pt=RTX_PT, payload=b"frame two"))
+    p = net.recv()
+    assert (p.sequence_number, p.payload_type, p.payload) == (1001, LEG_PT, b"frame two")
+    track.ingest(rtp(4, pt=RTX_PT))
+    assert calls.missing == [[3]]
+    net.drain()
+    track.ingest(rtx(9, 3, payload=b"old rtx"))  # the old RTX mapping is still RTX
+    assert net.recv().payload == b"old rtx"
+    track.ingest(rtp(6, pt=RTX_PT))
+    net.drain()
+    resent = rtp(10, pt=RTX_PT + 1, ssrc=RTX_SSRC, payload=struct.pack("!H", 5) + b"new rtx")
+    track.ingest(resent)
+    p = net.recv()
+    assert (p.sequence_number, p.payload) == (1004, b"new rtx")
+
+    track.set_codec(RTX_PT, RTX_PT + 1)  # the answer is read
+    track.ingest(rtp(7))  # still in flight under 96
+    track.ingest(rtp(8, pt=RTX_PT))
+    assert [net.recv().sequence_number for _ in range(2)] == [1006, 1007]
+    assert net.counters.unknown_payload_type == 0
+    assert net.counters.rtx_received == 2
+    assert track.media_ssrc == MEDIA_SSRC
+
+
+def test_retransmissions_filling_no_gap_are_discarded(net: Net) -> None:
+    track, _, _ = wired(net, nack=True)
+    for seq in (10, 11, 13):
+        track.ingest(rtp(seq))
+    net.drain()
+    track.ingest(rtx(1, 11))  # a bandwidth probe: the subscriber has it
+    track.ingest(rtx(2, 14))  # never sent: a garbled header
+    net.assert_silent()
+    assert (net.counters.rtx_discarded, net.counters.rtx_received) == (2, 0)
+    track.ingest(rtx(3, 12, payload=b"lost one"))
+    assert net.recv().payload == b"lost one"
+    track.ingest(rtx(4, 12))  # the gap is filled now
+    net.assert_silent()
+    assert (net.counters.rtx_discarded, net.counters.rtx_received) == (3, 1)
+
+
+def test_without_nack_a_retransmission_must_be_recent_and_already_sent(net: Net) -> None:
+    track, _, _ = wired(net)
+    track.ingest(rtp(998))
+    track.ingest(rtp(1000))
+    net.drain()
+    track.ingest(rtx(1, 1001))
+    track.ingest(rtx(2, 1000 - 600))
+    net.assert_silent()
+    assert net.counters.rtx_discarded == 2
+    track.ingest(rtx(3, 999))
+    assert net.recv().payload == b"media"
 
 
 # ------------------------------------------------------------------------------------------
