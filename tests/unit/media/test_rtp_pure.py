@@ -1,7 +1,7 @@
 """Pure RTP helpers still in Python: the NTP clock of sender reports.
 
 Keyframe detection, RTX wrapping, sequence wrap-around and NACK tracking moved to the native
-data plane (fortrolig/media/native/); their tests are in test_fastpath.py.
+data plane (fortrolig/media/native/); their tests are in tests/unit/media/native/.
 """
 
 from __future__ import annotations

@@ -6,22 +6,18 @@ import pytest
 
 from fortrolig.media import _fastpath
 from fortrolig.media.subscriber import MediaPacket
-from tests.unit.media.test_fastpath import (
+from tests.unit.media.native.harness import (
     MEDIA_SSRC,
     PT,
     RTX_PT,
     RTX_SSRC,
     Net,
     make_track,
-    net,
     notified,
-    pump,
     rtp,
     rtx,
     wired,
 )
-
-__all__ = ["net", "pump"]  # fixtures
 
 
 def test_a_track_without_a_tap_hands_nothing_to_python(net: Net) -> None:
