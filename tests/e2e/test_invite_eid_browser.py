@@ -3,7 +3,7 @@ user logs in and consents there, the node's callback opens the room page with th
 the practitioner sees the client waiting with its verified name. Error codes coming back from the
 callback are shown on the invite page, in English and Danish.
 
-The provider and the node come from tests/integration/test_invite_eid.py (`eid_node`).
+The provider and the node come from tests/integration/signaling/test_invite_eid.py (`eid_node`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 
 from tests.conftest import FORTROLIG
 from tests.e2e.conftest import Browsers
-from tests.integration.test_eid_provider import SUBSTANTIAL
-from tests.integration.test_invite_eid import EidNode, eid_node
+from tests.integration.signaling.test_eid_provider import SUBSTANTIAL
+from tests.integration.signaling.test_invite_eid import EidNode, eid_node
 
 pytestmark = pytest.mark.timeout(120)
 __all__ = ["eid_node"]  # the module-scoped fixture, shared with the integration test

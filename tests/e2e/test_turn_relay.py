@@ -10,7 +10,7 @@ Loopback peers: the SFU's ICE address is 127.0.0.1, and coturn refuses loopback 
 default (and the shipped file denies 127.0.0.0/8). Here coturn runs with
 ``allow-loopback-peers`` and without the loopback denials: reliable on any machine that can
 run the other e2e tests (no root, no network namespaces, no veth, nothing leaves 127.0.0.1).
-Everything else of the shipped file stays, and tests/integration/test_coturn_policy.py checks
+Everything else of the shipped file stays, and tests/integration/media/test_coturn_policy.py checks
 the unmodified denials. ``allow-loopback-peers`` is for tests only, never in the shipped file.
 
 TURN over TLS uses a certificate for 127.0.0.1 from a CA the test generates; Chromium trusts it

@@ -1,7 +1,7 @@
 """The journal HTTP API on a real aiohttp server (SQLite), with a stand-in auth middleware.
 
 Errors go through the application's one error middleware (``signaling.http.error_middleware``),
-as in the node; the node itself is tested in tests/integration/test_journal_node.py.
+as in the node; the node itself is tested in tests/integration/journal/test_journal_node.py.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 
 from fortrolig.loadtests.participant import Participant
 from tests.conftest import Server, fresh_database, start_server, stop_server
-from tests.integration.test_invites import access_token, secret_of
+from tests.integration.signaling.test_invites import access_token, secret_of
 from tests.mailbox import Mailbox
 
 pytestmark = pytest.mark.timeout(90)

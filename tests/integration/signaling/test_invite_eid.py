@@ -23,8 +23,14 @@ import pytest
 
 from fortrolig.loadtests.participant import Participant
 from tests.conftest import Server, free_port, start_server, stop_server
-from tests.integration.test_eid_provider import SUBSTANTIAL, browse_login, run_provider
-from tests.integration.test_invites import Api, access_token, error, practitioner_in, secret_of
+from tests.integration.signaling.test_eid_provider import SUBSTANTIAL, browse_login, run_provider
+from tests.integration.signaling.test_invites import (
+    Api,
+    access_token,
+    error,
+    practitioner_in,
+    secret_of,
+)
 
 pytestmark = pytest.mark.timeout(90)
 CLIENT_ID = "fortrolig-node"

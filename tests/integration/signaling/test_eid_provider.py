@@ -43,7 +43,7 @@ from fortrolig.signaling.eid import (
 )
 from fortrolig.signaling.eid.http import AiohttpEidHttp
 
-OIDC_DIR = Path(__file__).resolve().parent.parent / "oidc"
+OIDC_DIR = Path(__file__).resolve().parents[2] / "oidc"
 LOW, SUBSTANTIAL, HIGH = NSIS_LEVELS
 
 

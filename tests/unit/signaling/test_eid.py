@@ -1,7 +1,8 @@
 """The eID relying party against an in-memory broker whose keys and tokens the test controls.
 
-The full flow against a real OpenID Provider is in tests/integration/test_eid_provider.py; here
-every tampered-token class is built by hand (signed with keys of a JWKS the test serves).
+The full flow against a real OpenID Provider is in
+tests/integration/signaling/test_eid_provider.py; here every tampered-token class is built by
+hand (signed with keys of a JWKS the test serves).
 """
 
 from __future__ import annotations

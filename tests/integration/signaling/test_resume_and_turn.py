@@ -18,7 +18,7 @@ import pytest
 from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
 from tests.conftest import Server, start_server, stop_server
-from tests.integration.test_rooms_api import Api, load_server_key
+from tests.integration.signaling.test_rooms_api import Api, load_server_key
 
 TURN_SECRET = b"0123456789abcdef0123456789abcdef-turn"
 

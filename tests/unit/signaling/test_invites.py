@@ -1,7 +1,7 @@
 """Consultations, invites and e-mail codes: the pure service on a fake clock.
 
 Time is the one fake (expiry); the store is the real in-memory store, the mailer a recorder (the
-real SMTP path is tested in tests/integration/test_invites.py).
+real SMTP path is tested in tests/integration/signaling/test_invites.py).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from fortrolig.signaling.invites import (
 )
 from fortrolig.signaling.mailer import EmailFailed
 from fortrolig.signaling.service import SignalingService
-from tests.unit.test_waiting_room import RecordingMedia
+from tests.unit.signaling.test_waiting_room import RecordingMedia
 
 NOW = 1_700_000_000.0
 EMAIL = "klient@example.eu"

@@ -13,7 +13,7 @@ import pytest
 from fortrolig.loadtests.participant import Participant
 from fortrolig.media import aiortc_hooks as hooks
 from tests.conftest import Server
-from tests.integration.test_media_session import GREEN, RED, make, wait_for
+from tests.integration.media.test_media_session import GREEN, RED, make, wait_for
 
 BATCH = 100  # datagrams in flight at once: far below the socket's buffer, so none is lost
 STUN_MAGIC = b"\x21\x12\xa4\x42"
