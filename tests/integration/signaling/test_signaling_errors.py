@@ -19,7 +19,6 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -27,7 +26,6 @@ import jwt
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import SignalingConfig
@@ -37,23 +35,16 @@ from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 from fortrolig.signaling.ws import RATE_STRIKES
 from tests.conftest import Server, start_server, stop_server
+from tests.support.ws_client import (
+    ISSUER,
+    PRACTITIONER,
+    Bystanders,
+    NodeClient,
+    load_server_key,
+)
 
 LIMITS = SignalingConfig()  # the server runs on these defaults
-ISSUER = "fortrolig"
-PRACTITIONER = "dev-practitioner"
-WAIT_S = 5.0  # for any one server message
-WS_CLOSE = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
-
-
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def load_server_key(server: Server) -> SigningKey:
-    """The node's signing key, read from ``<data_dir>/keys/signing-<kid>.pem``."""
-    (path,) = (server.data_dir / "keys").glob("signing-*.pem")
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    assert isinstance(key, Ed25519PrivateKey)
-    return SigningKey(path.stem.removeprefix("signing-"), key)
 
 
 def shape(msg: dict[str, Any]) -> tuple[Any, ...]:
@@ -68,166 +59,22 @@ def shape(msg: dict[str, Any]) -> tuple[Any, ...]:
     return (msg["type"],)
 
 
-class Conn:
-    """A raw WebSocket to /ws: sends anything, reads JSON messages and the close code."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.id = ""
-        self.welcome: dict[str, Any] = {}
-
-    async def send(self, message: dict[str, Any] | str | bytes) -> None:
-        if isinstance(message, bytes):
-            await self.ws.send_bytes(message)
-        elif isinstance(message, str):
-            await self.ws.send_str(message)
-        else:
-            await self.ws.send_str(json.dumps(message))
-
-    async def recv(self) -> dict[str, Any]:
-        """The next message; fails on a close or a non-text frame."""
-        msg = await self.ws.receive(timeout=WAIT_S)
-        assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
-        data: dict[str, Any] = json.loads(msg.data)
-        return data
-
-    async def until_closed(self, within: float = WAIT_S) -> tuple[list[dict[str, Any]], int | None]:
-        """Every message up to the server's close frame, and the close code."""
-        messages: list[dict[str, Any]] = []
-        async with asyncio.timeout(within):
-            while True:
-                msg = await self.ws.receive()
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    break
-                messages.append(json.loads(msg.data))
-        assert msg.type in WS_CLOSE, (msg.type, msg.data)
-        code = msg.data if msg.type == aiohttp.WSMsgType.CLOSE else self.ws.close_code
-        return messages, code
-
-    async def roundtrip(self) -> None:
-        """The connection still works and nothing else is queued: ping is answered by pong."""
-        await self.send({"type": "ping"})
-        assert await self.recv() == {"type": "pong"}
-
-
-@dataclass
-class Node:
-    """HTTP and WebSocket access to one server, with its signing key for forging tokens."""
-
-    server: Server
-    http: aiohttp.ClientSession
-    key: SigningKey
-    conns: list[Conn] = field(default_factory=list)
-
-    @property
-    def issuer(self) -> TokenIssuer:
-        return TokenIssuer(self.key, ISSUER, SystemClock())
-
-    @property
-    def access(self) -> str:
-        return self.issuer.issue(TokenKind.ACCESS, PRACTITIONER, Role.PRACTITIONER, ttl_s=900)
-
-    def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access}"}
-
-    async def room(self, max_participants: int | None = None) -> str:
-        body = {} if max_participants is None else {"max_participants": max_participants}
-        url = f"{self.server.base_url}/api/v1/rooms"
-        async with self.http.post(url, json=body, headers=self._auth()) as resp:
-            assert resp.status == 201, await resp.text()
-            room_id: str = (await resp.json())["room_id"]
-            return room_id
-
-    async def join_token(self, room_id: str, role: str = "client") -> str:
-        url = f"{self.server.base_url}/api/v1/rooms/{room_id}/tokens"
-        async with self.http.post(url, json={"role": role}, headers=self._auth()) as resp:
-            assert resp.status == 201, await resp.text()
-            token: str = (await resp.json())["token"]
-            return token
-
-    async def count(self, room_id: str) -> int:
-        """Participants in the room, from GET /api/v1/rooms/{id}."""
-        url = f"{self.server.base_url}/api/v1/rooms/{room_id}"
-        async with self.http.get(url, headers=self._auth()) as resp:
-            assert resp.status == 200, await resp.text()
-            return len((await resp.json())["participants"])
-
-    async def delete(self, room_id: str) -> None:
-        url = f"{self.server.base_url}/api/v1/rooms/{room_id}"
-        async with self.http.delete(url, headers=self._auth()) as resp:
-            assert resp.status == 204, await resp.text()
-
-    async def open(self) -> Conn:
-        conn = Conn(await self.http.ws_connect(self.server.ws_url))
-        self.conns.append(conn)
-        return conn
-
-    async def hello(self, token: str) -> Conn:
-        """A connection that said hello and got its welcome."""
-        conn = await self.open()
-        await conn.send({"type": "hello", "v": 1, "token": token})
-        welcome = await conn.recv()
-        assert welcome["type"] == "welcome", welcome
-        conn.welcome, conn.id = welcome, welcome["participant_id"]
-        return conn
-
-    async def member(self, room_id: str, role: str = "client") -> Conn:
-        """A connection that joined ``room_id``."""
-        conn = await self.hello(await self.join_token(room_id, role))
-        await conn.send({"type": "join"})
-        joined = await conn.recv()
-        assert joined["type"] == "joined", joined
-        return conn
-
-    async def pair(self, max_participants: int | None = None) -> tuple[str, Conn, Conn]:
-        """A room with a practitioner and a client joined (and told about each other)."""
-        room_id = await self.room(max_participants)
-        a = await self.member(room_id, "practitioner")
-        b = await self.member(room_id, "client")
-        assert (await a.recv())["type"] == "participant_joined"
-        return room_id, a, b
-
-    async def close(self) -> None:
-        for conn in self.conns:
-            await conn.ws.close()
-
-
-@dataclass
-class Bystanders:
-    """A second, healthy room that bad input elsewhere must not touch."""
-
-    node: Node
-    room_id: str
-    a: Conn
-    b: Conn
-
-    async def check(self) -> None:
-        assert await self.node.count(self.room_id) == 2
-        await self.a.send({"type": "chat", "text": "still here?", "id": "bystander"})
-        echo, line = await self.a.recv(), await self.b.recv()
-        assert echo == line
-        assert (line["type"], line["from_id"], line["text"]) == ("chat", self.a.id, "still here?")
-        await self.b.roundtrip()
-        await self.a.roundtrip()
-
-
 @pytest.fixture(scope="module")
 def server_key(server: Server) -> SigningKey:
     return load_server_key(server)
 
 
 @pytest.fixture
-async def node(server: Server, server_key: SigningKey) -> AsyncIterator[Node]:
+async def node(server: Server, server_key: SigningKey) -> AsyncIterator[NodeClient]:
     async with aiohttp.ClientSession() as http:
-        node = Node(server, http, server_key)
+        node = NodeClient(server, http, server_key)
         yield node
         await node.close()
 
 
 @pytest.fixture
-async def bystanders(node: Node) -> Bystanders:
-    room_id, a, b = await node.pair()
-    return Bystanders(node, room_id, a, b)
+async def bystanders(node: NodeClient) -> Bystanders:
+    return await Bystanders.of(node)
 
 
 # --- handshake -------------------------------------------------------------------------------
@@ -235,7 +82,7 @@ async def bystanders(node: Node) -> Bystanders:
 
 @pytest.mark.parametrize("first", ["ping", "join", "leave"])
 async def test_message_before_hello_closes_1002_hello_expected(
-    node: Node, bystanders: Bystanders, first: str
+    node: NodeClient, bystanders: Bystanders, first: str
 ) -> None:
     conn = await node.open()
     await conn.send({"type": first})
@@ -246,7 +93,7 @@ async def test_message_before_hello_closes_1002_hello_expected(
 
 
 async def test_hello_with_unsupported_version_closes_1002(
-    node: Node, bystanders: Bystanders
+    node: NodeClient, bystanders: Bystanders
 ) -> None:
     room_id = await node.room()
     token = await node.join_token(room_id)
@@ -261,7 +108,7 @@ async def test_hello_with_unsupported_version_closes_1002(
 
 
 async def test_hello_with_version_as_string_closes_1002_bad_field(
-    node: Node, bystanders: Bystanders
+    node: NodeClient, bystanders: Bystanders
 ) -> None:
     conn = await node.open()
     await conn.send({"type": "hello", "v": "1", "token": "x.y.z"})
@@ -272,7 +119,7 @@ async def test_hello_with_version_as_string_closes_1002_bad_field(
 
 
 async def test_non_json_before_hello_closes_1002_bad_json(
-    node: Node, bystanders: Bystanders
+    node: NodeClient, bystanders: Bystanders
 ) -> None:
     conn = await node.open()
     await conn.send("hello?")
@@ -282,7 +129,9 @@ async def test_non_json_before_hello_closes_1002_bad_json(
     await bystanders.check()
 
 
-async def test_binary_frame_before_hello_closes_1002(node: Node, bystanders: Bystanders) -> None:
+async def test_binary_frame_before_hello_closes_1002(
+    node: NodeClient, bystanders: Bystanders
+) -> None:
     conn = await node.open()
     await conn.send(b'{"type":"hello","v":1,"token":"x"}')
     messages, code = await conn.until_closed()
@@ -291,7 +140,7 @@ async def test_binary_frame_before_hello_closes_1002(node: Node, bystanders: Bys
 
 
 async def test_second_hello_is_refused_and_connection_stays_usable(
-    node: Node, bystanders: Bystanders
+    node: NodeClient, bystanders: Bystanders
 ) -> None:
     room_id = await node.room()
     conn = await node.hello(await node.join_token(room_id))
@@ -319,14 +168,14 @@ def quick_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture
-async def quick_node(quick_server: Server) -> AsyncIterator[Node]:
+async def quick_node(quick_server: Server) -> AsyncIterator[NodeClient]:
     async with aiohttp.ClientSession() as http:
-        node = Node(quick_server, http, load_server_key(quick_server))
+        node = NodeClient(quick_server, http, load_server_key(quick_server))
         yield node
         await node.close()
 
 
-async def test_no_hello_within_deadline_closes_4408(quick_node: Node) -> None:
+async def test_no_hello_within_deadline_closes_4408(quick_node: NodeClient) -> None:
     room_id, a, b = await quick_node.pair()  # healthy sessions on the same node
     conn = await quick_node.open()
     start = time.monotonic()
@@ -340,7 +189,7 @@ async def test_no_hello_within_deadline_closes_4408(quick_node: Node) -> None:
     assert await quick_node.count(room_id) == 2
 
 
-async def test_websocket_pings_do_not_extend_the_hello_deadline(quick_node: Node) -> None:
+async def test_websocket_pings_do_not_extend_the_hello_deadline(quick_node: NodeClient) -> None:
     conn = await quick_node.open()
 
     async def keep_pinging() -> None:
@@ -482,7 +331,7 @@ TOKEN_FAILURES: dict[str, tuple[Forger, str]] = {
 
 @pytest.mark.parametrize("case", sorted(TOKEN_FAILURES))
 async def test_bad_token_at_hello_gets_its_code_then_4401(
-    node: Node, bystanders: Bystanders, case: str
+    node: NodeClient, bystanders: Bystanders, case: str
 ) -> None:
     forge, expected = TOKEN_FAILURES[case]
     room_id = await node.room()
@@ -497,14 +346,14 @@ async def test_bad_token_at_hello_gets_its_code_then_4401(
     await bystanders.check()
 
 
-async def test_forged_token_with_server_key_is_accepted(node: Node) -> None:
+async def test_forged_token_with_server_key_is_accepted(node: NodeClient) -> None:
     """Control for the table above: the same forging path with nothing wrong is welcomed."""
     room_id = await node.room()
     conn = await node.hello(signed(node.key, claims(room_id)))
     assert (conn.welcome["room_id"], conn.welcome["role"]) == (room_id, "client")
 
 
-async def test_join_token_is_single_use(node: Node, bystanders: Bystanders) -> None:
+async def test_join_token_is_single_use(node: NodeClient, bystanders: Bystanders) -> None:
     room_id = await node.room()
     token = await node.join_token(room_id)
     first = await node.hello(token)
@@ -524,7 +373,9 @@ async def test_join_token_is_single_use(node: Node, bystanders: Bystanders) -> N
 # --- room admission --------------------------------------------------------------------------
 
 
-async def test_join_full_room_gets_room_full_then_4403(node: Node, bystanders: Bystanders) -> None:
+async def test_join_full_room_gets_room_full_then_4403(
+    node: NodeClient, bystanders: Bystanders
+) -> None:
     room_id, a, b = await node.pair(max_participants=2)
     third = await node.hello(await node.join_token(room_id))
     await third.send({"type": "join", "name": "Tredje"})
@@ -542,7 +393,7 @@ async def test_join_full_room_gets_room_full_then_4403(node: Node, bystanders: B
 
 
 async def test_join_after_room_ended_gets_room_closed_bye_and_1000(
-    node: Node, bystanders: Bystanders
+    node: NodeClient, bystanders: Bystanders
 ) -> None:
     room_id = await node.room()
     conn = await node.hello(await node.join_token(room_id))  # welcomed, not joined yet
@@ -568,7 +419,7 @@ BEFORE_JOIN = {
 
 @pytest.mark.parametrize("kind", sorted(BEFORE_JOIN))
 async def test_message_before_join_gets_not_joined(
-    node: Node, bystanders: Bystanders, kind: str
+    node: NodeClient, bystanders: Bystanders, kind: str
 ) -> None:
     room_id, a, _b = await node.pair(max_participants=3)
     conn = await node.hello(await node.join_token(room_id))
@@ -584,7 +435,7 @@ async def test_message_before_join_gets_not_joined(
     await bystanders.check()
 
 
-async def test_join_twice_gets_already_joined(node: Node, bystanders: Bystanders) -> None:
+async def test_join_twice_gets_already_joined(node: NodeClient, bystanders: Bystanders) -> None:
     room_id, a, b = await node.pair()
     await b.send({"type": "join", "name": "igen"})
     assert shape(await b.recv()) == ("error", "already_joined", "join")
@@ -595,7 +446,7 @@ async def test_join_twice_gets_already_joined(node: Node, bystanders: Bystanders
 
 
 async def test_answer_without_pending_offer_gets_no_pending_offer(
-    node: Node, bystanders: Bystanders
+    node: NodeClient, bystanders: Bystanders
 ) -> None:
     room_id, a, b = await node.pair()
     await b.send({"type": "answer", "sdp": "v=0\r\n"})
@@ -606,7 +457,9 @@ async def test_answer_without_pending_offer_gets_no_pending_offer(
     await bystanders.check()
 
 
-async def test_malformed_candidate_gets_bad_candidate(node: Node, bystanders: Bystanders) -> None:
+async def test_malformed_candidate_gets_bad_candidate(
+    node: NodeClient, bystanders: Bystanders
+) -> None:
     room_id, a, b = await node.pair()
     await b.send({"type": "candidate", "candidate": "candidate:nonsense", "sdpMid": "0"})
     # Not in the docs' user error table (see the report); the media layer's stable code.
@@ -656,7 +509,7 @@ PROTOCOL_ERRORS: dict[str, tuple[str, str]] = {
 
 @pytest.mark.parametrize("case", sorted(PROTOCOL_ERRORS))
 async def test_protocol_error_after_join_gets_parse_code_then_1002(
-    node: Node, bystanders: Bystanders, case: str
+    node: NodeClient, bystanders: Bystanders, case: str
 ) -> None:
     raw, expected = PROTOCOL_ERRORS[case]
     room_id, a, b = await node.pair()
@@ -672,7 +525,9 @@ async def test_protocol_error_after_join_gets_parse_code_then_1002(
     await bystanders.check()
 
 
-async def test_binary_frame_after_join_closes_1002(node: Node, bystanders: Bystanders) -> None:
+async def test_binary_frame_after_join_closes_1002(
+    node: NodeClient, bystanders: Bystanders
+) -> None:
     room_id, a, b = await node.pair()
     await b.send(b'{"type":"ping"}')
     messages, code = await b.until_closed()
@@ -682,7 +537,7 @@ async def test_binary_frame_after_join_closes_1002(node: Node, bystanders: Bysta
     await bystanders.check()
 
 
-async def test_oversize_message_closes_1009(node: Node, bystanders: Bystanders) -> None:
+async def test_oversize_message_closes_1009(node: NodeClient, bystanders: Bystanders) -> None:
     room_id, a, b = await node.pair()
     assert b.welcome["limits"]["max_message_bytes"] == LIMITS.max_message_bytes == 65536
     await b.send(exact_size_chat(LIMITS.max_message_bytes + 1))
@@ -694,7 +549,7 @@ async def test_oversize_message_closes_1009(node: Node, bystanders: Bystanders) 
 
 
 async def test_message_of_exactly_max_message_bytes_is_accepted(
-    node: Node, bystanders: Bystanders
+    node: NodeClient, bystanders: Bystanders
 ) -> None:
     """The size limit is inclusive: a 65 536-byte frame is read (its chat text is then too long)."""
     room_id, a, b = await node.pair()
@@ -710,7 +565,7 @@ async def test_message_of_exactly_max_message_bytes_is_accepted(
 
 
 async def test_valid_chat_reaches_the_other_with_from_id_and_echoes_to_sender(
-    node: Node, bystanders: Bystanders
+    node: NodeClient, bystanders: Bystanders
 ) -> None:
     _room_id, a, b = await node.pair()
     text = "Hej, kan du høre mig? 👋\nlinje to\tmed tab"
@@ -727,7 +582,7 @@ async def test_valid_chat_reaches_the_other_with_from_id_and_echoes_to_sender(
 @pytest.mark.parametrize(
     "text", ["a" * LIMITS.chat_max_bytes, "ø" * (LIMITS.chat_max_bytes // 2)], ids=["ascii", "utf8"]
 )
-async def test_chat_of_exactly_chat_max_bytes_is_delivered(node: Node, text: str) -> None:
+async def test_chat_of_exactly_chat_max_bytes_is_delivered(node: NodeClient, text: str) -> None:
     _room_id, a, b = await node.pair()
     await b.send({"type": "chat", "text": text, "id": "max"})
     assert (await b.recv())["text"] == (await a.recv())["text"] == text
@@ -739,7 +594,7 @@ async def test_chat_of_exactly_chat_max_bytes_is_delivered(node: Node, text: str
     ids=["ascii", "utf8_bytes_not_chars"],
 )
 async def test_chat_over_chat_max_bytes_gets_chat_too_long(
-    node: Node, bystanders: Bystanders, text: str
+    node: NodeClient, bystanders: Bystanders, text: str
 ) -> None:
     room_id, a, b = await node.pair()
     await b.send({"type": "chat", "text": text, "id": "long"})
@@ -765,7 +620,7 @@ INVALID_CHAT = {
 
 @pytest.mark.parametrize("case", sorted(INVALID_CHAT))
 async def test_invalid_chat_text_gets_chat_invalid(
-    node: Node, bystanders: Bystanders, case: str
+    node: NodeClient, bystanders: Bystanders, case: str
 ) -> None:
     room_id, a, b = await node.pair()
     await b.send({"type": "chat", "text": INVALID_CHAT[case], "id": "bad"})
@@ -779,7 +634,7 @@ async def test_invalid_chat_text_gets_chat_invalid(
     await bystanders.check()
 
 
-async def test_chat_flood_gets_rate_limited(node: Node, bystanders: Bystanders) -> None:
+async def test_chat_flood_gets_rate_limited(node: NodeClient, bystanders: Bystanders) -> None:
     room_id, a, b = await node.pair()
     sent = LIMITS.chat_burst + 5
     for i in range(sent):
@@ -808,7 +663,7 @@ async def test_chat_flood_gets_rate_limited(node: Node, bystanders: Bystanders) 
 
 
 async def test_message_flood_gets_rate_limited_then_1008(
-    node: Node, bystanders: Bystanders
+    node: NodeClient, bystanders: Bystanders
 ) -> None:
     room_id, a, b = await node.pair()
     assert RATE_STRIKES == 20
@@ -845,7 +700,7 @@ async def _offer_without_fingerprint() -> str:
 
 
 async def test_malformed_sdp_offer_gets_bad_sdp_and_a_valid_publish_still_works(
-    node: Node, bystanders: Bystanders
+    node: NodeClient, bystanders: Bystanders
 ) -> None:
     room_id = await node.room()
     participant = Participant(
