@@ -11,7 +11,6 @@ import asyncio
 import json
 import time
 import urllib.request
-from collections.abc import Callable
 
 import pytest
 
@@ -19,19 +18,12 @@ from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
 from fortrolig.media import aiortc_hooks as hooks
 from tests.deploy.conftest import Node, remove_node, run, start_node
+from tests.support.polling import eventually
 
 # The first run on a machine installs Podman, makes the base image and builds every layer.
 pytestmark = pytest.mark.timeout(1200)
 
 DOCKER_STOP_GRACE_S = 10  # `docker stop`'s default before SIGKILL
-
-
-async def wait_for(cond: Callable[[], bool], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {limit} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def participant(node: Node, token: str, colour: tuple[int, int, int]) -> Participant:
@@ -74,7 +66,7 @@ async def test_consultation_through_the_container(node: Node) -> None:
     try:
         for viewer, publisher in ((a, b), (b, a)):
             for kind, frames in (("video", 30), ("audio", 50)):
-                await wait_for(
+                await eventually(
                     lambda v=viewer, p=publisher, k=kind, n=frames: (
                         v.frames_from(p.participant_id or "", k) > n
                     ),

@@ -26,6 +26,8 @@ from typing import Any
 import playwright.async_api as playwright_api
 import pytest
 
+from tests.support import polling
+
 CHROMIUM = os.environ.get("FORTROLIG_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream",
@@ -273,10 +275,5 @@ async def busy_browsers(tmp_path: Path, busy_video: Path) -> AsyncIterator[Brows
 async def eventually(
     check: Callable[[], Awaitable[bool]], limit: float, what: str = "", step: float = 0.25
 ) -> float:
-    """Seconds until ``await check()`` held; fails the test after ``limit`` seconds."""
-    start = time.monotonic()
-    while not await check():
-        if time.monotonic() - start > limit:
-            raise AssertionError(f"not within {limit} s: {what}")
-        await asyncio.sleep(step)
-    return time.monotonic() - start
+    """:func:`tests.support.polling.eventually` at a pace a browser round trip can afford."""
+    return await polling.eventually(check, limit, what, step)

@@ -7,12 +7,10 @@ failovers happen in seconds; each test may override them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -200,13 +198,3 @@ async def new_cluster(request: Any, tmp_path: Path) -> AsyncIterator[TestCluster
     finally:
         cluster.stop_all()
         redis.stop()
-
-
-async def wait_for(check: Any, limit: float, what: str = "", step: float = 0.1) -> float:
-    """Seconds until ``check()`` held (the event loop keeps running); fails after ``limit``."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > limit:
-            raise AssertionError(f"not within {limit} s: {what}")
-        await asyncio.sleep(step)
-    return time.monotonic() - start

@@ -21,7 +21,8 @@ import pytest
 from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
 from tests.conftest import FORTROLIG
-from tests.support.cluster import Node, TestCluster, new_cluster, wait_for
+from tests.support.cluster import Node, TestCluster, new_cluster
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,7 +47,7 @@ async def media_flows(a: Participant, b: Participant, limit: float = 20) -> floa
     start = time.monotonic()
     base_a = a.frames_from(b.participant_id or "", "video")
     base_b = b.frames_from(a.participant_id or "", "video")
-    await wait_for(
+    await eventually(
         lambda: (
             a.frames_from(b.participant_id or "", "video") > base_a + 10
             and b.frames_from(a.participant_id or "", "video") > base_b + 10
@@ -120,7 +121,7 @@ async def test_no_node_in_the_allowed_regions_is_a_clear_refusal_never_a_move(
     cluster.start(n3)
     p = Participant(n1.ws_url, token)
     try:
-        await wait_for(lambda: n3.get("/readyz")[0] == 200, 10, "n3 ready")
+        await eventually(lambda: n3.get("/readyz")[0] == 200, 10, "n3 ready")
         welcome = await p.connect()
         assert welcome["type"] == "welcome" and p.redirects == [n3.base_url]
     finally:
@@ -151,7 +152,7 @@ async def test_owner_killed_participants_resume_on_another_node_still_admitted(
 
         killed_at = time.monotonic()
         cluster.kill(owner)
-        await wait_for(lambda: doctor.resumes == 1 and client.resumes == 1, 30, "both resumed")
+        await eventually(lambda: doctor.resumes == 1 and client.resumes == 1, 30, "both resumed")
         back = await media_flows(doctor, client)
         media_back_s = time.monotonic() - killed_at
         assert owner_node(cluster, room, survivor) is survivor
@@ -181,15 +182,15 @@ async def test_a_frozen_owner_ends_its_copy_when_it_wakes(cluster: TestCluster) 
         await media_flows(a, b)
         cluster.freeze(owner)
         try:
-            await wait_for(lambda: a.resumes >= 1 and b.resumes >= 1, 30, "both resumed")
+            await eventually(lambda: a.resumes >= 1 and b.resumes >= 1, 30, "both resumed")
             await media_flows(a, b)
             assert owner_node(cluster, room, other) is other
             await asyncio.sleep(4.5)  # frozen past its lease (4 s by its own clock)
         finally:
             cluster.thaw(owner)
         # Awake, it finds its lease lapsed and ends its copy: one room, served once.
-        await wait_for(lambda: owner.metric("fortrolig_rooms") == 0, 10, "stale copy ended")
-        await wait_for(lambda: owner.metric("fortrolig_media_peers") == 0, 10, "peers closed")
+        await eventually(lambda: owner.metric("fortrolig_rooms") == 0, 10, "stale copy ended")
+        await eventually(lambda: owner.metric("fortrolig_media_peers") == 0, 10, "peers closed")
         assert other.metric("fortrolig_rooms") == 1
         await media_flows(a, b)
         assert owner_node(cluster, room, owner) is other
@@ -215,7 +216,7 @@ async def test_redis_down_for_15_s_keeps_sessions_and_the_cluster_recovers(
         late_token = cluster.join_token(n2, late_room, "client")
         cluster.redis.stop()
         down_at = time.monotonic()
-        await wait_for(lambda: n1.get("/readyz")[0] == 503, 5, "readyz fails")
+        await eventually(lambda: n1.get("/readyz")[0] == 503, 5, "readyz fails")
         _, body = n1.get("/readyz")
         assert "coordination_unavailable" in body["reasons"]
         assert n1.get("/healthz")[0] == 200 and n2.get("/healthz")[0] == 200
@@ -231,7 +232,7 @@ async def test_redis_down_for_15_s_keeps_sessions_and_the_cluster_recovers(
             await media_flows(a, b, limit=5)
         cluster.redis.start()  # back, and empty
         for node in (n1, n2):
-            await wait_for(lambda n=node: n.get("/readyz")[0] == 200, 10, f"{node.name} ready")
+            await eventually(lambda n=node: n.get("/readyz")[0] == 200, 10, f"{node.name} ready")
         assert a.resumes == b.resumes == 0
         await media_flows(a, b)
         c = Participant(n2.ws_url, late_token)  # refused during the outage: not spent
@@ -275,7 +276,7 @@ async def test_operators_list_nodes_and_drain_one_whose_rooms_move(
 
         drained = fortrolig_cli(cluster, "node", "drain", owner.name)
         assert drained.returncode == 0, drained.stderr
-        await wait_for(lambda: a.resumes >= 1 and b.resumes >= 1, 20, "moved")
+        await eventually(lambda: a.resumes >= 1 and b.resumes >= 1, 20, "moved")
         await media_flows(a, b)
         assert owner_node(cluster, room, other) is other
         again = json.loads(fortrolig_cli(cluster, "nodes", "--json").stdout)["nodes"]

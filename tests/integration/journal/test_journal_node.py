@@ -26,7 +26,8 @@ from fortrolig.core.clock import SystemClock
 from fortrolig.journal.export import read_zip
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 from tests.conftest import FORTROLIG, ROOT, Server, start_server, stop_server
-from tests.integration.signaling.test_rooms_api import assert_error, load_server_key
+from tests.integration.signaling.test_rooms_api import assert_error
+from tests.support.ws_client import load_server_key
 
 ISSUER = "fortrolig"
 DEV = "dev-practitioner"

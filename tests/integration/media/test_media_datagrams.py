@@ -13,7 +13,8 @@ import pytest
 from fortrolig.loadtests.participant import Participant
 from fortrolig.media import aiortc_hooks as hooks
 from tests.conftest import Server
-from tests.integration.media.test_media_session import GREEN, RED, make, wait_for
+from tests.integration.media.test_media_session import GREEN, RED, make
+from tests.support.polling import eventually
 
 BATCH = 100  # datagrams in flight at once: far below the socket's buffer, so none is lost
 STUN_MAGIC = b"\x21\x12\xa4\x42"
@@ -57,7 +58,7 @@ async def test_ten_thousand_empty_datagrams_are_counted_not_logged(
     server: Server, call: tuple[Participant, Participant]
 ) -> None:
     a, b = call
-    await wait_for(lambda: b.frames_from(a.participant_id or "", "video") > 30, 15)
+    await eventually(lambda: b.frames_from(a.participant_id or "", "video") > 30, 15)
     ports = media_ports(a) + media_ports(b)
     assert ports
     start = dropped(server, "empty")
@@ -69,16 +70,16 @@ async def test_ten_thousand_empty_datagrams_are_counted_not_logged(
                 udp.sendto(b"", ports[n % len(ports)])
             sent += BATCH
             goal = start + sent
-            await wait_for(lambda: dropped(server, "empty") >= goal, 10)  # noqa: B023
+            await eventually(lambda: dropped(server, "empty") >= goal, 10)  # noqa: B023
         for kind, datagram in SAMPLES.items():
             before = dropped(server, kind)
             for port in ports:
                 udp.sendto(datagram, port)
-            await wait_for(lambda: dropped(server, kind) >= before + len(ports), 10, what=kind)  # noqa: B023
+            await eventually(lambda: dropped(server, kind) >= before + len(ports), 10, what=kind)  # noqa: B023
     assert dropped(server, "empty") == start + 10_000
     # The call goes on.
     frames = b.frames_from(a.participant_id or "", "video")
-    await wait_for(lambda: b.frames_from(a.participant_id or "", "video") > frames + 30, 15)
+    await eventually(lambda: b.frames_from(a.participant_id or "", "video") > frames + 30, 15)
     log = server.log_path.read_text()
     assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
     assert log.count("datagram") == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
 from fortrolig.media import aiortc_hooks as hooks
 from tests.conftest import Server, start_server, stop_server
+from tests.support.polling import eventually
 
 RED = (82, 90, 240)
 GREEN = (145, 54, 34)
@@ -28,19 +29,6 @@ def make(server: Server, token: str, colour: tuple[int, int, int]) -> Participan
     return Participant(
         server.ws_url, token, tracks=[PatternVideoTrack(*colour, 320, 240, 30), ToneAudioTrack()]
     )
-
-
-async def wait_for(
-    cond: Callable[[], bool], limit: float, step: float = 0.05, what: object = ""
-) -> float:
-    """Seconds until ``cond()`` held; fails the test on timeout."""
-    start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > limit:
-            detail = what() if callable(what) else what
-            raise AssertionError(f"condition not met in {limit} s: {detail}")
-        await asyncio.sleep(step)
-    return time.monotonic() - start
 
 
 def close_to(sample: tuple[float, float, float] | None, colour: tuple[int, int, int]) -> bool:
@@ -71,13 +59,13 @@ async def test_two_participants_exchange_media_and_chat(
             for r in a.remote + b.remote
         ]
 
-    await wait_for(lambda: a.frames_from(b.participant_id or "", "video") > 60, 15, what=state)
-    await wait_for(lambda: b.frames_from(a.participant_id or "", "video") > 60, 15, what=state)
-    await wait_for(lambda: a.frames_from(b.participant_id or "", "audio") > 50, 5, what=state)
-    await wait_for(lambda: b.frames_from(a.participant_id or "", "audio") > 50, 5, what=state)
+    await eventually(lambda: a.frames_from(b.participant_id or "", "video") > 60, 15, what=state)
+    await eventually(lambda: b.frames_from(a.participant_id or "", "video") > 60, 15, what=state)
+    await eventually(lambda: a.frames_from(b.participant_id or "", "audio") > 50, 5, what=state)
+    await eventually(lambda: b.frames_from(a.participant_id or "", "audio") > 50, 5, what=state)
     # A decoded sample shows the other participant's colour: the media is intact.
-    await wait_for(lambda: close_to(_sample(a, b), GREEN), 5, what=state)
-    await wait_for(lambda: close_to(_sample(b, a), RED), 5, what=state)
+    await eventually(lambda: close_to(_sample(a, b), GREEN), 5, what=state)
+    await eventually(lambda: close_to(_sample(b, a), RED), 5, what=state)
 
     await a.send({"type": "chat", "text": "Goddag, hvordan går det?", "id": "m1"})
     got = await b.expect("chat")
@@ -100,7 +88,7 @@ async def test_two_participants_exchange_media_and_chat(
 
     # Forwarded without a single decoder or encoder in the server process, by the native data
     # plane read on its I/O thread (the default).
-    await wait_for(lambda: server.metric("fortrolig_media_forwarded_packets_total") > 200, 3)
+    await eventually(lambda: server.metric("fortrolig_media_forwarded_packets_total") > 200, 3)
     assert server.metric("fortrolig_media_codec_instances_total") == 0
     assert server.metric("fortrolig_media_native_datagrams_total") > 200
     assert server.metric("fortrolig_media_io_thread_wakeups_total") > 0
@@ -117,9 +105,9 @@ async def test_media_flows_with_the_io_thread_off(tmp_path: Path) -> None:
         await a.start()
         await b.start()
         try:
-            await wait_for(lambda: a.frames_from(b.participant_id or "", "video") > 30, 15)
-            await wait_for(lambda: b.frames_from(a.participant_id or "", "video") > 30, 15)
-            await wait_for(lambda: close_to(_sample(a, b), GREEN), 5)
+            await eventually(lambda: a.frames_from(b.participant_id or "", "video") > 30, 15)
+            await eventually(lambda: b.frames_from(a.participant_id or "", "video") > 30, 15)
+            await eventually(lambda: close_to(_sample(a, b), GREEN), 5)
         finally:
             await a.close()
             await b.close()
@@ -167,9 +155,9 @@ async def test_publisher_receives_remb_and_receiver_reports(server: Server) -> N
     try:
         await a.start()
         await b.start()
-        await wait_for(lambda: seen["rr"] >= 3 and seen["remb"] >= 2, 15)
+        await eventually(lambda: seen["rr"] >= 3 and seen["remb"] >= 2, 15)
         # Lip sync: every leg sends sender reports whose RTP timestamp tracks the stream.
-        await wait_for(lambda: len(_SR_CHECKS.get(id(b.pc), [])) >= 4, 10)
+        await eventually(lambda: len(_SR_CHECKS.get(id(b.pc), [])) >= 4, 10)
         checks = _SR_CHECKS[id(b.pc)]
         assert len({ssrc for ssrc, _ in checks}) == 2  # audio and video legs
         assert all(abs(drift) < 0.5 for _, drift in checks), checks
@@ -231,16 +219,16 @@ async def test_late_joiner_gets_a_keyframe_within_a_second(server: Server) -> No
         plis_before = server.metric("fortrolig_media_pli_sent_total")
         await c.start()
         joined_at = time.monotonic()
-        await wait_for(lambda: c.frames_from(a.participant_id or "", "video") > 0, 5)
-        await wait_for(lambda: c.frames_from(b.participant_id or "", "video") > 0, 5)
+        await eventually(lambda: c.frames_from(a.participant_id or "", "video") > 0, 5)
+        await eventually(lambda: c.frames_from(b.participant_id or "", "video") > 0, 5)
         first = max(
             (c.counter_for(x.participant_id or "", "video").first_at or 0.0)  # type: ignore[union-attr]
             for x in (a, b)
         )
         assert first - joined_at < 1.0
         # Media metrics come from the workers once a second.
-        await wait_for(lambda: server.metric("fortrolig_media_pli_sent_total") > plis_before, 3)
-        await wait_for(lambda: close_to(_sample(c, a), RED) and close_to(_sample(c, b), GREEN), 5)
+        await eventually(lambda: server.metric("fortrolig_media_pli_sent_total") > plis_before, 3)
+        await eventually(lambda: close_to(_sample(c, a), RED) and close_to(_sample(c, b), GREEN), 5)
     finally:
         for p in (a, b, c):
             await p.close()
@@ -307,7 +295,7 @@ async def test_nack_retransmission_completes_frames_under_loss(server: Server) -
         await a.close()
         await b.close()
     assert dropped["n"] >= 5
-    await wait_for(lambda: server.metric("fortrolig_media_retransmitted_total") > 0, 3)
+    await eventually(lambda: server.metric("fortrolig_media_retransmitted_total") > 0, 3)
     # Without retransmission ~5 % of packets lost would break far more than 10 % of frames.
     assert got >= 0.85 * sent, (got, sent, dropped)
 
@@ -321,8 +309,8 @@ async def test_leaving_and_dropping_free_everything(server: Server) -> None:
     b = make(server, session["client_token"], GREEN)
     await a.start()
     await b.start()
-    await wait_for(lambda: a.frames_from(b.participant_id or "", "video") > 10, 10)
-    await wait_for(lambda: server.metric("fortrolig_media_peers") == 2, 3)
+    await eventually(lambda: a.frames_from(b.participant_id or "", "video") > 10, 10)
+    await eventually(lambda: server.metric("fortrolig_media_peers") == 2, 3)
     await a.send({"type": "leave"})
     assert (await a.expect("bye"))["reason"] == "left"
     left = await b.expect("participant_left")
@@ -330,13 +318,13 @@ async def test_leaving_and_dropping_free_everything(server: Server) -> None:
     # b's WebSocket is cut without a goodbye: the server cleans up too.
     assert b._ws is not None
     await b._ws.close()
-    await wait_for(lambda: server.metric("fortrolig_media_peers") == 0, 10)
+    await eventually(lambda: server.metric("fortrolig_media_peers") == 0, 10)
     await a.close()
     await b.close()
-    await wait_for(lambda: server.metric("fortrolig_participants") == 0, 5)
-    await wait_for(lambda: server.metric("fortrolig_media_legs") == 0, 5)
-    await wait_for(lambda: server.metric("fortrolig_asyncio_tasks") <= base_tasks, 10)
-    await wait_for(lambda: server.metric("fortrolig_open_fds") <= base_fds, 10)
+    await eventually(lambda: server.metric("fortrolig_participants") == 0, 5)
+    await eventually(lambda: server.metric("fortrolig_media_legs") == 0, 5)
+    await eventually(lambda: server.metric("fortrolig_asyncio_tasks") <= base_tasks, 10)
+    await eventually(lambda: server.metric("fortrolig_open_fds") <= base_fds, 10)
 
 
 async def test_failed_peer_is_cleaned_up_and_told(server: Server) -> None:
@@ -345,7 +333,7 @@ async def test_failed_peer_is_cleaned_up_and_told(server: Server) -> None:
     b = make(server, session["client_token"], GREEN)
     await a.start()
     await b.start()
-    await wait_for(lambda: a.frames_from(b.participant_id or "", "video") > 5, 10)
+    await eventually(lambda: a.frames_from(b.participant_id or "", "video") > 5, 10)
     assert b.pc is not None
     await b.pc.close()  # the media path dies while the WebSocket stays
     err = await b.expect("error", within=20)
@@ -355,7 +343,7 @@ async def test_failed_peer_is_cleaned_up_and_told(server: Server) -> None:
     assert (await a.expect("participant_left"))["participant_id"] == b.participant_id
     await a.close()
     await b.close()
-    await wait_for(lambda: server.metric("fortrolig_media_peers") == 0, 10)
+    await eventually(lambda: server.metric("fortrolig_media_peers") == 0, 10)
 
 
 async def test_peer_without_aes256_gcm_is_refused(server: Server) -> None:
@@ -388,4 +376,4 @@ async def test_peer_without_aes256_gcm_is_refused(server: Server) -> None:
         }
     finally:
         await a.close()
-    await wait_for(lambda: server.metric("fortrolig_media_peers") == 0, 10)
+    await eventually(lambda: server.metric("fortrolig_media_peers") == 0, 10)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -18,7 +17,8 @@ import pytest
 from fortrolig.loadtests.participant import Participant
 from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack
 from tests.conftest import Server, start_server, stop_server
-from tests.integration.signaling.test_rooms_api import Api, load_server_key
+from tests.support.polling import eventually
+from tests.support.ws_client import NodeClient, load_server_key
 
 TURN_SECRET = b"0123456789abcdef0123456789abcdef-turn"
 
@@ -42,13 +42,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def tracks(colour: tuple[int, int, int]) -> list[object]:
     return [PatternVideoTrack(*colour, 320, 240, 30), ToneAudioTrack()]
-
-
-async def wait_until(cond: object, limit: float) -> None:
-    start = time.monotonic()
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() - start < limit, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_welcome_carries_ephemeral_turn_credentials(node: Server) -> None:
@@ -79,7 +72,7 @@ async def test_resume_token_is_refreshed_and_resumes_the_participant(node: Serve
         first = welcome["resume_token"]
         fresh = await b.expect("resume_token", within=6)
         assert fresh["token"] != first
-        await wait_until(lambda: a.frames_from(b.participant_id or "", "video") > 10, 10)
+        await eventually(lambda: a.frames_from(b.participant_id or "", "video") > 10, 10)
 
         # b's connection drops; it comes back with its newest resume token.
         assert b._ws is not None
@@ -90,8 +83,8 @@ async def test_resume_token_is_refreshed_and_resumes_the_participant(node: Serve
         assert again["participant_id"] == b.participant_id  # the same participant, resumed
         assert (await a.expect("participant_joined"))["participant"]["id"] == b.participant_id
         before = a.frames_from(b.participant_id or "", "video")
-        await wait_until(lambda: a.frames_from(b.participant_id or "", "video") > before + 10, 10)
-        await wait_until(lambda: b2.frames_from(a.participant_id or "", "video") > 10, 10)
+        await eventually(lambda: a.frames_from(b.participant_id or "", "video") > before + 10, 10)
+        await eventually(lambda: b2.frames_from(a.participant_id or "", "video") > 10, 10)
 
         # A resume token is single-use.
         replay = Participant(node.ws_url, fresh["token"])
@@ -119,9 +112,9 @@ async def test_participant_without_camera_or_with_only_a_data_channel_receives_m
         await a.start()
         await audio_only.start()
         await watcher.start()
-        await wait_until(lambda: audio_only.frames_from(a.participant_id or "", "video") > 10, 10)
-        await wait_until(lambda: watcher.frames_from(a.participant_id or "", "video") > 10, 10)
-        await wait_until(lambda: a.frames_from(audio_only.participant_id or "", "audio") > 10, 10)
+        await eventually(lambda: audio_only.frames_from(a.participant_id or "", "video") > 10, 10)
+        await eventually(lambda: watcher.frames_from(a.participant_id or "", "video") > 10, 10)
+        await eventually(lambda: a.frames_from(audio_only.participant_id or "", "audio") > 10, 10)
     finally:
         for p in (a, audio_only, watcher):
             await p.close()
@@ -169,7 +162,7 @@ def test_world_readable_turn_secret_is_refused_at_start(tmp_path: Path) -> None:
 
 async def test_a_force_relay_room_tells_its_participants_to_relay(node: Server) -> None:
     async with aiohttp.ClientSession() as http:
-        api = Api(node, http, load_server_key(node))
+        api = NodeClient(node, http, load_server_key(node))
         status, room = await api.call("POST", "/api/v1/rooms", {"force_relay": True})
         assert status == 201 and room["force_relay"] is True, room
         status, shown = await api.call("GET", f"/api/v1/rooms/{room['room_id']}")
@@ -183,7 +176,7 @@ async def test_a_force_relay_room_tells_its_participants_to_relay(node: Server) 
 
 async def test_a_force_relay_consultation_is_stored_with_its_room(node: Server) -> None:
     async with aiohttp.ClientSession() as http:
-        api = Api(node, http, load_server_key(node))
+        api = NodeClient(node, http, load_server_key(node))
         body = {"verification": "anonymous", "force_relay": True}
         status, made = await api.call("POST", "/api/v1/consultations", body)
         assert status == 201 and made["force_relay"] is True, made

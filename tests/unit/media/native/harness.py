@@ -32,6 +32,7 @@ from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi
 
 from fortrolig.media import _fastpath
+from tests.support.polling import held_within
 
 # Importing the hooks binds the native module to pylibsrtp's libsrtp (_fastpath.init).
 importlib.import_module("fortrolig.media.aiortc_hooks")
@@ -317,15 +318,6 @@ def wired(
     return track, forward, calls
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
-
-
 def notified(io: _fastpath.Pump, timeout: float = 0.5) -> bool:
     readable, _, _ = select.select([io.notify_fd], [], [], timeout)
     return bool(readable)
@@ -339,5 +331,5 @@ def fill_queue(net: Net, io: _fastpath.Pump, count: int) -> list[bytes]:
             sent.append(b"\x00" + struct.pack("!H", len(sent)))
             net.send_raw(sent[-1], pump=False)
         total = len(sent)
-        assert wait_for(lambda: io.pending + io.dropped_events == total)  # noqa: B023
+        assert held_within(lambda: io.pending + io.dropped_events == total, 2.0)  # noqa: B023
     return sent

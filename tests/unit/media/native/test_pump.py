@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -10,9 +11,9 @@ import pytest
 from pylibsrtp import Policy
 
 from fortrolig.media import _fastpath
+from tests.support.polling import held_within
 from tests.unit.media.native.harness import (
     MEDIA_SSRC,
-    SEQUENCE,
     VP8_DELTA,
     VP8_KEY,
     Net,
@@ -23,7 +24,6 @@ from tests.unit.media.native.harness import (
     rtp,
     srtp_key,
     srtp_session,
-    wait_for,
     wired,
 )
 
@@ -45,7 +45,7 @@ def test_pump_forwards_media_on_its_thread_and_queues_the_rest(
     assert net.recv().sequence_number == 13
     stun = bytes([0x00, 0x01, 0x00, 0x00]) + bytes(16)
     net.send_raw(stun, pump=False)
-    assert wait_for(lambda: pump.pending == 2)  # the NACK list and the STUN datagram
+    assert held_within(lambda: pump.pending == 2, 2.0)  # the NACK list and the STUN datagram
     assert notified(pump)
     assert (calls.missing, net.fallback) == ([], [])  # Python runs only in dispatch()
     pump.dispatch()
@@ -110,7 +110,7 @@ def test_pump_dispatch_leaves_no_event_unannounced(net: Net, pump: _fastpath.Pum
     def meanwhile(data: bytes) -> None:
         if data == sent[0]:  # while dispatch() delivers the first event, one more arrives
             net.send_raw(b"\x00late", pump=False)
-            late.append(wait_for(lambda: pump.pending == _fastpath.RING_SIZE))
+            late.append(held_within(lambda: pump.pending == _fastpath.RING_SIZE, 2.0))
 
     net.hooks.append(meanwhile)
     pump.dispatch()
@@ -134,11 +134,12 @@ def test_a_second_python_thread_never_deadlocks_on_the_lock(net: Net) -> None:
     session = srtp_session(srtp_key("lock test"), Policy.SSRC_ANY_OUTBOUND)
     stop = threading.Event()
     errors: list[BaseException] = []
+    seqs = itertools.count(1)  # its own: SEQUENCE is for SRTP-protected examples
 
     def other() -> None:
         try:
             while not stop.is_set():
-                track.ingest(rtp(next(SEQUENCE) % 65536))
+                track.ingest(rtp(next(seqs) % 65536))
                 track.report()
                 track.nack_due()
         except BaseException as exc:  # reported below, not swallowed
