@@ -1,5 +1,5 @@
 """The `fortrolig` command: serve, session create, keys rotate, audit verify|report, journal
-retention, backup."""
+retention, backup, processing-record."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from . import listen
 from .cli_accounts import add_parsers as add_account_parsers
 from .cli_accounts import ensure_dev_subscription
 from .cli_backup import add_parsers as add_backup_parsers
+from .cli_compliance import add_parsers as add_compliance_parsers
 from .cli_nodes import add_parsers as add_node_parsers
 from .cluster_ctx import NODE_ID_FILE
 from .edge import CLIENT_ADDRESS
@@ -361,6 +362,7 @@ def parser() -> argparse.ArgumentParser:
     retention.add_argument("--dry-run", action="store_true", help="only list what would go")
     add_account_parsers(sub)
     add_backup_parsers(sub)
+    add_compliance_parsers(sub)
     add_node_parsers(sub)
     return top
 
