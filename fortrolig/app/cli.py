@@ -242,8 +242,9 @@ def node_site(config: Config) -> tuple[str, tuple[str, ...]]:
         try:
             node_id = (config.server.data_dir / NODE_ID_FILE).read_text(encoding="utf-8").strip()
         except OSError:
-            node_id = "unassigned"
-    return node_id, config.coordination.default_regions or (config.server.region,)
+            node_id = ""
+    allowed = config.coordination.default_regions or (config.server.region,)
+    return node_id or "unassigned", allowed
 
 
 def cmd_audit_report(args: argparse.Namespace) -> int:

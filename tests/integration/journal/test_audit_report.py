@@ -40,7 +40,8 @@ class Scene:
 def _config_file(tmp_path: Path, store_url: str, keyring: FileKeyring) -> Path:
     path = tmp_path / "fortrolig.toml"
     path.write_text(
-        f'[server]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\nregion = "eu-west"\n'
+        '[coordination]\nnode_id = "node-west-1"\ndefault_regions = ["eu-west", "eu-central"]\n'
         f'[journal]\ndatabase_url = "{store_url}"\n'
         f'keyring_path = "{keyring.path}"\n',
         encoding="utf-8",
@@ -129,6 +130,9 @@ async def test_the_report_lists_exactly_the_events_of_the_period(
     assert (summaries[c]["reads"], summaries[c]["exports"], summaries[c]["changes"]) == (2, 2, 4)
     assert (summaries[old]["erased"], summaries[old]["practitioners"]) == (True, ["retention"])
     assert doc["chain"]["ok"] and doc["chain"]["entries"] == entries
+    assert doc["node"]["id"] == "node-west-1" and doc["node"]["region"] == "eu-west"
+    assert doc["node"]["allowed_regions"] == ["eu-west", "eu-central"]
+    assert doc["node"]["store"] == service.store.url
     assert all(e["verified"] for e in doc["events"])
     for secret in (NAME, CONTACT, NOTE, FIX, REASON, "Gammel Klient", "længe"):
         assert secret not in raw
