@@ -1,5 +1,5 @@
-"""The `fortrolig` command: serve, session create, keys rotate, audit verify, journal retention,
-backup."""
+"""The `fortrolig` command: serve, session create, keys rotate, audit verify|report, journal
+retention, backup, processing-record."""
 
 from __future__ import annotations
 
@@ -24,13 +24,16 @@ from fortrolig.core.config import Config, load_config
 from fortrolig.core.errors import BadRequest, FortroligError
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.journal import cli as journal_cli
+from fortrolig.journal.audit_report import NodeInfo
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 
 from . import listen
 from .cli_accounts import add_parsers as add_account_parsers
 from .cli_accounts import ensure_dev_subscription
 from .cli_backup import add_parsers as add_backup_parsers
+from .cli_compliance import add_parsers as add_compliance_parsers
 from .cli_nodes import add_parsers as add_node_parsers
+from .cluster_ctx import NODE_ID_FILE
 from .edge import CLIENT_ADDRESS
 from .server import TLS_KEY, build_app, public_url
 
@@ -231,6 +234,36 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     )
 
 
+def node_site(config: Config) -> tuple[str, tuple[str, ...]]:
+    """The node's id and allowed regions, read without creating anything (a node that never
+    started has no id file yet: ``unassigned``)."""
+    node_id = config.coordination.node_id
+    if not node_id:
+        try:
+            node_id = (config.server.data_dir / NODE_ID_FILE).read_text(encoding="utf-8").strip()
+        except OSError:
+            node_id = ""
+    allowed = config.coordination.default_regions or (config.server.region,)
+    return node_id or "unassigned", allowed
+
+
+def cmd_audit_report(args: argparse.Namespace) -> int:
+    """Report who read, exported or changed which journals in a period (GDPR art. 33)."""
+    config = _config(args)
+    node_id, allowed = node_site(config)
+    return journal_cli.audit_report(
+        config.server.data_dir,
+        since=args.since,
+        until=args.until,
+        node=NodeInfo(node_id, config.server.region, allowed, ""),
+        fmt=args.format,
+        out_path=args.out,
+        database_url=config.journal.database_url or None,
+        keyring_path=config.journal.keyring_path,
+        as_json=args.json,
+    )
+
+
 def cmd_journal_retention(args: argparse.Namespace) -> int:
     """Erase the journals past retention now, or with --dry-run list them."""
     config = _config(args)
@@ -308,6 +341,17 @@ def parser() -> argparse.ArgumentParser:
     _journal_command(
         audit_sub, "verify", "verify the audit hash chain (exit 1 if broken)", cmd_audit_verify
     )
+    report = _journal_command(
+        audit_sub,
+        "report",
+        "who read, exported or changed which journals in a period (exit 1 if the chain is broken)",
+        cmd_audit_report,
+    )
+    report.add_argument("--since", required=True, help="ISO 8601 time with offset, or a date")
+    report.add_argument("--until", required=True, help="end of the period (not included)")
+    # Checked by the command, not by argparse, so that a wrong value is a typed error line.
+    report.add_argument("--format", default="json", help="json (default) or pdf")
+    report.add_argument("--out", type=Path, help="new file for the report (PDF needs it)")
     journal = sub.add_parser("journal", help="the encrypted journal")
     journal_sub = journal.add_subparsers(dest="journal_command", required=True)
     retention = _journal_command(
@@ -319,6 +363,7 @@ def parser() -> argparse.ArgumentParser:
     retention.add_argument("--dry-run", action="store_true", help="only list what would go")
     add_account_parsers(sub)
     add_backup_parsers(sub)
+    add_compliance_parsers(sub)
     add_node_parsers(sub)
     return top
 

@@ -32,6 +32,7 @@ from fortrolig.core.config_net import (
     is_loopback_name,
     parse_networks,
 )
+from fortrolig.core.config_privacy import PrivacyConfig as PrivacyConfig  # a config section
 from fortrolig.core.config_rules import REGION_PREFIXES, fail, is_eu_region, require
 from fortrolig.core.errors import ConfigError
 
@@ -440,6 +441,7 @@ class Config:
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 SECTIONS: Mapping[str, type[Any]] = {
@@ -458,6 +460,7 @@ SECTIONS: Mapping[str, type[Any]] = {
     "coordination": CoordinationConfig,
     "edge": EdgeConfig,
     "metrics": MetricsConfig,
+    "privacy": PrivacyConfig,
 }
 
 # --- type conversion -------------------------------------------------------------------------

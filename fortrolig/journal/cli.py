@@ -14,9 +14,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fortrolig.core.clock import Clock
+from fortrolig.core.clock import Clock, SystemClock
+from fortrolig.core.errors import BadRequest
+from fortrolig.core.outfile import check_format, check_new_file, write_new_file
+from fortrolig.journal import audit_report as report_doc
+from fortrolig.journal.audit_report import NodeInfo
+from fortrolig.journal.audit_report_pdf import render_report_pdf
 from fortrolig.journal.factory import open_journal
-from fortrolig.journal.model import iso_from_micros
+from fortrolig.journal.model import iso_from_micros, to_micros
 from fortrolig.journal.retention import DEFAULT_RETENTION_YEARS, erase_after
 from fortrolig.journal.service import JournalService
 
@@ -84,6 +89,78 @@ def audit_verify(
         return 1
 
     return _with_service(run, data_dir, database_url, keyring_path)
+
+
+REPORT_FORMATS = ("json", "pdf")
+
+
+def audit_report(
+    data_dir: Path,
+    *,
+    since: str,
+    until: str,
+    node: NodeInfo,
+    fmt: str = "json",
+    out_path: Path | None = None,
+    database_url: str | None = None,
+    keyring_path: Path | None = None,
+    clock: Clock | None = None,
+    as_json: bool = False,
+    out: Out = print,
+) -> int:
+    """``fortrolig audit report``: who read, exported or changed which journals in a period.
+
+    Every argument is checked before the journal is opened, and the file appears only whole, so
+    a refusal writes nothing. The report is written even when the chain is broken, marked so,
+    and the exit status is then 1 (as ``audit verify``).
+    """
+    period = report_doc.parse_period(since, until)
+    check_format(fmt, REPORT_FORMATS)
+    if out_path is not None:
+        check_new_file(out_path)
+    elif fmt == "pdf":
+        raise BadRequest("a PDF report needs --out FILE", code="output_required")
+    now = clock or SystemClock()
+
+    async def run(service: JournalService) -> int:
+        window = await service.audit_window(period.since_us, period.until_us)
+        site = NodeInfo(node.node_id, node.region, node.allowed_regions, service.store.url)
+        doc = report_doc.build_report(
+            window.rows,
+            period,
+            window.chain,
+            site,
+            generated_us=to_micros(now.now()),
+            entries=window.entries,
+        )
+        text = json.dumps(doc, ensure_ascii=False, indent=2)
+        if out_path is None:
+            out(text)
+        else:
+            data = render_report_pdf(doc) if fmt == "pdf" else text.encode("utf-8") + b"\n"
+            write_new_file(out_path, data)
+            _report_written(doc, out_path, fmt, as_json, out)
+        return 0 if window.chain.ok else 1
+
+    return _with_service(run, data_dir, database_url, keyring_path, clock)
+
+
+def _report_written(doc: dict[str, Any], path: Path, fmt: str, as_json: bool, out: Out) -> None:
+    if as_json:
+        chain, totals = doc["chain"], doc["totals"]
+        summary = {
+            "out": str(path),
+            "format": fmt,
+            "events": totals["events"],
+            "clients": totals["clients"],
+            "chain_ok": chain["ok"],
+            "first_bad_seq": chain["first_bad_seq"],
+        }
+        out(_dumps(summary))
+        return
+    for line in report_doc.summary_lines(doc):
+        out(line)
+    out(f"written to {path} ({fmt})")
 
 
 def journal_retention(

@@ -14,6 +14,7 @@ __all__ = [
     "IntegrityError",
     "InvalidEntry",
     "InvalidPurpose",
+    "InvalidReportPeriod",
     "JournalForbidden",
     "NoteNotFound",
     "UnsupportedExport",
@@ -30,6 +31,12 @@ class InvalidPurpose(BadRequest):
     """A read purpose that is not on the documented list (free text is never audited)."""
 
     code = "invalid_purpose"
+
+
+class InvalidReportPeriod(BadRequest):
+    """An audit report's ``--since``/``--until`` is not an ISO 8601 time, or not in order."""
+
+    code = "invalid_period"
 
 
 class AnonymousClient(BadRequest):

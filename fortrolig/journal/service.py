@@ -25,6 +25,7 @@ from fortrolig.journal.errors import ClientNotFound, DuplicateRecord, InvalidEnt
 from fortrolig.journal.model import (
     MICROS,
     AuditEvent,
+    AuditRow,
     Client,
     ClientRow,
     HoldChange,
@@ -48,6 +49,16 @@ class RotationReport:
     kek_version: int
     rewrapped: int
     unchanged: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditWindow:
+    """Outcome of :meth:`JournalService.audit_window`: the period's rows (seq order), the
+    verification of the whole chain, and how many entries were read."""
+
+    rows: tuple[AuditRow, ...]
+    chain: VerifyReport
+    entries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +387,25 @@ class JournalService:
                 break
             after = page[-1].seq
         return verifier.report()
+
+    async def audit_window(self, since_us: int, until_us: int) -> AuditWindow:
+        """The audit rows written in ``since_us <= at < until_us``, and the whole chain checked.
+
+        Every entry is read: a row verifies only through every earlier link, and entry times
+        need not follow ``seq`` (several nodes' clocks, a clock stepped back). Reading goes on
+        past a broken link, so the rows after it are still reported (as unverified). Nothing is
+        written, so this can run against a restored copy of the journal during an inquiry.
+        """
+        blob = await self._store.get_meta(AUDIT_KEY_META)
+        verifier = ChainVerifier(self._cipher.open_audit_key(blob) if blob is not None else b"")
+        kept: list[AuditRow] = []
+        after = entries = 0
+        while page := await self._store.audit_page(after, _AUDIT_PAGE):
+            verifier.feed(page)
+            kept.extend(r for r in page if since_us <= r.event.at_us < until_us)
+            entries += len(page)
+            after = page[-1].seq
+        return AuditWindow(tuple(kept), verifier.report(), entries)
 
     async def retention(self, *, dry_run: bool, actor: str = "retention") -> RetentionReport:
         """Erase (crypto-shred) every journal past retention and not on hold; or just list them."""
