@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiortc import (
     RTCConfiguration,
@@ -67,6 +68,11 @@ def parse_sdp(sdp: str, kind: str) -> SessionDescription:
             raise BadRequest(
                 f"{kind} SDP lacks DTLS fingerprint or ICE credentials", code="bad_sdp"
             )
+    # Every section needs its own mid (BUNDLE and the SFU's routing go by it); aiortc accepts
+    # a repeated one and then fails deep inside createAnswer/setLocalDescription.
+    mids = [m.rtp.muxId for m in desc.media]
+    if not all(mids) or len(set(mids)) != len(mids):
+        raise BadRequest(f"{kind} SDP media sections need distinct mids", code="bad_sdp")
     return desc
 
 
@@ -419,7 +425,7 @@ class Peer:
             self._counters.peers_failed += 1
             await self._events.media_failed(self.participant_id, "ice_or_dtls_failed")
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         async def run() -> None:
             try:
                 await coro
@@ -429,9 +435,15 @@ class Peer:
                 self._counters.handler_errors += 1
                 log.exception("peer task failed (participant %s)", self.participant_id)
 
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            # Cancelled before its first step (a close right after publish): ``coro`` never
+            # started, and would warn "coroutine ... was never awaited" when collected.
+            coro.close()
+
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(done)
 
     def _close_native(self) -> None:
         for dtls in hooks.dtls_transports(self.pc):
