@@ -119,6 +119,32 @@ def rtcp_offsets(d: bytes) -> list[int]:
     return out
 
 
+def named_ssrcs(data: bytes) -> set[int]:
+    """The SSRCs a captured compound speaks about (report blocks, feedback targets, REMB)."""
+    out = set()
+    for at in rtcp_offsets(data):
+        count, pt = data[at] & 0x1F, data[at + 1]
+        end = min(len(data), at + 4 * (struct.unpack_from("!H", data, at + 2)[0] + 1))
+        first = {200: 28, 201: 8}.get(pt)
+        if first is not None:
+            for b in range(at + first, end - 23, 24):
+                out.add(struct.unpack_from("!I", data, b)[0])
+        elif pt in (205, 206) and end >= at + 12:
+            out.add(struct.unpack_from("!I", data, at + 8)[0])
+            if pt == 206 and count == 15 and end >= at + 20:
+                n = data[at + 16]
+                for b in range(at + 20, min(end, at + 20 + 4 * n) - 3, 4):
+                    out.add(struct.unpack_from("!I", data, b)[0])
+    return out
+
+
+def renamed(data: bytes, names: dict[int, int]) -> bytes:
+    """``data`` with every 4-byte occurrence of each SSRC in ``names`` replaced by its new one."""
+    for old, new in names.items():
+        data = data.replace(struct.pack("!I", old), struct.pack("!I", new))
+    return data
+
+
 # -- mutations ----------------------------------------------------------------------------
 
 
@@ -368,3 +394,12 @@ def srtp_pointer(session: Any) -> int:
     from pylibsrtp._binding import ffi
 
     return int(ffi.cast("uintptr_t", session._srtp[0]))
+
+
+def tx_session(pc: Any) -> Any:
+    """The pylibsrtp Session protecting what the aiortc peer ``pc`` sends (bundled: one), to
+    send packets keyed like that peer. aiortc's private state: kept here, not in fortrolig/."""
+    from fortrolig.media import aiortc_hooks as hooks
+
+    (dtls,) = hooks.dtls_transports(pc)
+    return dtls._tx_srtp

@@ -338,25 +338,6 @@ def test_every_captured_packet_is_well_formed_and_forwarded_whole(net: Net) -> N
 # -- RTCP -----------------------------------------------------------------------------------
 
 
-def named_ssrcs(data: bytes) -> set[int]:
-    """The SSRCs a captured compound speaks about (report blocks, feedback targets, REMB)."""
-    out = set()
-    for at in mf.rtcp_offsets(data):
-        count, pt = data[at] & 0x1F, data[at + 1]
-        end = min(len(data), at + 4 * (struct.unpack_from("!H", data, at + 2)[0] + 1))
-        first = {200: 28, 201: 8}.get(pt)
-        if first is not None:
-            for b in range(at + first, end - 23, 24):
-                out.add(struct.unpack_from("!I", data, b)[0])
-        elif pt in (205, 206) and end >= at + 12:
-            out.add(struct.unpack_from("!I", data, at + 8)[0])
-            if pt == 206 and count == 15 and end >= at + 20:
-                n = data[at + 16]
-                for b in range(at + 20, min(end, at + 20 + 4 * n) - 3, 4):
-                    out.add(struct.unpack_from("!I", data, b)[0])
-    return out
-
-
 def nacked(data: bytes) -> dict[int, int]:
     """The first sequence number each captured NACK asks of each SSRC."""
     out: dict[int, int] = {}
@@ -367,7 +348,7 @@ def nacked(data: bytes) -> dict[int, int]:
     return out
 
 
-SSRCS = sorted(set().union(*(named_ssrcs(s.data) for s in RTCP)))
+SSRCS = sorted(set().union(*(mf.named_ssrcs(s.data) for s in RTCP)))
 NACKED = {k: v for s in RTCP for k, v in nacked(s.data).items()}
 CACHED = 24  # packets forwarded to each leg before the RTCP arrives
 
