@@ -73,6 +73,11 @@ def parse_sdp(sdp: str, kind: str) -> SessionDescription:
     mids = [m.rtp.muxId for m in desc.media]
     if not all(mids) or len(set(mids)) != len(mids):
         raise BadRequest(f"{kind} SDP media sections need distinct mids", code="bad_sdp")
+    # A BUNDLE group naming a mid no section has leaves aiortc's transceivers without a
+    # transport (the group's first mid names the transport all of them share).
+    for group in desc.group:
+        if group.semantic == "BUNDLE" and not {str(i) for i in group.items} <= set(mids):
+            raise BadRequest(f"{kind} SDP bundles a mid it does not have", code="bad_sdp")
     return desc
 
 
@@ -468,6 +473,12 @@ class Peer:
             slot.leg.close()
         self.slots.clear()
         self._close_native()
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except Exception:  # an aiortc state a bad description left behind: close must not raise
+            self._counters.handler_errors += 1
+            log.exception(
+                "closing the peer connection failed (participant %s)", self.participant_id
+            )
         if others:
             await asyncio.gather(*others, return_exceptions=True)
