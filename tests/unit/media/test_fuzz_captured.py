@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
 import socket
 import struct
 from collections.abc import Iterator
@@ -27,19 +29,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiortc import RTCSessionDescription
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pylibsrtp import Error as SrtpError
 from pylibsrtp import Policy, Session
 
-from fortrolig.core.errors import FortroligError
+from fortrolig.core.errors import FortroligError, ProtocolError
 from fortrolig.media import _fastpath
+from fortrolig.media import worker_schema as schema
 from fortrolig.media.counters import MediaCounters
 from fortrolig.media.datagrams import DROP_KINDS, drop_kind
 from fortrolig.media.extmap import align_extmap_ids, extmap_ids
 from fortrolig.media.peer import Peer, parse_sdp
 from fortrolig.media.settings import MediaSettings
 from fortrolig.media.subscriber import MediaPacket
+from fortrolig.signaling import protocol
 from tests.support import media_fuzz as mf
 
 RTP = mf.seeds("rtp")
@@ -51,13 +56,17 @@ FRESH = itertools.count(1)  # SSRCs and sequence numbers never used before (repl
 choices = st.lists(st.integers(0, 0xFFFF), max_size=40)
 
 
+# A longer hunt on a developer's machine: FUZZ_SCALE=50 runs 50 times as many examples.
+SCALE = max(1, int(os.environ.get("FUZZ_SCALE", "1")))
+
+
 def fuzz(examples: int) -> settings:
     """Bounded and quick: no example database in the repository, no deadline (a shared
     machine), one socket fixture for every example."""
     return settings(
         database=None,
         deadline=None,
-        max_examples=examples,
+        max_examples=examples * SCALE,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
 
@@ -519,8 +528,31 @@ def test_mutated_captured_sdp_gets_a_typed_error_or_is_parsed(name: str, values:
     assert all(1 <= i <= 255 for i in extmap_ids(aligned).values())
 
 
+@fuzz(300)
+@given(kind=st.sampled_from(["offer", "answer"]), values=choices)
+def test_mutated_captured_sdp_crosses_the_wire_and_the_worker_channel_intact(
+    kind: str, values: list[int]
+) -> None:
+    """The browser's SDP in its WebSocket message, then in the call to a media worker: parsed
+    into the typed message or refused with a ProtocolError, and carried byte for byte."""
+    sdp = mf.mutate_sdp(mf.sdp(kind), picker(values))
+    try:
+        msg = protocol.parse(json.dumps({"type": kind, "sdp": sdp}))
+    except ProtocolError as exc:
+        assert len(sdp) > protocol.SDP_MAX, exc
+        return
+    assert isinstance(msg, protocol.Offer | protocol.Answer) and msg.sdp == sdp
+    request = (schema.Publish if kind == "offer" else schema.Answer)("room_1", "p_1", sdp)
+    call = schema.parse_call(schema.dump(schema.Call(7, request)))
+    assert call.request == request
+
+
 class Events:
-    async def send_offer(self, participant_id: str, sdp: str) -> None: ...
+    def __init__(self) -> None:
+        self.offered = asyncio.Event()
+
+    async def send_offer(self, participant_id: str, sdp: str) -> None:
+        self.offered.set()
 
     async def media_connected(self, participant_id: str) -> None: ...
 
@@ -552,6 +584,50 @@ def test_mutated_captured_offer_into_a_peer(values: list[int]) -> None:
         assert result.startswith("v=0")
     if not values:
         assert isinstance(result, str) and "m=video" in result and "m=audio" in result
+
+
+async def answer(sdp: str) -> str | FortroligError:
+    """``sdp`` as the answer to the SFU's offer subscribing a publisher to another one's tracks:
+    "ok" with the codecs it left the published tracks, or the typed error it raised.
+
+    Both peers publish the captured offer; the captured answer is Chromium's answer to the
+    offer the SFU made in that same situation (same mids, same renumbered payload types).
+    """
+    events, counters = Events(), MediaCounters()
+    peer = Peer("a", MediaSettings(), counters, events)
+    other = Peer("b", MediaSettings(), counters, Events())
+    try:
+        await peer.publish(mf.sdp("offer"))
+        await other.publish(mf.sdp("offer"))
+        for track in other.published:
+            peer.subscribe(track)
+        peer._connected.set()  # what ICE and DTLS would do: the SFU offers once connected
+        await asyncio.wait_for(events.offered.wait(), 10)
+        try:
+            await peer.answer(sdp)
+        except FortroligError as exc:
+            return exc
+        for track in peer.published:  # what renumbering left the native tracks with
+            assert 0 <= track.codec.payload_type <= 127
+            assert track.codec.rtx_payload_type is None or 0 <= track.codec.rtx_payload_type < 128
+        return "ok"
+    finally:
+        await peer.close()
+        await other.close()
+
+
+@fuzz(60)
+@given(values=choices)
+@example(values=[])
+def test_mutated_captured_answer_into_a_peer(values: list[int]) -> None:
+    """The answer path: aiortc's parser, then the SFU's codec refresh (payload types renumbered
+    by the SFU's offer) on what the browser answered."""
+    sdp = mf.mutate_sdp(mf.sdp("answer"), picker(values))
+    result = asyncio.run(answer(sdp))
+    if isinstance(result, FortroligError):
+        assert result.code == "bad_sdp", result
+    if not values:
+        assert result == "ok"
 
 
 def test_an_offer_with_a_huge_extension_id_is_refused_cleanly() -> None:
@@ -600,3 +676,31 @@ def test_compound_rtcp_whose_lengths_do_not_add_up_counts_as_malformed(net: Net)
     before, nacks = net.counters.malformed, net.counters.nack_received
     net.transport.rtcp(rr_nack + rr_nack)  # a chain of good packets is fine
     assert (net.counters.malformed, net.counters.nack_received) == (before, nacks + 2)
+
+
+def test_an_offer_bundling_a_missing_mid_is_refused_and_the_peer_still_closes() -> None:
+    """Found by the SDP fuzzer: Chromium's offer without its ``m=audio`` line still bundles
+    mid 0, which no section has. aiortc then left the video transceiver without a transport:
+    ``Peer.publish`` raised AttributeError, and so did ``Peer.close`` afterwards."""
+    lines = mf.sdp("offer").split("\r\n")
+    lines.remove(next(line for line in lines if line.startswith("m=audio")))
+    result = asyncio.run(publish("\r\n".join(lines)))  # publish() closes the peer, too
+    assert isinstance(result, FortroligError) and result.code == "bad_sdp", result
+
+
+def test_a_peer_connection_aiortc_cannot_close_still_lets_the_peer_close() -> None:
+    """Whatever a description left aiortc with, ``Peer.close`` ends without raising (counted
+    as a handler error): it runs on every leave, and must release the rest."""
+    lines = mf.sdp("offer").split("\r\n")
+    lines.remove(next(line for line in lines if line.startswith("m=audio")))
+
+    async def run() -> MediaCounters:
+        counters = MediaCounters()
+        peer = Peer("p1", MediaSettings(), counters, Events())
+        # past the SFU's checks, straight into aiortc: the state the fuzzer found
+        await peer.pc.setRemoteDescription(RTCSessionDescription("\r\n".join(lines), "offer"))
+        await peer.close()
+        await peer.close()  # idempotent
+        return counters
+
+    assert asyncio.run(run()).handler_errors == 1
