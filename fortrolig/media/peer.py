@@ -44,6 +44,9 @@ limited_log = RateLimitedLog(log)
 
 MAX_PUBLISH_MLINES = 3  # one audio, one video, optionally one (ignored) data channel
 CONNECT_TIMEOUT_S = 30.0
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_SENDING = ("sendonly", "sendrecv")
+_KINDS = ("audio", "video", "application")
 
 
 @dataclass
@@ -73,6 +76,13 @@ def parse_sdp(sdp: str, kind: str) -> SessionDescription:
     mids = [m.rtp.muxId for m in desc.media]
     if not all(mids) or len(set(mids)) != len(mids):
         raise BadRequest(f"{kind} SDP media sections need distinct mids", code="bad_sdp")
+    # aiortc skips a section of another kind (but not the BUNDLE group naming it), and reads a
+    # missing direction as None: both fail later, deep inside aiortc.
+    for m in desc.media:
+        if m.kind not in _KINDS:
+            raise BadRequest(f"{kind} SDP has a media section of an unknown kind", code="bad_sdp")
+        if m.kind != "application" and m.direction not in _DIRECTIONS:
+            raise BadRequest(f"{kind} SDP media section without a direction", code="bad_sdp")
     # A BUNDLE group naming a mid no section has leaves aiortc's transceivers without a
     # transport (the group's first mid names the transport all of them share).
     for group in desc.group:
@@ -169,19 +179,30 @@ class Peer:
                 await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             except Exception as exc:
                 raise BadRequest(f"offer refused: {exc}", code="bad_sdp") from exc
-            hooks.enforce_aes256_srtp(self.pc)
-            sending = {m.rtp.muxId for m in desc.media if m.direction in ("sendonly", "sendrecv")}
-            for t in self.pc.getTransceivers():
-                if t.kind in ("audio", "video") and t.mid in sending:
-                    self._add_published(t)
-            answer = await self.pc.createAnswer()
-            await self.pc.setLocalDescription(answer)
+            try:
+                hooks.enforce_aes256_srtp(self.pc)
+                sending = {m.rtp.muxId for m in desc.media if m.direction in _SENDING}
+                for t in self.pc.getTransceivers():
+                    if t.kind in ("audio", "video") and t.mid in sending:
+                        self._add_published(t)
+                await self.pc.setLocalDescription(await self.pc.createAnswer())
+            except Exception as exc:
+                # aiortc accepted the offer, then could not answer it (fuzzing found several
+                # such offers): the participant's fault, and nothing of it stays published.
+                self._unpublish()
+                raise BadRequest(f"offer refused: {exc!r}", code="bad_sdp") from exc
             hooks.enforce_aes256_srtp(self.pc)
             # Gathered now: sort what reaches these sockets before aioice and aiortc read it.
             hooks.guard_ice_sockets(self.pc, self._counters.count_drop)
             self._has_published = True
         self._spawn(self._watch_connect())
         return str(self.pc.localDescription.sdp)
+
+    def _unpublish(self) -> None:
+        for track in self.published:
+            track.close()
+        self.published.clear()
+        self._published_by_mid.clear()
 
     async def answer(self, answer_sdp: str) -> None:
         """Apply the participant's answer to the SFU's last offer."""

@@ -704,3 +704,19 @@ def test_a_peer_connection_aiortc_cannot_close_still_lets_the_peer_close() -> No
         return counters
 
     assert asyncio.run(run()).handler_errors == 1
+
+
+def test_an_offer_without_a_direction_is_refused_cleanly() -> None:
+    """Found by the SDP fuzzer: without ``a=sendonly`` aiortc took the direction for None and
+    raised ValueError in createAnswer, out of ``Peer.publish``."""
+    offer = mf.sdp("offer").replace("a=sendonly\r\n", "", 1)
+    result = asyncio.run(publish(offer))
+    assert isinstance(result, FortroligError) and result.code == "bad_sdp", result
+
+
+def test_an_offer_with_a_media_section_of_an_unknown_kind_is_refused_cleanly() -> None:
+    """Found by the SDP fuzzer: ``m=9audio`` is skipped by aiortc, but the BUNDLE group still
+    names its mid first, which left every transceiver without a transport (AttributeError)."""
+    offer = mf.sdp("offer").replace("m=audio", "m=9audio", 1)
+    result = asyncio.run(publish(offer))
+    assert isinstance(result, FortroligError) and result.code == "bad_sdp", result
