@@ -56,7 +56,8 @@ FRESH = itertools.count(1)  # SSRCs and sequence numbers never used before (repl
 choices = st.lists(st.integers(0, 0xFFFF), max_size=40)
 
 
-# A longer hunt on a developer's machine: FUZZ_SCALE=50 runs 50 times as many examples.
+# A longer hunt on a developer's machine: FUZZ_SCALE=50 runs 50 times as many examples (with
+# pytest --timeout=0: the per-test timeout is sized for the default).
 SCALE = max(1, int(os.environ.get("FUZZ_SCALE", "1")))
 
 
@@ -98,7 +99,7 @@ class Net:
     counters: _fastpath.Counters
     peer_tx: Session
     peer_rx: Session
-    fallback: list[bytes] = field(default_factory=list)
+    fallback: list[bytes] = field(default_factory=list, repr=False)  # grows over the examples
 
     def received(self) -> list[bytes]:
         """Everything the SFU sent the peer since the last call, unprotected (which must work:
