@@ -12,16 +12,23 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-_EXTMAP = re.compile(r"^a=extmap:(\d+)(/[a-z]+)?[ \t]+(\S+)(.*)$")
+# At most three digits: an id is 1..255 (RFC 8285), and int() of a browser's 5,000-digit
+# "id" raises ValueError (Python's limit on integer string conversion), not a parse error.
+_EXTMAP = re.compile(r"^a=extmap:(\d{1,3})(/[a-z]+)?[ \t]+(\S+)(.*)$")
 _ONE_BYTE_IDS = range(1, 15)  # one-byte header extension ids (RFC 8285)
+_IDS = range(1, 256)  # one-byte or two-byte
 
 
 def extmap_ids(sdp: str) -> dict[str, int]:
-    """URI → id of every ``a=extmap`` in ``sdp`` (the first mapping of a URI wins)."""
+    """URI → id of every ``a=extmap`` in ``sdp`` (the first mapping of a URI wins).
+
+    ``sdp`` is a browser's: a line whose id is not a valid extension id (0, over 255, or not a
+    number) is ignored, so that the SFU's own offers never carry it.
+    """
     ids: dict[str, int] = {}
     for line in sdp.splitlines():
         m = _EXTMAP.match(line)
-        if m:
+        if m and int(m.group(1)) in _IDS:
             ids.setdefault(m.group(3), int(m.group(1)))
     return ids
 

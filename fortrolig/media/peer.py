@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiortc import (
     RTCConfiguration,
@@ -43,6 +44,9 @@ limited_log = RateLimitedLog(log)
 
 MAX_PUBLISH_MLINES = 3  # one audio, one video, optionally one (ignored) data channel
 CONNECT_TIMEOUT_S = 30.0
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_SENDING = ("sendonly", "sendrecv")
+_KINDS = ("audio", "video", "application")
 
 
 @dataclass
@@ -67,6 +71,23 @@ def parse_sdp(sdp: str, kind: str) -> SessionDescription:
             raise BadRequest(
                 f"{kind} SDP lacks DTLS fingerprint or ICE credentials", code="bad_sdp"
             )
+    # Every section needs its own mid (BUNDLE and the SFU's routing go by it); aiortc accepts
+    # a repeated one and then fails deep inside createAnswer/setLocalDescription.
+    mids = [m.rtp.muxId for m in desc.media]
+    if not all(mids) or len(set(mids)) != len(mids):
+        raise BadRequest(f"{kind} SDP media sections need distinct mids", code="bad_sdp")
+    # aiortc skips a section of another kind (but not the BUNDLE group naming it), and reads a
+    # missing direction as None: both fail later, deep inside aiortc.
+    for m in desc.media:
+        if m.kind not in _KINDS:
+            raise BadRequest(f"{kind} SDP has a media section of an unknown kind", code="bad_sdp")
+        if m.kind != "application" and m.direction not in _DIRECTIONS:
+            raise BadRequest(f"{kind} SDP media section without a direction", code="bad_sdp")
+    # A BUNDLE group naming a mid no section has leaves aiortc's transceivers without a
+    # transport (the group's first mid names the transport all of them share).
+    for group in desc.group:
+        if group.semantic == "BUNDLE" and not {str(i) for i in group.items} <= set(mids):
+            raise BadRequest(f"{kind} SDP bundles a mid it does not have", code="bad_sdp")
     return desc
 
 
@@ -158,19 +179,30 @@ class Peer:
                 await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             except Exception as exc:
                 raise BadRequest(f"offer refused: {exc}", code="bad_sdp") from exc
-            hooks.enforce_aes256_srtp(self.pc)
-            sending = {m.rtp.muxId for m in desc.media if m.direction in ("sendonly", "sendrecv")}
-            for t in self.pc.getTransceivers():
-                if t.kind in ("audio", "video") and t.mid in sending:
-                    self._add_published(t)
-            answer = await self.pc.createAnswer()
-            await self.pc.setLocalDescription(answer)
+            try:
+                hooks.enforce_aes256_srtp(self.pc)
+                sending = {m.rtp.muxId for m in desc.media if m.direction in _SENDING}
+                for t in self.pc.getTransceivers():
+                    if t.kind in ("audio", "video") and t.mid in sending:
+                        self._add_published(t)
+                await self.pc.setLocalDescription(await self.pc.createAnswer())
+            except Exception as exc:
+                # aiortc accepted the offer, then could not answer it (fuzzing found several
+                # such offers): the participant's fault, and nothing of it stays published.
+                self._unpublish()
+                raise BadRequest(f"offer refused: {exc!r}", code="bad_sdp") from exc
             hooks.enforce_aes256_srtp(self.pc)
             # Gathered now: sort what reaches these sockets before aioice and aiortc read it.
             hooks.guard_ice_sockets(self.pc, self._counters.count_drop)
             self._has_published = True
         self._spawn(self._watch_connect())
         return str(self.pc.localDescription.sdp)
+
+    def _unpublish(self) -> None:
+        for track in self.published:
+            track.close()
+        self.published.clear()
+        self._published_by_mid.clear()
 
     async def answer(self, answer_sdp: str) -> None:
         """Apply the participant's answer to the SFU's last offer."""
@@ -419,7 +451,7 @@ class Peer:
             self._counters.peers_failed += 1
             await self._events.media_failed(self.participant_id, "ice_or_dtls_failed")
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         async def run() -> None:
             try:
                 await coro
@@ -429,9 +461,15 @@ class Peer:
                 self._counters.handler_errors += 1
                 log.exception("peer task failed (participant %s)", self.participant_id)
 
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            # Cancelled before its first step (a close right after publish): ``coro`` never
+            # started, and would warn "coroutine ... was never awaited" when collected.
+            coro.close()
+
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(done)
 
     def _close_native(self) -> None:
         for dtls in hooks.dtls_transports(self.pc):
@@ -456,6 +494,12 @@ class Peer:
             slot.leg.close()
         self.slots.clear()
         self._close_native()
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except Exception:  # an aiortc state a bad description left behind: close must not raise
+            self._counters.handler_errors += 1
+            log.exception(
+                "closing the peer connection failed (participant %s)", self.participant_id
+            )
         if others:
             await asyncio.gather(*others, return_exceptions=True)

@@ -90,16 +90,18 @@ static void remb(TransportObject *t, const uint8_t *p, const uint8_t *end) {
     }
 }
 
+/* A compound that is not a chain of version-2 packets whose length words add up to exactly the
+ * datagram is counted as malformed; the packets before the first bad header are still used. */
 void transport_rtcp(TransportObject *t, const uint8_t *d, int n) {
     t->counters->rtcp_received++;
     int pos = 0;
     while (pos + 4 <= n && !t->closed) {
         const uint8_t *p = d + pos;
-        if ((p[0] >> 6) != 2) return;
+        if ((p[0] >> 6) != 2) break;
         int count = p[0] & 0x1F; /* report count, or the feedback message type */
         int pt = p[1];
         int len = (rd16(p + 2) + 1) * 4;
-        if (pos + len > n) return;
+        if (pos + len > n) break;
         const uint8_t *end = p + len;
         if (pt == RTCP_SR && len >= 28) {
             TrackObject *track = track_by_ssrc(t, rd32(p + 4));
@@ -132,4 +134,5 @@ void transport_rtcp(TransportObject *t, const uint8_t *d, int n) {
         }
         pos += len;
     }
+    if (!t->closed && (n < 4 || pos != n)) t->counters->malformed++;
 }

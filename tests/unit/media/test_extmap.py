@@ -61,3 +61,16 @@ def test_an_unknown_extension_whose_id_is_taken_gets_a_free_one() -> None:
 
 def test_no_publish_offer_changes_nothing() -> None:
     assert align_extmap_ids(AIORTC_OFFER, {}) == AIORTC_OFFER
+
+
+def test_extension_ids_a_browser_cannot_mean_are_ignored() -> None:
+    """0, over 255, or a number too long for int() (5,000 digits raised ValueError)."""
+    sdp = "\r\n".join(
+        [
+            "a=extmap:" + "1" * 5000 + " urn:huge",
+            "a=extmap:0 urn:zero",
+            "a=extmap:256 urn:too-big",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+        ]
+    )
+    assert extmap_ids(sdp) == {"urn:ietf:params:rtp-hdrext:sdes:mid": 4}
