@@ -215,7 +215,10 @@ async def test_late_joiner_gets_a_keyframe_within_a_second(server: Server) -> No
     try:
         await a.start()
         await b.start()
-        await asyncio.sleep(3)  # aiortc's encoder makes a keyframe only every 3000 frames
+        # aiortc's encoder makes a keyframe only every 3000 frames: once a and b see each
+        # other, their first keyframes are past, and c's can only come from a PLI.
+        await eventually(lambda: a.frames_from(b.participant_id or "", "video") > 10, 15)
+        await eventually(lambda: b.frames_from(a.participant_id or "", "video") > 10, 15)
         plis_before = server.metric("fortrolig_media_pli_sent_total")
         await c.start()
         joined_at = time.monotonic()
