@@ -38,6 +38,7 @@ import aiohttp
 from fortrolig.loadtests.cli import default_cache_dir, mint_access_token
 from fortrolig.loadtests.clip import Clip, MediaProfile, cached_clip
 from fortrolig.loadtests.worker import restrict_ice
+from fortrolig.signaling.service import ROOM_IDLE_S
 
 from .capacity import free_port, http_get, stop
 from .common import LOOPBACK
@@ -55,6 +56,10 @@ NODE_ENV = {
     "FORTROLIG_MEDIA__TURN_URLS": "",
 }
 STOP_GRACE_S = 20.0
+# The node keeps a room nobody is in for ROOM_IDLE_S (5 min) before it unloads it: until the
+# first rooms have been unloaded the node's state grows by design, so the warm-up cut is never
+# shorter than that plus a minute (unless --warmup-s says otherwise).
+WARMUP_FLOOR_S = ROOM_IDLE_S + 60.0
 JOURNAL_CLIENTS = 8  # the practitioner's clients; each consultation notes into one of them
 
 
@@ -174,6 +179,7 @@ def build_report(args: argparse.Namespace, soak: Soak, info: dict[str, Any]) -> 
         args.duration,
         warmup_s=args.warmup_s,
         warmup_frac=args.warmup_frac,
+        warmup_floor_s=WARMUP_FLOOR_S,
         limit_pct=args.limit_pct,
         errors=tally["error_count"],
     )
@@ -217,7 +223,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pause-s", type=float, default=2.0, help="pause between calls")
     parser.add_argument("--warmup-s", type=float, default=None, help="warm-up cut in seconds")
     parser.add_argument(
-        "--warmup-frac", type=float, default=0.1, help="warm-up cut as a share of --duration"
+        "--warmup-frac",
+        type=float,
+        default=0.1,
+        help=f"warm-up cut as a share of --duration (at least {WARMUP_FLOOR_S:g} s)",
     )
     parser.add_argument("--limit-pct", type=float, default=GROWTH_LIMIT_PCT)
     parser.add_argument(

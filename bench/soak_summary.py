@@ -55,11 +55,14 @@ class Growth:
         }
 
 
-def warmup_cut_s(duration_s: float, warmup_s: float | None, warmup_frac: float) -> float:
-    """Seconds cut at the start: ``warmup_s`` when given, else ``warmup_frac`` of the run."""
+def warmup_cut_s(
+    duration_s: float, warmup_s: float | None, warmup_frac: float, floor_s: float = 0.0
+) -> float:
+    """Seconds cut at the start: ``warmup_s`` when given, else ``warmup_frac`` of the run but
+    at least ``floor_s`` (and at most half the run, so that something is left to judge)."""
     if warmup_s is not None:
         return max(0.0, warmup_s)
-    return max(0.0, duration_s * warmup_frac)
+    return max(0.0, min(max(duration_s * warmup_frac, floor_s), duration_s / 2))
 
 
 def after_warmup(series: Series, cut_s: float) -> list[tuple[float, float]]:
@@ -134,12 +137,13 @@ def summarize(
     *,
     warmup_s: float | None = None,
     warmup_frac: float = 0.1,
+    warmup_floor_s: float = 0.0,
     limit_pct: float = GROWTH_LIMIT_PCT,
     errors: int = 0,
 ) -> dict[str, Any]:
     """Every resource's growth and the run's verdict: PASS when each grew less than
     ``limit_pct`` and no error happened."""
-    cut = warmup_cut_s(duration_s, warmup_s, warmup_frac)
+    cut = warmup_cut_s(duration_s, warmup_s, warmup_frac, warmup_floor_s)
     results = [growth(name, s, cut, limit_pct) for name, s in series.items()]
     passed = bool(results) and all(g.ok for g in results) and errors == 0
     return {

@@ -25,6 +25,11 @@ def test_warmup_cut_is_explicit_seconds_or_a_share_of_the_run() -> None:
     assert warmup_cut_s(3600, None, 0.1) == 360
     assert warmup_cut_s(3600, 120, 0.1) == 120
     assert warmup_cut_s(3600, -5, 0.1) == 0
+    # The floor (the node's idle-room time plus a minute) wins over a short run's tenth, but
+    # never cuts more than half of the run.
+    assert warmup_cut_s(1800, None, 0.1, floor_s=360) == 360
+    assert warmup_cut_s(3600 * 10, None, 0.1, floor_s=360) == 3600
+    assert warmup_cut_s(120, None, 0.1, floor_s=360) == 60
     assert after_warmup([(0, 1), (10, 2), (20, 3)], 10) == [(10, 2), (20, 3)]
 
 
