@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck imports bench bench-recording bench-janus bench-capacity bench-failover clean deps-system deps-build venv
+.PHONY: run test lint typecheck imports bench bench-recording bench-janus bench-capacity bench-failover soak clean deps-system deps-build venv
 
 # The native data plane (fortrolig/media/native/) is compiled by the editable install: it needs
 # a C compiler and the headers of the Python that makes the venv (installed when missing).
@@ -96,6 +96,18 @@ bench-capacity: $(STAMP)
 # sharing a real Redis and PostgreSQL (installed by deps-system).
 bench-failover: $(STAMP) deps-system
 	$(BIN)/python -m bench.failover --out docs/bench-failover.json
+
+# Synthetic consultations (joins, waiting room, admit, media, chat, reconnects, journal notes,
+# leaves) on one `fortrolig serve` for SOAK_DURATION seconds; the node's memory, fds, threads and
+# asyncio tasks sampled every SOAK_INTERVAL s must grow less than 10 % after the warm-up (a
+# benchmark, not a test: exits 1 on FAIL).
+SOAK_DURATION ?= 3600
+SOAK_INTERVAL ?= 30
+SOAK_CONCURRENCY ?= 4
+SOAK_OUT ?= docs/bench-soak.json
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --duration $(SOAK_DURATION) --interval $(SOAK_INTERVAL) \
+	  --concurrency $(SOAK_CONCURRENCY) --out $(SOAK_OUT)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

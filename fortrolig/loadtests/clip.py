@@ -259,6 +259,7 @@ class ReplayTrack(MediaStreamTrack):
     def __init__(self, kind: str, clip: Clip) -> None:
         super().__init__()
         self.kind = kind
+        self._clip = clip
         fps = clip.profile.fps
         if kind == "video":
             self._packets = clip.video
@@ -279,6 +280,10 @@ class ReplayTrack(MediaStreamTrack):
         self._keyframe_wanted = False
         self._start: float | None = None
         self.keyframes_forced = 0
+
+    def fresh(self) -> ReplayTrack:
+        """A new replay of the same clip, for a new peer connection (see Participant.resume)."""
+        return ReplayTrack(self.kind, self._clip)
 
     def request_keyframe(self) -> None:
         if self.kind == "video":

@@ -211,6 +211,12 @@ class WorkerPool:
             sum(1 for w in self._workers if w.alive),
         )
         yield Sample(
+            "fortrolig_media_worker_asyncio_tasks",
+            "Live asyncio tasks summed over the live media workers (as of their last snapshot)",
+            "gauge",
+            sum(s.get("asyncio_tasks", 0) for s in snaps),
+        )
+        yield Sample(
             "fortrolig_media_worker_restarts_total",
             "Media workers restarted after dying",
             "counter",

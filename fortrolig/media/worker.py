@@ -82,7 +82,10 @@ class Worker:
             case schema.GetSrtpProfile(room, pid):
                 return schema.SrtpProfile(await sfu.srtp_profile(room, pid))
             case schema.GetSnapshot():
-                return schema.Snapshot(sfu.snapshot())
+                # The worker's own live tasks: the signaling process cannot count them.
+                return schema.Snapshot(
+                    {**sfu.snapshot(), "asyncio_tasks": len(asyncio.all_tasks())}
+                )
             case schema.Shutdown():  # the read loop stops on it; never dispatched
                 raise ProtocolError("shutdown is not a call", code="bad_type")
         return schema.Done()
