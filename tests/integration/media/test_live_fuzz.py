@@ -31,9 +31,10 @@ from pylibsrtp import Error as SrtpError
 
 from fortrolig.loadtests.participant import Participant
 from tests.conftest import Server
-from tests.integration.test_media_datagrams import media_ports
-from tests.integration.test_media_session import GREEN, RED, make, wait_for
+from tests.integration.media.test_media_datagrams import media_ports
+from tests.integration.media.test_media_session import GREEN, RED, make
 from tests.support import media_fuzz as mf
+from tests.support.polling import eventually
 
 PACKETS = 2_000  # in four equal kinds: {plain, protected} x {RTP, RTCP}
 BATCH = 50  # datagrams in flight at once: far below the socket buffers, so none is lost
@@ -136,8 +137,8 @@ async def test_mutated_captured_packets_into_a_live_call(
 ) -> None:
     a, b = call
     a_id, b_id = a.participant_id or "", b.participant_id or ""
-    await wait_for(lambda: b.frames_from(a_id, "video") > 30, 20)
-    await wait_for(lambda: a.frames_from(b_id, "video") > 30, 20)
+    await eventually(lambda: b.frames_from(a_id, "video") > 30, 20)
+    await eventually(lambda: a.frames_from(b_id, "video") > 30, 20)
     assert a.pc is not None and b.pc is not None
     (a_port,), (b_port,) = media_ports(a), media_ports(b)
     a_sends, b_sends = ssrcs(a.pc.localDescription.sdp), ssrcs(b.pc.localDescription.sdp)
@@ -164,9 +165,9 @@ async def test_mutated_captured_packets_into_a_live_call(
     await rising(lambda: _frames(a, b_id), 30, 15, "frames a decodes from b")
     await rising(lambda: packets_received(b), 100, 10, "packets b receives")
     # The garbage was seen and counted (media metrics come from the workers once a second).
-    await wait_for(lambda: counters(server)["srtp_failures"] >= before["srtp_failures"] + 100, 5)
-    await wait_for(lambda: counters(server)["malformed"] > before["malformed"], 5)
-    await wait_for(lambda: counters(server)["dropped_datagrams"] > before["dropped_datagrams"], 5)
+    await eventually(lambda: counters(server)["srtp_failures"] >= before["srtp_failures"] + 100, 5)
+    await eventually(lambda: counters(server)["malformed"] > before["malformed"], 5)
+    await eventually(lambda: counters(server)["dropped_datagrams"] > before["dropped_datagrams"], 5)
     assert counters(server)["handler_errors"] == before["handler_errors"]
     added = [
         line
