@@ -70,7 +70,7 @@ deps-system:
 	fi
 
 test: deps-system lint typecheck imports
-	$(BIN)/pytest -q -p no:cacheprovider --durations=20
+	$(BIN)/pytest -q -p no:cacheprovider --durations=20 -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.sfu_bench --out docs/bench-sfu.json

@@ -56,6 +56,28 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             reporter.write_line(f"browser: {line}")
 
 
+# `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`). What runs media,
+# browsers, clusters or containers (CPU-heavy, and measuring rates or timeouts while it runs)
+# stays on one worker, one test after the other, as in a serial run; every other module is one
+# unit of work, so its module-scoped node starts once, on whichever worker is free.
+SERIAL = (
+    "e2e",
+    "deploy",
+    "integration/cluster",
+    "integration/media",
+    "integration/recording",
+    "integration/loadtests",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test's xdist group: ``serial`` for the heavy folders, else its module."""
+    for item in items:
+        rel = item.path.resolve().relative_to(ROOT / "tests").as_posix()
+        serial = any(rel == d or rel.startswith(d + "/") for d in SERIAL)
+        item.add_marker(pytest.mark.xdist_group("serial" if serial else rel))
+
+
 @pytest.fixture(autouse=True)
 def _collect_garbage_after_each_test() -> Iterator[None]:
     """Collect garbage at each test's teardown, so that a socket, transport or subprocess a test
