@@ -12,7 +12,10 @@ from aiortc import RTCPeerConnection
 from fortrolig.media import aiortc_hooks as hooks
 from fortrolig.media.datagrams import DROP_KINDS, drop_kind
 
-STUN_REQUEST = bytes(stun.Message(stun.Method.BINDING, stun.Class.REQUEST))
+# A fixed transaction id: parameter ids must be the same in every process (xdist workers).
+STUN_REQUEST = bytes(
+    stun.Message(stun.Method.BINDING, stun.Class.REQUEST, transaction_id=bytes(range(12)))
+)
 DTLS_RECORD = b"\x16\xfe\xfd" + bytes(8) + b"\x00\x02" + b"\x01\x00"
 
 
