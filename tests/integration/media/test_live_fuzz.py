@@ -23,7 +23,7 @@ import random
 import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,7 +32,6 @@ from pylibsrtp import Error as SrtpError
 from fortrolig.loadtests.participant import Participant
 from tests.conftest import Server
 from tests.integration.media.test_media_datagrams import media_ports
-from tests.integration.media.test_media_session import GREEN, RED, make
 from tests.support import media_fuzz as mf
 from tests.support.polling import eventually
 
@@ -43,18 +42,6 @@ RTP = mf.seeds("rtp")
 RTCP = mf.seeds("rtcp")
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def call(server: Server) -> AsyncIterator[tuple[Participant, Participant]]:
-    session = server.session()
-    a = make(server, session["practitioner_token"], RED)
-    b = make(server, session["client_token"], GREEN)
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.close()
-    await b.close()
 
 
 def ssrcs(sdp: str) -> list[int]:

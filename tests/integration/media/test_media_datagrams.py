@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
-
-import pytest
 
 from fortrolig.loadtests.participant import Participant
 from fortrolig.media import aiortc_hooks as hooks
 from tests.conftest import Server
-from tests.integration.media.test_media_session import GREEN, RED, make
 from tests.support.polling import eventually
 
 BATCH = 100  # datagrams in flight at once: far below the socket's buffer, so none is lost
@@ -26,18 +22,6 @@ SAMPLES = {
     "rtcp": b"\x80\xc8\x00",  # shorter than an RTCP header
     "garbage": b"\x7f" + os.urandom(40),  # no protocol starts so
 }
-
-
-@pytest.fixture
-async def call(server: Server) -> AsyncIterator[tuple[Participant, Participant]]:
-    session = server.session()
-    a = make(server, session["practitioner_token"], RED)
-    b = make(server, session["client_token"], GREEN)
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.close()
-    await b.close()
 
 
 def media_ports(p: Participant) -> list[tuple[str, int]]:

@@ -13,20 +13,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import jwt
 import pytest
 
 from fortrolig.core.clock import SystemClock
-from fortrolig.core.keys import SigningKey
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
-from tests.conftest import Server
 from tests.support.ws_client import (
     ISSUER,
     PRACTITIONER,
     Bystanders,
     NodeClient,
-    load_server_key,
 )
 
 OWNER = PRACTITIONER
@@ -39,22 +35,10 @@ def assert_error(status: int, body: Any, expected_status: int, code: str) -> Non
     assert isinstance(body["error"]["message"], str)
 
 
-@pytest.fixture(scope="module")
-def server_key(server: Server) -> SigningKey:
-    return load_server_key(server)
-
-
 @pytest.fixture
-async def api(server: Server, server_key: SigningKey) -> AsyncIterator[NodeClient]:
-    async with aiohttp.ClientSession() as http:
-        api = NodeClient(server, http, server_key)
-        yield api
-        await api.close()
-
-
-@pytest.fixture
-async def bystanders(api: NodeClient) -> Bystanders:
-    return await Bystanders.of(api)
+def api(node: NodeClient) -> NodeClient:
+    """The rooms API of the node, as its dev practitioner."""
+    return node
 
 
 # --- authentication ----------------------------------------------------------------------------

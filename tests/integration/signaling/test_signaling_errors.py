@@ -59,24 +59,6 @@ def shape(msg: dict[str, Any]) -> tuple[Any, ...]:
     return (msg["type"],)
 
 
-@pytest.fixture(scope="module")
-def server_key(server: Server) -> SigningKey:
-    return load_server_key(server)
-
-
-@pytest.fixture
-async def node(server: Server, server_key: SigningKey) -> AsyncIterator[NodeClient]:
-    async with aiohttp.ClientSession() as http:
-        node = NodeClient(server, http, server_key)
-        yield node
-        await node.close()
-
-
-@pytest.fixture
-async def bystanders(node: NodeClient) -> Bystanders:
-    return await Bystanders.of(node)
-
-
 # --- handshake -------------------------------------------------------------------------------
 
 
