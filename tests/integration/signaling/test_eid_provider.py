@@ -9,11 +9,13 @@ callback; the relying party then finishes the login with the code.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -62,17 +64,24 @@ class Provider:
 
 
 def _npm_ci() -> None:
-    if (OIDC_DIR / "node_modules" / "oidc-provider" / "package.json").exists():
+    installed = OIDC_DIR / "node_modules" / "oidc-provider" / "package.json"
+    if installed.exists():
         return
     npm = shutil.which("npm")
     if npm is None:
         pytest.fail("npm is needed to install the test OpenID Provider (tests/oidc)")
-    subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=OIDC_DIR,
-        check=True,
-        timeout=300,
-    )
+    # Two xdist workers may both find it missing on a fresh clone: one installs, the other
+    # waits for it (npm ci starts by deleting node_modules).
+    with (Path(tempfile.gettempdir()) / "fortrolig-oidc-npm-ci.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if installed.exists():
+            return
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=OIDC_DIR,
+            check=True,
+            timeout=300,
+        )
 
 
 @contextmanager
