@@ -118,7 +118,7 @@ class FortroligServer:
                     "name": p.name,
                     "starts_at_s": p.starts_at_s,
                     "duration_s": p.duration_s,
-                    "tracks": [list(t) for t in p.tracks],
+                    "tracks": [[t.track_id, t.participant_id, t.kind] for t in p.tracks],
                     "frames": p.frames,
                 }
                 for p in parts

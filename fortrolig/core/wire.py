@@ -120,6 +120,12 @@ class Schema:
             return value
         if hint is int:
             return self._check_int(where, meta, value)
+        if hint is float:
+            # JSON has one number type: an integer is a float here; NaN and infinities are not
+            # JSON (the reader refuses them), so a finite number is all that can arrive.
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad(where, "expected a number")
+            return float(value)
         if hint is str:
             return self._check_str(where, meta, value)
         if origin is tuple:

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from fortrolig.core.metrics import Sample
 
+from .subscriber import RecordedPart
+
 
 class PeerEvents(Protocol):
     """What a peer tells its owner: offers to deliver, its connection and its failure."""
@@ -68,6 +70,23 @@ class MediaBackend(Protocol):
 
     async def srtp_profile(self, room_id: str, participant_id: str) -> str | None:
         """The SRTP profile negotiated with a participant (None until connected)."""
+        ...
+
+    async def start_recording(
+        self, room_id: str, recording_id: str, key: bytes, participants: tuple[str, ...]
+    ) -> None:
+        """Record ``participants``' tracks of the room, encrypted under ``key``, into the
+        recording directory (``recording_unavailable`` where nothing records)."""
+        ...
+
+    async def include_in_recording(
+        self, room_id: str, recording_id: str, participant_id: str
+    ) -> None:
+        """A participant consented to the running recording (``no_recording``)."""
+        ...
+
+    async def stop_recording(self, room_id: str, recording_id: str) -> tuple[RecordedPart, ...]:
+        """Finish the recording; returns its encrypted files (``no_recording``)."""
         ...
 
     async def refresh(self) -> None:

@@ -25,6 +25,7 @@ from .backend import PeerEvents
 from .placement import Placement
 from .settings import MediaSettings
 from .sfu import samples_from_snapshots
+from .subscriber import RecordedPart
 from .worker_process import START_TIMEOUT_S, WorkerProcess
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,14 @@ REFRESH_TIMEOUT_S = 2.0
 class WorkerPool:
     """N media worker processes behind the MediaBackend interface."""
 
-    def __init__(self, settings: MediaSettings, workers: int) -> None:
+    def __init__(
+        self, settings: MediaSettings, workers: int, module: str = "fortrolig.media.worker"
+    ) -> None:
+        """``module`` is the workers' entry point (``fortrolig.recording.worker`` records)."""
         if workers < 1:
             raise ValueError("at least one media worker")
         self.settings = settings
+        self.module = module
         self.size = workers
         self.restarts = 0
         self.placement: Placement[WorkerProcess] = Placement()
@@ -56,7 +61,9 @@ class WorkerPool:
         self._worker_up.set()
 
     async def _spawn(self, index: int) -> WorkerProcess:
-        return await WorkerProcess.spawn(index, self.settings, self._on_event, self._on_exit)
+        return await WorkerProcess.spawn(
+            index, self.settings, self._on_event, self._on_exit, self.module
+        )
 
     # -- MediaBackend --------------------------------------------------------------------
 
@@ -131,6 +138,28 @@ class WorkerPool:
         w = self._worker_of(room_id)
         request = schema.GetSrtpProfile(room_id, participant_id)
         return (await self._call(w, request, schema.SrtpProfile)).profile
+
+    async def start_recording(
+        self, room_id: str, recording_id: str, key: bytes, participants: tuple[str, ...]
+    ) -> None:
+        """Record on the room's worker (the key crosses only the worker's pipe)."""
+        w = self._worker_of(room_id)
+        request = schema.StartRecording(room_id, recording_id, key.hex(), participants)
+        await self._call(w, request, schema.Done)
+
+    async def include_in_recording(
+        self, room_id: str, recording_id: str, participant_id: str
+    ) -> None:
+        """A participant consented to the running recording."""
+        w = self._worker_of(room_id)
+        request = schema.IncludeInRecording(room_id, recording_id, participant_id)
+        await self._call(w, request, schema.Done)
+
+    async def stop_recording(self, room_id: str, recording_id: str) -> tuple[RecordedPart, ...]:
+        """Finish the recording on the room's worker; returns its files."""
+        w = self._worker_of(room_id)
+        request = schema.StopRecording(room_id, recording_id)
+        return (await self._call(w, request, schema.RecordingStopped)).parts
 
     async def _call(
         self, w: WorkerProcess, request: schema.Request, cls: type[schema.R]

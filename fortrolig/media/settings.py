@@ -32,3 +32,6 @@ class MediaSettings:
     # Read media sockets on a native thread (no event-loop wake-up per datagram); False reads
     # them from the event loop with the same native code (docs/performance.md compares both).
     io_thread: bool = True
+    # Where recorders write their encrypted files (the node's data directory); "" = no
+    # recording on this node.
+    recording_dir: str = ""

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from fortrolig.core.errors import NotFound
+from fortrolig.core.errors import BadRequest, Conflict, NotFound
 from fortrolig.core.metrics import Sample
 
 from . import _fastpath
@@ -21,7 +21,7 @@ from .counters import MediaCounters
 from .forwarding import PublishedTrack
 from .peer import Peer
 from .settings import MediaSettings
-from .subscriber import Subscriber
+from .subscriber import RecordedPart, RecorderFactory, RecordingSubscriber, Subscriber
 
 DROPPED = "dropped_"  # counters of datagrams dropped by kind: one labelled metric family
 
@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 class Sfu:
     """Selective forwarding unit for the rooms of this process."""
 
-    def __init__(self, settings: MediaSettings) -> None:
+    def __init__(self, settings: MediaSettings, recorders: RecorderFactory | None = None) -> None:
         self.settings = settings
+        # Recording needs a recorder factory from the composition root (media does not import
+        # the recording package): without one, start_recording says recording_unavailable.
+        self._recorder_factory = recorders
+        self._recordings: dict[tuple[str, str], RecordingSubscriber] = {}
         self.counters = MediaCounters()
         self.codec_guard = hooks.CodecGuard()
         self._rooms: dict[str, dict[str, Peer]] = {}
@@ -102,6 +106,55 @@ class Sfu:
             for track in peer.published:
                 track.remove_subscriber(subscriber)
 
+    # -- recording (a subscriber like any other) ------------------------------------------
+
+    async def start_recording(
+        self, room_id: str, recording_id: str, key: bytes, participants: tuple[str, ...]
+    ) -> None:
+        """Attach a recorder of ``participants``' tracks to ``room_id``, its files encrypted
+        under ``key`` (``recording_unavailable`` without a recorder factory,
+        ``recording_running`` if this recording is already attached)."""
+        self._check_open()
+        if self._recorder_factory is None:
+            raise Conflict("this node does not record", code="recording_unavailable")
+        if len(key) != 32:
+            raise BadRequest("a recording key is 32 bytes", code="bad_field")
+        if (room_id, recording_id) in self._recordings:
+            raise Conflict("this recording is already running", code="recording_running")
+        recorder = self._recorder_factory(recording_id, key, participants)
+        self._recordings[(room_id, recording_id)] = recorder
+        self.attach_subscriber(room_id, recorder)
+
+    async def include_in_recording(
+        self, room_id: str, recording_id: str, participant_id: str
+    ) -> None:
+        """``participant_id`` consented to the running recording: record them too."""
+        self._recording(room_id, recording_id).include(participant_id)
+
+    async def stop_recording(self, room_id: str, recording_id: str) -> tuple[RecordedPart, ...]:
+        """Detach and close the recorder; returns its finished files (``no_recording``)."""
+        recorder = self._recording(room_id, recording_id)
+        del self._recordings[(room_id, recording_id)]
+        self.detach_subscriber(room_id, recorder)
+        return tuple(recorder.close())
+
+    def _recording(self, room_id: str, recording_id: str) -> RecordingSubscriber:
+        recorder = self._recordings.get((room_id, recording_id))
+        if recorder is None:
+            raise NotFound("no such recording in this room", code="no_recording")
+        return recorder
+
+    def _close_recordings(self, room_id: str | None) -> None:
+        # A room that closes while recording (signaling stops recordings first; this is the
+        # worker shutting down): the files are finished, so start-up recovery can import them.
+        for (room, rid), recorder in list(self._recordings.items()):
+            if room_id is None or room == room_id:
+                del self._recordings[(room, rid)]
+                try:
+                    recorder.close()
+                except Exception:
+                    log.exception("recording %s did not close cleanly", rid)
+
     async def answer(self, room_id: str, participant_id: str, answer_sdp: str) -> None:
         """Apply the participant's answer to the SFU's renegotiation offer."""
         await self._peer(room_id, participant_id).answer(answer_sdp)
@@ -133,6 +186,7 @@ class Sfu:
 
     async def close_room(self, room_id: str) -> None:
         """Close every peer of the room and forget its subscribers; idempotent."""
+        self._close_recordings(room_id)
         for pid in list(self._rooms.get(room_id, {})):
             await self.close_peer(room_id, pid)
         self._rooms.pop(room_id, None)
@@ -145,6 +199,7 @@ class Sfu:
         self._closed = True
         for room_id in list(self._rooms):
             await self.close_room(room_id)
+        self._close_recordings(None)  # recordings of rooms without peers left
         if self._pump is not None:
             asyncio.get_running_loop().remove_reader(self._pump.notify_fd)
             self._pump.stop()

@@ -109,3 +109,49 @@ class Subscriber(Protocol):
         """One packet of a track, in arrival order (not reordered: that is the subscriber's
         job; packets the data plane could not queue are simply missing)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedTrack:
+    """One track in a recorded file."""
+
+    track_id: str
+    participant_id: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedPart:
+    """One finished, encrypted file of a recording (in the recording directory)."""
+
+    index: int
+    name: str
+    """The file's name in the recording directory."""
+    starts_at_s: float
+    """Where the file starts on the recording's timeline."""
+    duration_s: float
+    tracks: tuple[RecordedTrack, ...]
+    frames: int
+
+
+class RecordingSubscriber(Subscriber, Protocol):
+    """A subscriber that records (the recorder): told of consent, closed at the end."""
+
+    def include(self, participant_id: str) -> None:
+        """``participant_id`` consented: their tracks are recorded from now on."""
+        ...
+
+    def close(self) -> list[RecordedPart]:
+        """Finish every file; returns them (idempotent)."""
+        ...
+
+
+class RecorderFactory(Protocol):
+    """Makes the recorder of one recording (the composition root passes one to the SFU)."""
+
+    def __call__(
+        self, recording_id: str, key: bytes, participants: tuple[str, ...]
+    ) -> RecordingSubscriber:
+        """A recorder writing files encrypted under ``key`` that records only the tracks of
+        ``participants`` (until :meth:`RecordingSubscriber.include` adds more)."""
+        ...

@@ -13,12 +13,29 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 
-from fortrolig.core.errors import ProtocolError
+from fortrolig.core.errors import BadRequest, ProtocolError
 
 from . import worker_schema as schema
 from .channel import MAX_LINE, LineWriter, read_line, write
+from .settings import MediaSettings
 from .sfu import Sfu
+from .subscriber import RecorderFactory
+
+RecordersFor = Callable[[MediaSettings], RecorderFactory | None]
+"""Builds the worker's recorder factory from its settings (None: this worker cannot record)."""
+
+
+def _key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise BadRequest("a recording key is 64 hex digits", code="bad_field") from None
+    if len(key) != 32:
+        raise BadRequest("a recording key is 64 hex digits", code="bad_field")
+    return key
+
 
 log = logging.getLogger("fortrolig.media.worker")
 STATS_INTERVAL_S = 1.0
@@ -81,6 +98,12 @@ class Worker:
                 await sfu.close_room(room)
             case schema.GetSrtpProfile(room, pid):
                 return schema.SrtpProfile(await sfu.srtp_profile(room, pid))
+            case schema.StartRecording(room, rid, key, participants):
+                await sfu.start_recording(room, rid, _key(key), participants)
+            case schema.IncludeInRecording(room, rid, pid):
+                await sfu.include_in_recording(room, rid, pid)
+            case schema.StopRecording(room, rid):
+                return schema.RecordingStopped(await sfu.stop_recording(room, rid))
             case schema.GetSnapshot():
                 # The worker's own live tasks: the signaling process cannot count them.
                 return schema.Snapshot(
@@ -123,9 +146,14 @@ async def _stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return reader, writer
 
 
-async def serve(settings_json: str) -> None:
-    """Run until the signaling process closes the channel or says shutdown."""
-    sfu = Sfu(schema.parse_settings(settings_json))
+async def serve(settings_json: str, recorders_for: RecordersFor | None = None) -> None:
+    """Run until the signaling process closes the channel or says shutdown.
+
+    ``recorders_for`` comes from the entry point that records (``fortrolig.recording.worker``):
+    media itself knows no recorder.
+    """
+    settings = schema.parse_settings(settings_json)
+    sfu = Sfu(settings, recorders_for(settings) if recorders_for is not None else None)
     reader, writer = await _stdio()
     worker = Worker(sfu, writer)
     stats = asyncio.get_running_loop().create_task(worker.push_stats())
@@ -148,14 +176,14 @@ async def serve(settings_json: str) -> None:
         await sfu.close()
 
 
-def main() -> None:
-    """Entry point of ``python -m fortrolig.media.worker``."""
+def main(recorders_for: RecordersFor | None = None) -> None:
+    """Entry point of ``python -m fortrolig.media.worker`` (and of the recording worker)."""
     logging.basicConfig(
         level=os.environ.get("FORTROLIG_WORKER_LOG_LEVEL", "WARNING"),
         stream=sys.stderr,
         format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(name)s %(message)s",
     )
-    asyncio.run(serve(sys.argv[1]))
+    asyncio.run(serve(sys.argv[1], recorders_for))
 
 
 if __name__ == "__main__":

@@ -62,12 +62,14 @@ class WorkerProcess:
         settings: MediaSettings,
         on_event: EventHandler,
         on_exit: ExitHandler,
+        module: str = "fortrolig.media.worker",
     ) -> WorkerProcess:
-        """Start worker ``index`` and wait until it says ready (RuntimeError after 30 s)."""
+        """Start worker ``index`` (``python -m module``) and wait until it says ready
+        (RuntimeError after 30 s)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "fortrolig.media.worker",
+            module,
             schema.dump_settings(settings),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -30,6 +30,7 @@ from fortrolig.core import errors, wire
 from fortrolig.core.errors import ProtocolError
 
 from .settings import IceServer, MediaSettings
+from .subscriber import RecordedPart, RecordedTrack
 
 ID_MAX: Final = 256  # room and participant ids (signaling's are 64; the channel allows more)
 SDP_MAX: Final = 1 << 19  # an SDP is < 64 KiB; the channel's line limit is 1 MiB
@@ -122,6 +123,40 @@ class GetSrtpProfile:
 
 
 @dataclass(frozen=True, slots=True)
+class StartRecording:
+    """Record the room's consenting participants. → :class:`Done`
+
+    ``key`` is the recording's 32-byte key in hex: it travels only over this pipe between two
+    processes of one node and lives only in the recorder's memory (the journal keeps it wrapped).
+    """
+
+    type: ClassVar[str] = "start_recording"
+    room_id: str = _room()
+    recording_id: str = _room()
+    key: str = _s(64)
+    participants: tuple[str, ...] = _required()
+
+
+@dataclass(frozen=True, slots=True)
+class IncludeInRecording:
+    """A participant consented to the running recording. → :class:`Done`"""
+
+    type: ClassVar[str] = "include_in_recording"
+    room_id: str = _room()
+    recording_id: str = _room()
+    participant_id: str = _room()
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecording:
+    """Finish the recording. → :class:`RecordingStopped`"""
+
+    type: ClassVar[str] = "stop_recording"
+    room_id: str = _room()
+    recording_id: str = _room()
+
+
+@dataclass(frozen=True, slots=True)
 class GetSnapshot:
     """The SFU's state for metrics, now. → :class:`Snapshot`"""
 
@@ -159,6 +194,14 @@ class SrtpProfile:
 
     type: ClassVar[str] = "srtp_profile"
     profile: str | None = _s(CODE_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStopped:
+    """The recording's finished files."""
+
+    type: ClassVar[str] = "recording_stopped"
+    parts: tuple[RecordedPart, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,10 +286,13 @@ Request: TypeAlias = (
     | ClosePeer
     | CloseRoom
     | GetSrtpProfile
+    | StartRecording
+    | IncludeInRecording
+    | StopRecording
     | GetSnapshot
     | Shutdown
 )
-Response: TypeAlias = Done | Published | SrtpProfile | Snapshot | Failed
+Response: TypeAlias = Done | Published | SrtpProfile | RecordingStopped | Snapshot | Failed
 Event: TypeAlias = Ready | Stats | Offer | Connected | PeerFailed
 
 
@@ -276,12 +322,15 @@ REQUESTS: Final[Mapping[str, type[Any]]] = {
         ClosePeer,
         CloseRoom,
         GetSrtpProfile,
+        StartRecording,
+        IncludeInRecording,
+        StopRecording,
         GetSnapshot,
         Shutdown,
     )
 }
 RESPONSES: Final[Mapping[str, type[Any]]] = {
-    cls.type: cls for cls in (Done, Published, SrtpProfile, Snapshot, Failed)
+    cls.type: cls for cls in (Done, Published, SrtpProfile, RecordingStopped, Snapshot, Failed)
 }
 EVENTS: Final[Mapping[str, type[Any]]] = {
     cls.type: cls for cls in (Ready, Stats, Offer, Connected, PeerFailed)
@@ -303,7 +352,7 @@ _ERRORS: Final[Mapping[str, type[errors.FortroligError]]] = {
     )
 }
 
-R = TypeVar("R", Done, Published, SrtpProfile, Snapshot)
+R = TypeVar("R", Done, Published, SrtpProfile, RecordingStopped, Snapshot)
 
 
 def expect(response: Response, cls: type[R]) -> R:
@@ -385,7 +434,15 @@ def _call_id(data: dict[str, Any], kind: str) -> int:
 # Type hints resolved once at import (see fortrolig.core.wire). Lists may be long (a snapshot's
 # rooms); every string has its limit.
 _SCHEMA: Final = wire.Schema(
-    (*REQUESTS.values(), *RESPONSES.values(), *EVENTS.values(), MediaSettings, IceServer),
+    (
+        *REQUESTS.values(),
+        *RESPONSES.values(),
+        *EVENTS.values(),
+        MediaSettings,
+        IceServer,
+        RecordedPart,
+        RecordedTrack,
+    ),
     max_items=MAX_ITEMS,
     text_max=TEXT_MAX,
     int_range=(-(2**63), 2**63 - 1),

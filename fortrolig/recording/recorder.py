@@ -22,6 +22,11 @@ Each part's timeline starts at 0; its start on the recording's timeline is in th
 track whose publisher leaves just ends in the part. A resolution change stays in the part (the
 VP8 keyframe carries its size; decoders follow it).
 
+**Consent.** Only the tracks of participants who consented are recorded
+(``participants``, grown by :meth:`Recorder.include`): a participant who joins while the
+recording runs is left out until they accept, and their tracks then go into a new part like a
+late joiner's.
+
 **Loss.** Audio gaps are skipped (the timestamps jump, as in Janus). A video gap drops frames
 until the next keyframe, which is asked for at once (PLI, rate-limited by the SFU).
 """
@@ -30,14 +35,22 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from fortrolig.media.subscriber import ClockMapping, MediaPacket, TrackSource
+from fortrolig.core.errors import BadRequest
+from fortrolig.media.subscriber import (
+    ClockMapping,
+    MediaPacket,
+    RecordedPart,
+    RecordedTrack,
+    TrackSource,
+)
 
 from .depacketize import Vp8Depacketizer, Vp8Frame
 from .jitter import JitterBuffer, Released
@@ -60,6 +73,17 @@ class PartSink(Protocol):
         ...
 
 
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def part_file_name(recording_id: str, index: int) -> str:
+    """The file name of part ``index``: ``<recording id>.<index>.webm.enc``."""
+    if not _SAFE_ID.fullmatch(recording_id) or index < 0:
+        # The id names a file: nothing but [A-Za-z0-9_-] may reach a path.
+        raise BadRequest("a recording id is 1-64 of A-Z a-z 0-9 _ -", code="bad_field")
+    return f"{recording_id}.{index}.webm.enc"
+
+
 class DirectorySink:
     """Parts as files ``<recording id>.<index>.webm.enc`` (mode 0600) in a directory."""
 
@@ -67,22 +91,14 @@ class DirectorySink:
         self.directory = directory
 
     def open_part(self, recording_id: str, index: int) -> tuple[BinaryIO, str]:
-        name = f"{recording_id}.{index}.webm.enc"
+        name = part_file_name(recording_id, index)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(self.directory / name, flags, stat.S_IRUSR | stat.S_IWUSR)
         return os.fdopen(fd, "wb"), name
 
 
-@dataclass(frozen=True, slots=True)
-class PartInfo:
-    """One finished file of a recording (what the journal will list)."""
-
-    index: int
-    name: str
-    starts_at_s: float  # on the recording's timeline
-    duration_s: float
-    tracks: tuple[tuple[str, str, str], ...]  # (track id, participant id, kind)
-    frames: int
+PartInfo = RecordedPart
+"""One finished file of a recording (media's typed description, sent over the worker channel)."""
 
 
 @dataclass
@@ -136,10 +152,14 @@ class Recorder:
         key: bytes,
         sink: PartSink,
         *,
+        participants: Iterable[str] | None = None,
         start_wait_s: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.recording_id = recording_id
+        # None: everyone (benchmarks); else only these participants' tracks are recorded.
+        self._consented: set[str] | None = None if participants is None else set(participants)
+        self._pending: dict[str, TrackSource] = {}  # tracks of participants yet to consent
         self._key = key
         self._sink = sink
         self._start_wait = start_wait_s
@@ -154,9 +174,22 @@ class Recorder:
 
     # -- Subscriber --------------------------------------------------------------------------
 
+    def include(self, participant_id: str) -> None:
+        """``participant_id`` consented: record their tracks from now on (in the next part)."""
+        if self.closed or self._consented is None or participant_id in self._consented:
+            return
+        self._consented.add(participant_id)
+        for track_id, source in list(self._pending.items()):
+            if source.participant_id == participant_id:
+                del self._pending[track_id]
+                self.track_added(source)
+
     def track_added(self, source: TrackSource) -> None:
         """A published track: buffer it, ask for a keyframe, include it in the next part."""
         if self.closed or source.track_id in self._tracks:
+            return
+        if self._consented is not None and source.participant_id not in self._consented:
+            self._pending[source.track_id] = source  # not a packet of it is kept
             return
         video = source.kind == "video"
         if video and source.mime_type.lower() != "video/vp8":
@@ -173,6 +206,7 @@ class Recorder:
 
     def track_removed(self, track_id: str) -> None:
         """The publisher left: flush what the buffer holds; the track ends in this part."""
+        self._pending.pop(track_id, None)
         track = self._tracks.get(track_id)
         if track is None or self.closed:
             return
@@ -327,7 +361,7 @@ class Recorder:
         described = []
         for track_id in part.tracks:
             source = self._tracks[track_id].source
-            described.append((track_id, source.participant_id, source.kind))
+            described.append(RecordedTrack(track_id, source.participant_id, source.kind))
             self._tracks[track_id].in_part = False
         assert self._origin is not None
         self.parts.append(
@@ -362,3 +396,17 @@ def _spec(track: _Track) -> StreamSpec:
     if track.keyframe is not None:
         return StreamSpec(source.track_id, "video", track.keyframe.width, track.keyframe.height)
     return StreamSpec(source.track_id, "audio")
+
+
+class DirectoryRecorders:
+    """The :class:`~fortrolig.media.subscriber.RecorderFactory` of a node: recorders whose
+    encrypted parts go into ``directory`` (created 0700)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory = directory
+
+    def __call__(self, recording_id: str, key: bytes, participants: tuple[str, ...]) -> Recorder:
+        """A recorder of ``participants`` (more through :meth:`Recorder.include`)."""
+        part_file_name(recording_id, 0)  # refuse an unsafe id before anything starts
+        return Recorder(recording_id, key, DirectorySink(self.directory), participants=participants)

@@ -34,6 +34,8 @@ URL_MAX: Final = 2048
 MAX_ITEMS: Final = 64
 ROLES: Final = ("practitioner", "client")
 VERIFICATIONS: Final = ("email_code", "anonymous", "eid", "none")
+RECORDING_STATES: Final = ("asking", "recording", "stopped")
+RECORDING_REASONS: Final = ("refused", "withdrawn", "stopped", "left", "room_ended", "failed")
 ICE_TRANSPORT_POLICIES: Final = ("all", "relay")  # RTCIceTransportPolicy
 VERIFIED_MAX: Final = 320  # an e-mail address (RFC 5321 path limit is 256; names are shorter)
 
@@ -44,6 +46,14 @@ def _s(max_len: int = TEXT_MAX, *, default: Any = dataclasses.MISSING) -> Any:
 
 def _i(lo: int, hi: int, *, default: Any = dataclasses.MISSING) -> Any:
     return field(default=default, metadata={"range": (lo, hi)})
+
+
+def _required() -> Any:
+    return field()  # (a bare annotation would read, to mypy, as following fields with defaults)
+
+
+def _choice(choices: tuple[str, ...]) -> Any:
+    return field(metadata={"choices": choices})
 
 
 def _role() -> Any:
@@ -151,6 +161,33 @@ class Deny:
 
     type: ClassVar[str] = "deny"
     participant_id: str = _s(ID_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRequest:
+    """A practitioner asks to record the consultation into the journal of ``client_id``;
+    everyone present is asked (``recording`` state ``asking``), the asker has consented."""
+
+    type: ClassVar[str] = "record_request"
+    client_id: str = _s(ID_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordConsent:
+    """A participant's answer to the recording request ``recording_id``. ``accept: false``
+    refuses it (nothing is recorded); while it runs, it withdraws (it stops at once)."""
+
+    type: ClassVar[str] = "record_consent"
+    recording_id: str = _s(ID_MAX)
+    accept: bool = _required()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStop:
+    """Anyone in the room withdraws from (or, a practitioner, stops) the recording."""
+
+    type: ClassVar[str] = "record_stop"
+    recording_id: str = _s(ID_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +346,27 @@ class Redirect:
     resume_token: str = _s(TOKEN_MAX)
 
 
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """The consultation's recording, sent to everyone in the room on every change and to a
+    participant who enters while a request or a recording runs.
+
+    ``asking``: waiting for ``waiting_for`` to answer; nothing is recorded yet. ``recording``:
+    everyone in ``accepted`` is being recorded (someone still in ``waiting_for`` joined later
+    and is not recorded until they accept). ``stopped``: over, with ``reason`` and ``by`` (the
+    participant who refused, withdrew or stopped it).
+    """
+
+    type: ClassVar[str] = "recording"
+    recording_id: str = _s(ID_MAX)
+    state: str = _choice(RECORDING_STATES)
+    requested_by: str = _s(ID_MAX)
+    accepted: tuple[str, ...] = ()
+    waiting_for: tuple[str, ...] = ()
+    reason: str | None = field(default=None, metadata={"choices": RECORDING_REASONS})
+    by: str | None = _s(ID_MAX, default=None)
+
+
 ClientMessage: TypeAlias = (
     Hello
     | Join
@@ -322,6 +380,9 @@ ClientMessage: TypeAlias = (
     | EndRoom
     | Admit
     | Deny
+    | RecordRequest
+    | RecordConsent
+    | RecordStop
 )
 ServerMessage: TypeAlias = (
     Welcome
@@ -339,6 +400,7 @@ ServerMessage: TypeAlias = (
     | Waiting
     | WaitingRoom
     | Redirect
+    | Recording
 )
 
 CLIENT_MESSAGES: Final[Mapping[str, type[Any]]] = {
@@ -356,6 +418,9 @@ CLIENT_MESSAGES: Final[Mapping[str, type[Any]]] = {
         EndRoom,
         Admit,
         Deny,
+        RecordRequest,
+        RecordConsent,
+        RecordStop,
     )
 }
 SERVER_MESSAGES: Final[Mapping[str, type[Any]]] = {
@@ -376,6 +441,7 @@ SERVER_MESSAGES: Final[Mapping[str, type[Any]]] = {
         Waiting,
         WaitingRoom,
         Redirect,
+        Recording,
     )
 }
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fortrolig.core.errors import BadRequest, Conflict, Forbidden, NotFound
+
+if TYPE_CHECKING:
+    from .recording_consent import RecordingConsent
 
 WAITING_MAX = 16
 """Clients that may wait in one room at a time (a consultation has one or a few)."""
@@ -45,6 +49,9 @@ class Room:
     waiting: dict[str, Participant] = field(default_factory=dict)
     admitted: set[str] = field(default_factory=set)
     denied: set[str] = field(default_factory=set)
+    # The recording asked for or running (recording_consent.py); lives with the live room only:
+    # a node that loses the room loses the recording's process too (its files are recovered).
+    recording: RecordingConsent | None = None
 
     def admit(self, participant: Participant) -> None:
         """Add ``participant``; refuses when the room is closed or full."""

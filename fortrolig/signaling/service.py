@@ -37,7 +37,9 @@ from . import protocol as p
 from .auth import Claims, Role, TokenIssuer, TokenKind, TokenVerifier, VerificationMode
 from .closes import Ending, Outbound, end_connection
 from .cluster import Cluster, ThisNode
-from .ports import MediaBackend
+from .ports import MediaBackend, Recordings
+from .recording_session import RecordingControl
+from .recording_session import handlers as recording_handlers
 from .records import ADMITTED, DENIED, MemoryRoomStore, RoomRecord, RoomStore
 from .rooms import Participant, Room, RoomRegistry, TokenBucket
 from .turn import ice_servers_for
@@ -79,6 +81,7 @@ class SignalingService:
         room_store: RoomStore | None = None,
         cluster: Cluster | None = None,
         access_gate: Slot[AccessGate] | None = None,
+        recordings: Recordings | None = None,
     ) -> None:
         self.config = config
         self.media = media
@@ -98,6 +101,9 @@ class SignalingService:
             config.rooms.default_max_participants, config.rooms.max_participants_limit
         )
         self.sessions: dict[str, Session] = {}
+        # Without a Recordings port (unit tests, a node that does not record) every recording
+        # request is refused with recording_unavailable.
+        self.recording = RecordingControl(recordings, self._send_to)
         self.counters = Counters()
         self.errors_by_code: dict[str, int] = {}
         self.messages_by_type: dict[str, int] = {}
@@ -259,6 +265,11 @@ class SignalingService:
             verified=verified,
         )
 
+    def _send_to(self, participant_id: str, msg: p.ServerMessage) -> None:
+        session = self.sessions.get(participant_id)
+        if session is not None and not session.closed:
+            session.out.send(msg)
+
     def notify_waiting(self, room: Room) -> None:
         """Tell every practitioner in ``room`` who waits now (the ``waiting_room`` message)."""
         if not room.has_waiting_room or room.closed:
@@ -280,6 +291,7 @@ class SignalingService:
         room = self.rooms.find(room_id)
         if room is None:
             return
+        await self.recording.end_room(room, reason)
         self.rooms.close(room_id)
         for pid in [*room.participants, *room.waiting]:
             session = self.sessions.get(pid)
@@ -296,6 +308,7 @@ class SignalingService:
         if room is None:
             await self.cluster.release(room_id)
             return
+        await self.recording.end_room(room, why)
         self.rooms.forget(room_id)
         for pid in [*room.participants, *room.waiting]:
             session = self.sessions.get(pid)
@@ -429,6 +442,7 @@ class Session:
             p.EndRoom: self._on_end_room,
             p.Admit: self._on_admit,
             p.Deny: self._on_deny,
+            **recording_handlers(self),
         }
 
     @property
@@ -561,6 +575,7 @@ class Session:
         await self.service.media.open_peer(room.id, me.id, self)
         self.out.send(p.Joined(participants=tuple(_info(x) for x in room.others(me.id))))
         self._broadcast(p.ParticipantJoined(participant=_info(me)))
+        await self.service.recording.entered(room, me)
 
     async def _on_offer(self, msg: p.Offer) -> None:
         room, me = self._joined()
@@ -706,6 +721,7 @@ class Session:
             self.service.notify_waiting(room)
             return
         room.remove(me.id)
+        await self.service.recording.left(room, me)  # before its peer goes: tracks end cleanly
         await self.service.media.close_peer(room.id, me.id)
         if room.closed:  # the room ended: everyone gets `bye room_ended`, not participant_left
             return

@@ -48,10 +48,48 @@ CALLS: dict[str, dict[str, Any]] = {
     "srtp_profile": {"type": "srtp_profile", "id": 7, **ROOM},
     "snapshot": {"type": "snapshot", "id": 8},
     "shutdown": {"type": "shutdown", "id": 9},
+    "start_recording": {
+        "type": "start_recording",
+        "id": 10,
+        "room_id": "room_q2",
+        "recording_id": "rec_2kd9",
+        "key": "ab" * 32,
+        "participants": ["par_x7", "par_y8"],
+    },
+    "include_in_recording": {
+        "type": "include_in_recording",
+        "id": 11,
+        "room_id": "room_q2",
+        "recording_id": "rec_2kd9",
+        "participant_id": "par_z9",
+    },
+    "stop_recording": {
+        "type": "stop_recording",
+        "id": 12,
+        "room_id": "room_q2",
+        "recording_id": "rec_2kd9",
+    },
 }
 # What a worker writes to its stdout: replies (with the call's id) and events (without).
 FROM_WORKER: dict[str, dict[str, Any]] = {
     "done": {"type": "done", "id": 1},
+    "recording_stopped": {
+        "type": "recording_stopped",
+        "id": 12,
+        "parts": [
+            {
+                "index": 0,
+                "name": "rec_2kd9.0.webm.enc",
+                "starts_at_s": 0.0,
+                "duration_s": 20.5,
+                "tracks": [
+                    {"track_id": "t_a", "participant_id": "par_x7", "kind": "audio"},
+                    {"track_id": "t_v", "participant_id": "par_x7", "kind": "video"},
+                ],
+                "frames": 1640,
+            }
+        ],
+    },
     "published": {"type": "published", "id": 2, "sdp": SDP},
     "srtp_profile": {"type": "srtp_profile", "id": 7, "profile": "SRTP_AEAD_AES_256_GCM"},
     "snapshot": {"type": "snapshot", "id": 8, "snapshot": SNAPSHOT},

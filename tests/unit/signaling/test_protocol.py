@@ -42,6 +42,9 @@ CLIENT_SAMPLES: dict[str, dict[str, Any]] = {
     "media_state": {"type": "media_state", "audio": False, "video": True},
     "leave": {"type": "leave"},
     "ping": {"type": "ping"},
+    "record_request": {"type": "record_request", "client_id": "cli_4mz8"},
+    "record_consent": {"type": "record_consent", "recording_id": "rec_2kd9", "accept": True},
+    "record_stop": {"type": "record_stop", "recording_id": "rec_2kd9"},
 }
 SERVER_SAMPLES: dict[str, dict[str, Any]] = {
     "welcome": {
@@ -96,6 +99,16 @@ SERVER_SAMPLES: dict[str, dict[str, Any]] = {
             {"id": "p_9xx1", "verification": "anonymous", "name": None, "verified": "Anonym K7QF"},
             {"id": "p_3abc", "verification": "none", "name": "Bo", "verified": None},
         ],
+    },
+    "recording": {
+        "type": "recording",
+        "recording_id": "rec_2kd9",
+        "state": "stopped",
+        "requested_by": "p_1dr",
+        "accepted": ["p_1dr", "p_7kq2"],
+        "waiting_for": [],
+        "reason": "withdrawn",
+        "by": "p_7kq2",
     },
 }
 
