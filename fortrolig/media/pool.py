@@ -26,7 +26,7 @@ from .placement import Placement
 from .settings import MediaSettings
 from .sfu import samples_from_snapshots
 from .subscriber import RecordedPart
-from .worker_process import START_TIMEOUT_S, WorkerProcess
+from .worker_process import MEDIA_WORKER_MODULE, START_TIMEOUT_S, WorkerProcess
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class WorkerPool:
     """N media worker processes behind the MediaBackend interface."""
 
     def __init__(
-        self, settings: MediaSettings, workers: int, module: str = "fortrolig.media.worker"
+        self, settings: MediaSettings, workers: int, module: str = MEDIA_WORKER_MODULE
     ) -> None:
         """``module`` is the workers' entry point (``fortrolig.recording.worker`` records)."""
         if workers < 1:

@@ -24,6 +24,8 @@ from .settings import MediaSettings
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
+MEDIA_WORKER_MODULE = "fortrolig.media.worker"
+"""The workers' entry point (a node that records runs ``fortrolig.recording.worker``)."""
 STOP_TIMEOUT_S = 5.0
 
 EventHandler = Callable[["WorkerProcess", schema.Event], Awaitable[None]]
@@ -62,7 +64,7 @@ class WorkerProcess:
         settings: MediaSettings,
         on_event: EventHandler,
         on_exit: ExitHandler,
-        module: str = "fortrolig.media.worker",
+        module: str = MEDIA_WORKER_MODULE,
     ) -> WorkerProcess:
         """Start worker ``index`` (``python -m module``) and wait until it says ready
         (RuntimeError after 30 s)."""

@@ -52,16 +52,16 @@ def _required() -> Any:
     return field()  # (a bare annotation would read, to mypy, as following fields with defaults)
 
 
-def _choice(choices: tuple[str, ...]) -> Any:
-    return field(metadata={"choices": choices})
+def _choice(choices: tuple[str, ...], *, default: Any = dataclasses.MISSING) -> Any:
+    return field(default=default, metadata={"choices": choices})
 
 
 def _role() -> Any:
-    return field(metadata={"choices": ROLES})
+    return _choice(ROLES)
 
 
 def _verification() -> Any:
-    return field(metadata={"choices": VERIFICATIONS})
+    return _choice(VERIFICATIONS)
 
 
 # --- client → server -------------------------------------------------------------------------
@@ -237,7 +237,7 @@ class Welcome:
     role: str = _role()
     ice_servers: tuple[dict[str, Any], ...] = ()
     # "relay": the room forces TURN; the page sets iceTransportPolicy to it.
-    ice_transport_policy: str = field(default="all", metadata={"choices": ICE_TRANSPORT_POLICIES})
+    ice_transport_policy: str = _choice(ICE_TRANSPORT_POLICIES, default="all")
     resume_token: str = _s(TOKEN_MAX, default="")
     limits: dict[str, Any] = field(default_factory=dict)
 
@@ -363,7 +363,7 @@ class Recording:
     requested_by: str = _s(ID_MAX)
     accepted: tuple[str, ...] = ()
     waiting_for: tuple[str, ...] = ()
-    reason: str | None = field(default=None, metadata={"choices": RECORDING_REASONS})
+    reason: str | None = _choice(RECORDING_REASONS, default=None)
     by: str | None = _s(ID_MAX, default=None)
 
 

@@ -186,8 +186,7 @@ class RecordingControl:
             accepted=tuple(consent.accepted),
             waiting_for=tuple(consent.waiting_for),
         )
-        for pid in room.participants:
-            self._send(pid, msg)
+        self._tell(room, msg)
 
     def _broadcast_stopped(
         self, room: Room, consent: RecordingConsent, reason: str, by: str | None
@@ -200,6 +199,9 @@ class RecordingControl:
             reason=reason,
             by=by,
         )
+        self._tell(room, msg)
+
+    def _tell(self, room: Room, msg: p.Recording) -> None:
         for pid in room.participants:
             self._send(pid, msg)
 
