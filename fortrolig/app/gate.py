@@ -173,6 +173,17 @@ def gate_middleware(
     return middleware
 
 
+def export_check(config: Config) -> Callable[[web.Request, str], Awaitable[None]]:
+    """The subscription rule for requests that carry no token (recording playback URLs): the
+    practitioner must still have export access (export-only plays, suspended does not)."""
+
+    async def check(request: web.Request, practitioner_id: str) -> None:
+        if config.billing.enforced:
+            await request.app[SUBSCRIPTIONS_KEY].require_export(practitioner_id)
+
+    return check
+
+
 async def _check_revoked(app: web.Application, who: Principal) -> None:
     iat = who.issued_at or 0.0
     revoked = await app[ACCOUNTS_KEY].revoked_after(who.subject)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -26,11 +27,14 @@ from fortrolig.core.slot import Slot
 from fortrolig.core.tls import ReloadingTls
 from fortrolig.journal.factory import open_journal, retention_loop
 from fortrolig.journal.http import journal_routes
+from fortrolig.journal.recording_http import recording_routes
 from fortrolig.journal.service import JournalService
 from fortrolig.media.backend import MediaBackend
 from fortrolig.media.pool import WorkerPool
 from fortrolig.media.settings import IceServer, MediaSettings
 from fortrolig.media.sfu import Sfu
+from fortrolig.recording.recorder import DirectoryRecorders
+from fortrolig.recording.worker import RECORDING_WORKER_MODULE
 from fortrolig.signaling.auth import TokenIssuer, TokenVerifier
 from fortrolig.signaling.cluster import Cluster, ThisNode
 from fortrolig.signaling.eid.client import EidClient
@@ -69,7 +73,8 @@ from .edge import (
     tls_reload_ctx,
     trusted_proxy_test,
 )
-from .gate import gate_ctx, gate_middleware, gate_routes
+from .gate import export_check, gate_ctx, gate_middleware, gate_routes
+from .recordings import RecordingBridge
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +126,23 @@ def media_workers(config: Config) -> int:
     return config.media.workers or os.cpu_count() or 1
 
 
+def recording_dir(config: Config) -> Path:
+    """Where recorders write their encrypted files before the journal takes them."""
+    return config.server.data_dir / "recordings"
+
+
 def media_backend(config: Config) -> MediaBackend:
-    """The SFU in-process (one worker) or a pool of worker processes (one per core)."""
+    """The SFU in-process (one worker) or a pool of worker processes (one per core); with
+    ``media.recording`` each can record (a recorder factory, or the recording worker)."""
     n = media_workers(config)
+    settings = media_settings(config)
+    if not config.media.recording:
+        return Sfu(settings) if n == 1 else WorkerPool(settings, n)
+    directory = recording_dir(config)
     if n == 1:
-        return Sfu(media_settings(config))
-    return WorkerPool(media_settings(config), n)
+        return Sfu(settings, DirectoryRecorders(directory))
+    settings = dataclasses.replace(settings, recording_dir=str(directory))
+    return WorkerPool(settings, n, module=RECORDING_WORKER_MODULE)
 
 
 def mailer(config: Config) -> SmtpMailer | None:
@@ -156,6 +172,9 @@ def build_app(config: Config) -> web.Application:
         keyset, config.auth.issuer, clock, config.auth.clock_skew_s, SqlJtiStore(records, clock.now)
     )
     sfu = media_backend(config)
+    bridge = None
+    if config.media.recording:
+        bridge = RecordingBridge(lambda: app[JOURNAL_KEY], sfu, recording_dir(config))
     secret = None
     if config.media.turn_secret_file is not None:
         secret = read_secret_file(config.media.turn_secret_file)
@@ -179,6 +198,7 @@ def build_app(config: Config) -> web.Application:
         room_store=SqlRoomStore(records),
         cluster=cluster,
         access_gate=access_gate,
+        recordings=bridge,
     )
     mail = mailer(config)
     invites = InviteService(
@@ -230,6 +250,8 @@ def build_app(config: Config) -> web.Application:
     metrics.add_source(sfu.samples)
     metrics.add_source(lambda: _process_samples(app))
     metrics.add_source(guard.samples)
+    if bridge is not None:
+        metrics.add_source(bridge.samples)
 
     async def ws(request: web.Request) -> web.StreamResponse:
         return await handle_ws(request, service, app[OPEN_WEBSOCKETS_KEY])
@@ -253,9 +275,14 @@ def build_app(config: Config) -> web.Application:
         credentials = load_client_auth(config.eid)
         app.cleanup_ctx.append(eid_ctx(eid, config.eid, redirect_uri, credentials, pending))
     app.add_routes(journal_routes(JOURNAL_KEY, lambda request: request.get(PRINCIPAL)))
+    app.add_routes(
+        recording_routes(JOURNAL_KEY, lambda request: request.get(PRINCIPAL), export_check(config))
+    )
     app.add_routes(web_routes())
     app.add_routes(gate_routes())
     app.cleanup_ctx.append(_journal_ctx(config))
+    if bridge is not None:
+        app.cleanup_ctx.append(_recovery_ctx(bridge))
     app.cleanup_ctx.append(gate_ctx(config, issuer, service, access_gate, mail, public_url(config)))
     app.cleanup_ctx.append(_sfu_ctx)
     app.cleanup_ctx.append(cluster_ctx(service, config))
@@ -316,6 +343,18 @@ def _journal_ctx(config: Config) -> Callable[[web.Application], AsyncIterator[No
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await journal.close()
+
+    return ctx
+
+
+def _recovery_ctx(bridge: RecordingBridge) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Before serving: store and end what recordings a crash of this node left behind."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        recovered = await bridge.recover()
+        if recovered:
+            log.warning("recovered %d recording(s) left by an earlier run", recovered)
+        yield
 
     return ctx
 

@@ -196,6 +196,9 @@ class MediaConfig:
     # 0: one media worker process per core; 1: the SFU runs inside the signaling process
     # (a laptop, the tests); N >= 2: N worker processes.
     workers: int = 0
+    # Record consultations when every participant consents (docs/journal.md "Recordings"):
+    # the encrypted files are written under <data_dir>/recordings, then kept in the journal.
+    recording: bool = True
 
     def __post_init__(self) -> None:
         _require(bool(self.ice_host_addresses), "media.ice_host_addresses", "must not be empty")

@@ -36,6 +36,25 @@ HOLD_SET = "hold.set"
 HOLD_READ = "hold.read"
 JOURNAL_ERASE = "journal.erase"
 KEYS_ROTATE = "keys.rotate"
+# Recording (docs/journal.md "Recordings"): each consent step, the start and stop, every part
+# stored, every list, playback and export. The detail names the recording; who consented or
+# withdrew is the client's data, so it is sealed under the client's data key.
+RECORDING_REQUEST = "recording.request"
+RECORDING_ACCEPT = "recording.accept"
+RECORDING_REFUSE = "recording.refuse"
+RECORDING_WITHDRAW = "recording.withdraw"
+RECORDING_START = "recording.start"
+RECORDING_STOP = "recording.stop"
+RECORDING_PART = "recording.part"
+RECORDING_LIST = "recording.list"
+RECORDING_PLAY = "recording.play"
+RECORDING_EXPORT = "recording.export"
+RECORDING_CONSENT_ACTIONS = {
+    "request": RECORDING_REQUEST,
+    "accept": RECORDING_ACCEPT,
+    "refuse": RECORDING_REFUSE,
+    "withdraw": RECORDING_WITHDRAW,
+}
 
 # Purposes the service records for its own actions (read purposes: rules.READ_PURPOSES). Earlier
 # entries keep the strings they were hashed with; these are what new entries get.
@@ -46,6 +65,7 @@ PURPOSE_IMPORT = "import"
 PURPOSE_LEGAL_HOLD = "legal_hold"
 PURPOSE_RETENTION = "retention"
 PURPOSE_KEY_ROTATION = "key_rotation"
+PURPOSE_CARE = "care"
 
 
 def canonical(seq: int, event: AuditEvent) -> bytes:

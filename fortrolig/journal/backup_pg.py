@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
 from fortrolig.core.errors import ConfigError
-from fortrolig.journal.model import Erasure
+from fortrolig.journal.model import ERASED_WITH_CLIENT, Erasure
 
 _BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 _CHUNK = 1 << 16
@@ -91,10 +91,20 @@ def erasure_sql(erasures: list[Erasure]) -> str:
             f"INSERT INTO erasures VALUES ({cid}, {pid}, {int(e.erased_us)}) "
             "ON CONFLICT DO NOTHING;",
             f"DELETE FROM client_keys WHERE client_id = {cid};",
-            f"DELETE FROM notes WHERE client_id = {cid};",
+            *(_delete_if_present(table, cid) for table in ERASED_WITH_CLIENT),
             f"DELETE FROM clients WHERE id = {cid};",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _delete_if_present(table: str, cid: str) -> str:
+    # A backup of an older schema lacks newer tables (migrations add them after the restore).
+    if "$" in cid:  # the literal sits inside a dollar-quoted body
+        raise ValueError("'$' in a client id")
+    return (
+        f"DO $$ BEGIN IF to_regclass('public.{table}') IS NOT NULL THEN "
+        f"DELETE FROM {table} WHERE client_id = {cid}; END IF; END $$;"
+    )
 
 
 def _literal(text: str) -> str:

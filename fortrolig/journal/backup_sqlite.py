@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 from fortrolig.journal.model import Erasure
+from fortrolig.journal.recordings_sqlite import erase_rows
 
 
 def snapshot(db_path: Path) -> bytes:
@@ -48,9 +49,10 @@ def read_erasures(db_path: Path) -> list[Erasure]:
 def apply_erasures(conn: sqlite3.Connection, erasures: list[Erasure]) -> None:
     """Re-apply erasures (tombstones) to a restored journal.
 
-    The same order as the live erasure (record it, delete the keys, then notes and client), so
-    the schema's append-only triggers accept it. A client erased after the backup was made comes
-    back without keys, notes or row, with its erasure recorded, exactly as on the live node.
+    The same order as the live erasure (record it, delete the keys, then notes, recordings and
+    client), so the schema's append-only triggers accept it. A client erased after the backup
+    was made comes back without keys, notes, recordings or row, with its erasure recorded,
+    exactly as on the live node.
     """
     with conn:
         for e in erasures:
@@ -59,7 +61,7 @@ def apply_erasures(conn: sqlite3.Connection, erasures: list[Erasure]) -> None:
                 (e.client_id, e.practitioner_id, e.erased_us),
             )
             conn.execute("DELETE FROM client_keys WHERE client_id = ?", (e.client_id,))
-            conn.execute("DELETE FROM notes WHERE client_id = ?", (e.client_id,))
+            erase_rows(conn, e.client_id)
             conn.execute("DELETE FROM clients WHERE id = ?", (e.client_id,))
 
 

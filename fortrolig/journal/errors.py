@@ -86,3 +86,15 @@ class AuditChainBroken(IntegrityError):
     """The audit log's hash chain does not verify."""
 
     code = "audit_chain_broken"
+
+
+class RecordingNotFound(NotFound):
+    """No such recording (or part) in the caller's client journal."""
+
+    code = "recording_not_found"
+
+
+class PlaybackTicketInvalid(Forbidden):
+    """A playback URL that is forged, altered, expired or for another deployment."""
+
+    code = "playback_ticket_invalid"

@@ -16,10 +16,11 @@ import io
 import json
 import zipfile
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any
 
 from fortrolig.journal.errors import InvalidEntry, UnsupportedExport
 from fortrolig.journal.model import Client, Journal, Note, iso_from_micros, micros_from_iso
+from fortrolig.journal.recordings_model import Recording
 
 FORMAT = "fortrolig.journal"
 VERSION = 1
@@ -163,10 +164,64 @@ class ZipStream:
         self._zip.writestr(info, data)
         return self._sink.take()
 
+    def open_stored(self, name: str, date_time: tuple[int, int, int, int, int, int]) -> ZipMember:
+        """Start a member written piece by piece, stored uncompressed (recordings are
+        compressed media already); write to it, then close it, before adding another."""
+        info = zipfile.ZipInfo(name, date_time=date_time)
+        info.compress_type = zipfile.ZIP_STORED
+        return ZipMember(self._zip.open(info, mode="w", force_zip64=True), self._sink)
+
     def finish(self) -> bytes:
         """Write the central directory and return the final bytes."""
         self._zip.close()
         return self._sink.take()
+
+
+class ZipMember:
+    """One member of a :class:`ZipStream` being written; each call returns the archive bytes
+    produced so far."""
+
+    def __init__(self, file: IO[bytes], sink: _Sink) -> None:
+        self._file = file
+        self._sink = sink
+
+    def write(self, data: bytes) -> bytes:
+        """Append ``data`` to the member."""
+        self._file.write(data)
+        return self._sink.take()
+
+    def close(self) -> bytes:
+        """End the member (its data descriptor follows)."""
+        self._file.close()
+        return self._sink.take()
+
+
+def recordings_document(recordings: list[Recording]) -> dict[str, Any]:
+    """The export's description of a client's recordings (the files sit beside it)."""
+    return {
+        "format": "fortrolig-recordings",
+        "version": 1,
+        "recordings": [
+            {
+                "id": r.id,
+                "room_id": r.room_id,
+                "started_at": iso_from_micros(r.started_us),
+                "ended_at": None if r.ended_us is None else iso_from_micros(r.ended_us),
+                "state": r.state,
+                "reason": r.reason,
+                "consented_by": list(r.consented_by),
+                "parts": [
+                    {
+                        "file": f"recording.{r.id}.{p.index}.webm",
+                        "starts_at_s": p.starts_at_s,
+                        "duration_s": p.duration_s,
+                    }
+                    for p in r.parts
+                ],
+            }
+            for r in recordings
+        ],
+    }
 
 
 def read_zip(data: bytes) -> dict[str, bytes]:

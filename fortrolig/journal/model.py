@@ -180,3 +180,15 @@ class HoldChange:
     actor: str
     hold: bool
     reason: str | None
+
+
+ERASED_WITH_CLIENT = (
+    "recording_chunks",
+    "recording_parts",
+    "recording_ends",
+    "recordings",
+    "notes",
+)
+"""The tables whose rows (column ``client_id``) an erasure deletes after the client's keys and
+before the client row, in this order (children before parents). The stores and both backup
+restores apply the same list, so a restored backup forgets exactly what the live node did."""

@@ -36,6 +36,7 @@ from fortrolig.journal.model import (
     to_micros,
 )
 from fortrolig.journal.pdf import render_pdf
+from fortrolig.journal.recording_service import RecordingJournal
 from fortrolig.journal.retention import DEFAULT_RETENTION_YEARS, due_for_erasure
 from fortrolig.journal.store import JournalStore
 
@@ -88,6 +89,8 @@ class JournalService:
         self._clock = clock
         self._retention_years = retention_years
         self._pdf_slot = asyncio.Semaphore(1)
+        self.recordings = RecordingJournal(store, self._cipher, clock)
+        """Recordings kept in the clients' journals (consent trail, files, playback)."""
 
     @property
     def store(self) -> JournalStore:
@@ -101,7 +104,9 @@ class JournalService:
         if blob is None:
             _, fresh = self._cipher.new_audit_key_blob()
             blob = await self._store.put_meta_if_absent(AUDIT_KEY_META, fresh)
-        self._store.use_audit_key(self._cipher.open_audit_key(blob))
+        audit_key = self._cipher.open_audit_key(blob)
+        self._store.use_audit_key(audit_key)
+        self.recordings.use_audit_key(audit_key)
 
     async def close(self) -> None:
         """Close the store; idempotent."""
@@ -324,7 +329,25 @@ class JournalService:
             )
             pdf = await self._render_pdf(journal, now)
             yield stream.add(f"{row.id}.pdf", pdf, archive)
+            async for piece in self._export_recordings(pid, row.id, stream, archive):
+                yield piece
         yield stream.finish()
+
+    async def _export_recordings(
+        self, pid: str, client_id: str, stream: export.ZipStream, archive: ZipDateTuple
+    ) -> AsyncIterator[bytes]:
+        """A client's recordings in the zip: ``<client>.recordings.json`` (who consented,
+        when, the parts) and each part decrypted as ``<client>.recording.<id>.<n>.webm``."""
+        recordings = await self.recordings.describe(client_id)
+        if not recordings:
+            return
+        doc = export.recordings_document(recordings)
+        yield stream.add(f"{client_id}.recordings.json", export.dumps(doc), archive)
+        async for name, reader in self.recordings.export_parts(pid, client_id):
+            member = stream.open_stored(f"{client_id}.recording.{name}", archive)
+            async for plain in reader.chunks():
+                yield member.write(plain)
+            yield member.close()
 
     async def _render_pdf(self, journal: Journal, exported_us: int) -> bytes:
         # fpdf2 needs ~10 ms per KB of note text (2 s for 100 notes of 2 KB): run it in a thread,
@@ -420,6 +443,9 @@ class JournalService:
                 )
                 erased += await self._store.erase_client(candidate.client_id, event)
         return RetentionReport(dry_run, due, erased)
+
+
+ZipDateTuple = tuple[int, int, int, int, int, int]
 
 
 class ZipDate:

@@ -11,6 +11,7 @@ same transaction, so a note is never acknowledged without its audit entry, nor t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -22,9 +23,49 @@ from fortrolig.journal.model import (
     NoteRow,
     RetentionCandidate,
 )
+from fortrolig.journal.recordings_model import (
+    RecordingEndRow,
+    RecordingPartRow,
+    RecordingRow,
+    StoredRecording,
+)
 
 
-class JournalStore(Protocol):
+class RecordingRows(Protocol):
+    """Persistence of recordings: rows written once, ciphertext in chunks, removed only with
+    their client's erasure (``erase_client``)."""
+
+    async def begin_recording(self, row: RecordingRow, audit: AuditEvent) -> None:
+        """Insert a recording and its audit entry; :class:`DuplicateRecord` if the id exists."""
+        ...
+
+    async def add_recording_part(
+        self, part: RecordingPartRow, chunks: Iterator[bytes], audit: AuditEvent
+    ) -> None:
+        """Insert a part with exactly ``part.chunks`` ciphertext chunks and its audit entry, in
+        one transaction; :class:`DuplicateRecord` if the part exists."""
+        ...
+
+    async def end_recording(self, end: RecordingEndRow, audit: AuditEvent) -> bool:
+        """Record how a recording ended (audited); False if it had ended already."""
+        ...
+
+    async def get_recording(self, recording_id: str) -> StoredRecording | None:
+        """One recording with its end and parts."""
+        ...
+
+    async def list_recordings(self, client_id: str) -> list[StoredRecording]:
+        """A client's recordings, oldest first."""
+        ...
+
+    async def read_recording_chunks(
+        self, recording_id: str, part: int, first: int, last: int
+    ) -> list[bytes]:
+        """Ciphertext chunks ``first..last`` (inclusive) of one part, in order."""
+        ...
+
+
+class JournalStore(RecordingRows, Protocol):
     """Persistence of clients, wrapped data keys, notes, erasures and the audit chain."""
 
     @property
@@ -101,7 +142,8 @@ class JournalStore(Protocol):
         ...
 
     async def erase_client(self, client_id: str, audit: AuditEvent) -> bool:
-        """Crypto-shred: record the erasure, delete the data keys, then notes and client.
+        """Crypto-shred: record the erasure, delete the data keys, then notes, recordings and
+        client.
 
         Returns False when the client does not exist (already erased).
         """

@@ -23,6 +23,7 @@ from fortrolig.journal.model import (
     NoteRow,
     RetentionCandidate,
 )
+from fortrolig.journal.recordings_pg import PgRecordingRows, erase_rows, migration
 from fortrolig.storage.pg_pool import PgPool
 
 T = TypeVar("T")
@@ -109,7 +110,10 @@ _TRIGGERS = [
     *(_truncate_trigger(t) for t in ("clients", "client_keys", "notes", "erasures", "audit")),
 ]
 
-MIGRATIONS: list[tuple[int, list[str]]] = [(1, _FUNCTIONS + _TABLES + _TRIGGERS)]
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, _FUNCTIONS + _TABLES + _TRIGGERS),
+    (2, migration(_row_trigger, _truncate_trigger)),
+]
 
 _CLIENT_COLS = (
     "id, practitioner_id, created_us, key_version, schema_version, name_ct, contact_ct, hold"
@@ -141,7 +145,7 @@ def _blob(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-class PostgresJournalStore:
+class PostgresJournalStore(PgRecordingRows):
     """:class:`~fortrolig.journal.store.JournalStore` on PostgreSQL via an asyncpg pool."""
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
@@ -355,7 +359,7 @@ class PostgresJournalStore:
                 "INSERT INTO erasures VALUES ($1, $2, $3)", client_id, owner, audit.at_us
             )
             await c.execute("DELETE FROM client_keys WHERE client_id = $1", client_id)
-            await c.execute("DELETE FROM notes WHERE client_id = $1", client_id)
+            await erase_rows(c, client_id)
             await c.execute("DELETE FROM clients WHERE id = $1", client_id)
             await self._append_audit(c, audit)
             return True

@@ -24,6 +24,7 @@ from fortrolig.journal.model import (
     NoteRow,
     RetentionCandidate,
 )
+from fortrolig.journal.recordings_sqlite import SqliteRecordingRows, erase_rows, migration
 from fortrolig.storage.sqlite_file import SqliteFile
 
 T = TypeVar("T")
@@ -106,6 +107,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             _trigger("audit_no_delete", "BEFORE DELETE ON audit", "audit entries are final"),
         ],
     ),
+    (2, migration(_trigger, _SHREDDED)),
 ]
 
 
@@ -135,7 +137,7 @@ def _blob(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-class SqliteJournalStore:
+class SqliteJournalStore(SqliteRecordingRows):
     """:class:`~fortrolig.journal.store.JournalStore` on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
@@ -336,7 +338,8 @@ class SqliteJournalStore:
         return [RetentionCandidate(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     async def erase_client(self, client_id: str, audit: AuditEvent) -> bool:
-        """Record the erasure, shred the keys, remove notes and client; one transaction."""
+        """Record the erasure, shred the keys, remove notes, recordings and client; one
+        transaction."""
 
         def op(c: sqlite3.Connection) -> bool:
             row = c.execute(
@@ -346,7 +349,7 @@ class SqliteJournalStore:
                 return False
             c.execute("INSERT INTO erasures VALUES (?, ?, ?)", (client_id, row[0], audit.at_us))
             c.execute("DELETE FROM client_keys WHERE client_id = ?", (client_id,))
-            c.execute("DELETE FROM notes WHERE client_id = ?", (client_id,))
+            erase_rows(c, client_id)
             c.execute("DELETE FROM clients WHERE id = ?", (client_id,))
             self._append_audit(c, audit)
             return True

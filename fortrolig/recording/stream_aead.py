@@ -226,13 +226,9 @@ class SegmentReader:
             raise StreamIntegrityError("encrypted stream has a bad header")
         self._aead = _file_key(key, header[1 : 1 + SALT_BYTES], associated_data)
         self._prefix = header[1 + SALT_BYTES :]
-        full, rest = divmod(total, SEGMENT_BYTES)
-        self.segments = full + (1 if rest else 0)
-        last_len = (rest or SEGMENT_BYTES) - (HEADER_BYTES if self.segments == 1 else 0)
-        if last_len < TAG_BYTES:
-            raise StreamIntegrityError("encrypted stream ends inside a tag")
+        self.size = plaintext_size(total)
+        self.segments = -(-total // SEGMENT_BYTES)
         self._total = total
-        self.size = _plain_start(self.segments - 1) + last_len - TAG_BYTES
 
     def segment(self, index: int) -> bytes:
         """The authenticated plaintext of one segment."""
@@ -266,6 +262,26 @@ class SegmentReader:
     def read_all(self) -> bytes:
         """The whole plaintext (every segment checked, in order)."""
         return b"".join(self.segment(i) for i in range(self.segments))
+
+
+def plaintext_size(total: int) -> int:
+    """The plaintext length of a well-formed stream of ``total`` ciphertext bytes (what
+    :attr:`SegmentReader.size` will say; a stream too short for that raises)."""
+    full, rest = divmod(total, SEGMENT_BYTES)
+    segments = full + (1 if rest else 0)
+    last_len = (rest or SEGMENT_BYTES) - (HEADER_BYTES if segments == 1 else 0)
+    if total < HEADER_BYTES + TAG_BYTES or last_len < TAG_BYTES:
+        raise StreamIntegrityError("encrypted stream is truncated")
+    return _plain_start(segments - 1) + last_len - TAG_BYTES
+
+
+def ciphertext_span(offset: int, end: int, total: int) -> tuple[int, int]:
+    """The ciphertext bytes ``[start, stop)`` that hold plaintext ``[offset, end)`` of a stream
+    of ``total`` bytes: whole segments, the header excluded (a reader needs it as well)."""
+    if not 0 <= offset < end:
+        raise ValueError("empty or negative range")
+    first, last = _segment_of(offset), _segment_of(end - 1)
+    return _cipher_start(first), min(total, (last + 1) * SEGMENT_BYTES)
 
 
 def decrypt(key: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:

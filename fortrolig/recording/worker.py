@@ -15,6 +15,9 @@ from fortrolig.media.subscriber import RecorderFactory
 
 from .recorder import DirectoryRecorders
 
+RECORDING_WORKER_MODULE = "fortrolig.recording.worker"
+"""This entry point, for :class:`~fortrolig.media.pool.WorkerPool`'s ``module``."""
+
 
 def recorders_for(settings: MediaSettings) -> RecorderFactory | None:
     """Recorders writing into ``settings.recording_dir`` (None when it is not set)."""

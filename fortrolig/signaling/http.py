@@ -36,7 +36,9 @@ limited_log = RateLimitedLog(log)
 PRINCIPAL = web.RequestKey("fortrolig.principal", Principal)
 # The client's side of invites: no access token (the invite secret or the verification handle in
 # the body is the credential).
-PUBLIC_API_PREFIX = "/api/v1/invite/"
+PUBLIC_API_PREFIXES = ("/api/v1/invite/", "/api/recordings/play/")
+"""API paths without a Bearer token: invite links, and recording playback URLs (whose sealed
+ticket is the credential: a ``<video>`` element cannot send a header)."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 16 * 1024
 NO_STORE = {"Cache-Control": "no-store"}
@@ -106,7 +108,7 @@ def auth_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/api/") and not request.path.startswith(PUBLIC_API_PREFIX):
+        if request.path.startswith("/api/") and not request.path.startswith(PUBLIC_API_PREFIXES):
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token:

@@ -41,11 +41,11 @@ async def _client_with_notes(
 async def test_schema_is_migrated_and_reopen_is_idempotent(
     service: JournalService, store_url: str, keyring: FileKeyring, clock: FakeClock
 ) -> None:
-    assert await service.store.schema_version() == 1
+    assert await service.store.schema_version() == 2
     again = JournalService(open_store(store_url), keyring, clock)
     await again.start()
     try:
-        assert await again.store.schema_version() == 1
+        assert await again.store.schema_version() == 2
     finally:
         await again.close()
 

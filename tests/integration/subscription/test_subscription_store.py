@@ -52,7 +52,7 @@ async def test_migrates_once_and_shares_a_database_with_the_journal(store_url: s
     await subs.open()
     try:
         assert await subs.schema_version() == 1
-        assert await journal.schema_version() == 1
+        assert await journal.schema_version() == 2
         again = open_subscription_store(store_url)
         await again.open()  # a second node starting: no migration runs twice
         assert await again.schema_version() == 1
