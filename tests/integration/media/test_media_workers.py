@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -241,7 +242,8 @@ def _worker_pids(server_pid: int) -> list[int]:
                 cmd = f.read()
         except OSError:
             continue
-        if ppid == server_pid and b"fortrolig.media.worker" in cmd:
+        # A node that records (the default) runs the recording worker's entry point.
+        if ppid == server_pid and re.search(rb"fortrolig\.(media|recording)\.worker", cmd):
             pids.append(int(entry))
     return pids
 
