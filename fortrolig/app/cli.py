@@ -25,6 +25,7 @@ from fortrolig.core.errors import BadRequest, FortroligError
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.journal import cli as journal_cli
 from fortrolig.journal.audit_report import NodeInfo
+from fortrolig.journal.recording_http import PLAY_PREFIX
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 
 from . import listen
@@ -63,11 +64,14 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
     trusted proxy named it (``server.trusted_proxies``), else the connection's peer."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        path = request.path
+        if path.startswith(PLAY_PREFIX):
+            path = PLAY_PREFIX + "<ticket>"  # the URL is a credential (a playback capability)
         self.logger.info(
             '%s "%s %s" %d %.3fs',
             request.get(CLIENT_ADDRESS, request.remote),
             request.method,
-            request.path,
+            path,
             response.status,
             time,
         )

@@ -142,8 +142,33 @@ def _categories(config: Config) -> list[dict[str, Any]]:
             "append-only, HMAC-SHA256 hash chain; free-text hold reasons sealed per client",
             detail="actor id, action, client id, note id, purpose code, time",
         ),
+        _recordings_category(config, journal),
     ]
     return cats + _unstored_categories(config)
+
+
+def _recordings_category(config: Config, journal: str) -> dict[str, Any]:
+    if not config.media.recording:
+        return _category(
+            "recordings",
+            "consultation recordings",
+            "clients, practitioners",
+            "not made: media.recording is off",
+            "would be streaming AES-256-GCM under keys wrapped by the client's data key",
+            special=True,
+            collected=False,
+        )
+    return _category(
+        "recordings",
+        "consultation recordings (video and sound), made only when every participant consents",
+        "clients, practitioners",
+        f"journal ({journal}); while a recording runs, ciphertext files in "
+        f"{config.server.data_dir / 'recordings'}",
+        "streaming AES-256-GCM (AES256_GCM_HKDF_4KB) under a key per recording, wrapped by "
+        "the client's data key (erased with the journal); consent steps in the audit chain",
+        special=True,
+        detail="each participant's consent, the consultation, duration and the files",
+    )
 
 
 def _unstored_categories(config: Config) -> list[dict[str, Any]]:
@@ -165,15 +190,6 @@ def _unstored_categories(config: Config) -> list[dict[str, Any]]:
             "clients, practitioners",
             "access log (paths only, no query strings); login throttling; ICE in memory",
             "in the operator's log store (the node keeps no log file of its own)",
-        ),
-        _category(
-            "recordings",
-            "consultation recordings",
-            "clients, practitioners",
-            "not made: no node of this version starts a recording",
-            "would be streaming AES-256-GCM under keys wrapped by the client's data key",
-            special=True,
-            collected=False,
         ),
     ]
     if config.billing.enforced:
@@ -253,7 +269,9 @@ def _retention(config: Config) -> list[dict[str, Any]]:
         },
         {
             "data": "recordings",
-            "period": "none are made",
+            "period": "with the client's journal: erased with it (crypto-shredding)"
+            if config.media.recording
+            else "none are made (media.recording is off)",
             "config_key": None,
         },
         {

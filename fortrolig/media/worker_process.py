@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +31,13 @@ STOP_TIMEOUT_S = 5.0
 
 EventHandler = Callable[["WorkerProcess", schema.Event], Awaitable[None]]
 ExitHandler = Callable[["WorkerProcess"], Awaitable[None]]
+
+
+def _worker_env() -> dict[str, str]:
+    """The node's environment plus its log level, so that a worker logs (to the node's stderr)
+    what the node would: ``server.log_level`` is one setting for both."""
+    level = logging.getLevelName(logging.getLogger("fortrolig").getEffectiveLevel())
+    return {**os.environ, "FORTROLIG_WORKER_LOG_LEVEL": str(level)}
 
 
 class WorkerProcess:
@@ -76,6 +84,7 @@ class WorkerProcess:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=MAX_LINE,
+            env=_worker_env(),
         )
         worker = cls(index, proc, on_event, on_exit)
         try:

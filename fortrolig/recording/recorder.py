@@ -285,6 +285,12 @@ class Recorder:
             if frame.keyframe:
                 track.keyframe = frame
             self._write(track, frame.timestamp, frame.data, frame.keyframe)
+        if track.keyframe is None:
+            # Not ready until one comes, and the request made when the track was added may
+            # have been suppressed (a subscriber had just asked): keep asking; the SFU
+            # rate-limits it. A publisher that sends keyframes only on request (Chromium)
+            # would otherwise stay out of the recording.
+            track.source.request_keyframe()
 
     def _write(self, track: _Track, ts: int, data: bytes, keyframe: bool) -> None:
         part = self._part

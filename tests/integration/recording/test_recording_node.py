@@ -147,6 +147,9 @@ async def test_a_consented_recording_is_stored_served_and_in_sync(
     status, headers, _ = await fetch(office, url, {"Range": f"bytes={len(whole)}-"})
     assert (status, headers["Content-Range"]) == (416, f"bytes */{len(whole)}")
 
+    # The access log names the playback path without its ticket (the URL is the credential).
+    log = server.log_path.read_text()
+    assert url.rsplit("/", 1)[1] not in log and "/api/recordings/play/<ticket>" in log
     tracks = analyse(whole)
     names = {title.rsplit("-", 1)[0] for title in tracks}
     assert names == {doctor.participant_id, client.participant_id}, tracks.keys()

@@ -79,7 +79,11 @@ def test_the_default_node_and_its_placeholders(tmp_path: Path) -> None:
     assert _retention(doc)["journal"].startswith("5 years after the latest note")
     assert "not declared" in _retention(doc)["backups of the journal"]
     ids = {c["id"]: c for c in doc["data_categories"]}
-    assert ids["recordings"]["collected"] is False
+    assert ids["recordings"]["collected"] is True and ids["recordings"]["special_category"]
+    assert "journal" in _retention(doc)["recordings"]
+    off = load_config(None, {}, {"server.data_dir": tmp_path, "media.recording": False})
+    off_ids = {c["id"]: c for c in build_record(off, NOW)["data_categories"]}
+    assert off_ids["recordings"]["collected"] is False
     assert ids["health_notes"]["special_category"] is True
     assert "subscription" not in ids
     assert any("AEAD_AES_256_GCM" in m for m in doc["security_measures"])

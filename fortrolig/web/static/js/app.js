@@ -7,6 +7,7 @@ import { ChatCrypto } from "./chat-crypto.js";
 import { listDevices, openCamera, openMedia, openMicrophone, stopTrack } from "./devices.js";
 import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
 import { consultationOfRoom, NotesPanel } from "./notes.js";
+import { RecordingUi } from "./recording.js";
 import { keepAlive, onSignedOut, signedIn } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -33,6 +34,7 @@ const ui = {
   call: null,
   chat: null,
   notes: null, // the practitioner's notes panel (notes.js), when this tab is logged in
+  recording: null, // recording with consent (recording.js)
 };
 
 // -- start-up -----------------------------------------------------------------------------------
@@ -78,6 +80,14 @@ async function main() {
   readLink();
   translatePage();
   bindControls();
+  ui.recording = new RecordingUi({
+    call: () => ui.call,
+    panel: () => ui.notes,
+    role: () => ui.role,
+    roomState: () => ui.state,
+    signedIn,
+    displayName,
+  });
   render();
   const resume = readStored()?.token ?? null;
   if (!ui.roomId || (!ui.joinToken && !resume)) {
@@ -187,7 +197,10 @@ function callHooks() {
       ui.state = state;
       ui.stateLog.push(state);
       if (ui.stateLog.length > 50) ui.stateLog.shift();
-      if (state === "ended") onEnded(detail);
+      if (state === "ended") {
+        onEnded(detail);
+        ui.recording.onEnded();
+      }
       render();
     },
     onWelcome: (w) => {
@@ -201,6 +214,7 @@ function callHooks() {
       for (const p of list) upsertTile(p);
       renderParticipants();
       ui.call.sendChat(ui.chat.announcement(), nextChatId());
+      ui.recording.onJoined();
     },
     onParticipantJoined: (p) => {
       upsertTile(p);
@@ -219,7 +233,9 @@ function callHooks() {
     },
     onRemoteTrack: (id, stream) => attachStream(id, stream),
     onChat: (msg) => ui.chat.receive(msg),
+    onRecording: (msg) => ui.recording.onRecording(msg),
     onError: (msg) => {
+      if (ui.recording.onError(msg)) return;
       if (msg.ref === "chat") addSystemLine(msg.code === "chat_too_long" ? "chat.toolong" : "chat.notsent");
     },
     onResumeToken: (token) => storeResume(token),
@@ -605,6 +621,7 @@ function render() {
   for (const tile of ui.tiles.values()) renderTile(tile);
   renderParticipants();
   renderSafetyCodes();
+  ui.recording?.render();
   if (ui.state === "ended") {
     const reason = ui.endReason === "room_ended" && ui.endedByMe ? "room_ended.self" : ui.endReason;
     $("ended-msg").textContent = t(`ended.${reason}`);
@@ -633,6 +650,7 @@ Object.defineProperty(window, "fortrolig", {
     states: () => [...ui.stateLog],
     participants: () => [...(ui.call?.participants.values() ?? [])].map((p) => ({ ...p })),
     waitingClients: () => ui.waitingClients.map((c) => ({ ...c })),
+    recording: () => ui.recording?.snapshot() ?? null,
     stats: () => ui.call?.stats() ?? Promise.resolve(null),
     safetyCodes: () => ui.chat?.safetyCodes() ?? {},
     dropSignaling: () => ui.call?.dropSignaling(),

@@ -27,7 +27,8 @@ export class Call {
    *   hooks: onState(state, detail), onWelcome(welcome), onRoster(participants),
    *          onParticipantJoined(p), onParticipantLeft(id, reason), onParticipantUpdated(p),
    *          onRemoteTrack(participantId, stream, track), onChat(msg), onError(msg),
-   *          onResumeToken(token | null), onWaitingClients(clients) (practitioners)
+   *          onResumeToken(token | null), onWaitingClients(clients) (practitioners),
+   *          onRecording(msg) (each `recording` message: asking, recording, stopped)
    *   states: idle, connecting, lobby (a client waits to be admitted: the server said
    *   `waiting`), alone (joined, nobody else in the room yet), in_session, reconnecting, ended
    */
@@ -115,6 +116,21 @@ export class Call {
 
   deny(participantId) {
     return this.isJoined() && this.send({ type: "deny", participant_id: participantId });
+  }
+
+  /** A practitioner asks to record into the journal of `clientId` (everyone is asked). */
+  recordRequest(clientId) {
+    return this.isJoined() && this.send({ type: "record_request", client_id: clientId });
+  }
+
+  /** This participant's answer; `accept: false` after accepting withdraws (it stops). */
+  recordConsent(recordingId, accept) {
+    return this.isJoined() && this.send({ type: "record_consent", recording_id: recordingId, accept: Boolean(accept) });
+  }
+
+  /** Stop (a practitioner) or withdraw from (anyone) the recording. */
+  recordStop(recordingId) {
+    return this.isJoined() && this.send({ type: "record_stop", recording_id: recordingId });
   }
 
   /** Leave for good: the server frees everything at once (`leave` → `bye` → close). */
@@ -250,6 +266,9 @@ export class Call {
         break;
       case "chat":
         this.hooks.onChat?.(msg);
+        break;
+      case "recording":
+        this.hooks.onRecording?.(msg);
         break;
       case "resume_token":
         this.storeResumeToken(msg.token);

@@ -1,11 +1,13 @@
 // The practitioner's notes panel (docs/journal.md, API under /api/journal): pick or create the
 // client's journal, read it, write a note (linked to the consultation when known), add an
-// addendum to any entry, export JSON or PDF. Used in the room page (during and after the
-// consultation) and on /practice. Every text goes in through textContent, never as HTML.
+// addendum to any entry, export JSON or PDF, play the client's recordings. Used in the room page
+// (during and after the consultation) and on /practice. Every text goes in through textContent,
+// never as HTML. Choosing a client fires `notes:client` (the room's Record button follows it).
 
 import { language, t } from "./i18n.js";
 import { api, download } from "./session.js";
 import "./strings-practice.js";
+import "./strings-recording.js";
 
 const CONSULTATIONS_KEY = "fortrolig.consultations";
 
@@ -55,6 +57,15 @@ function when(iso) {
     : d.toLocaleString(language(), { dateStyle: "medium", timeStyle: "short" });
 }
 
+/** Seconds as m:ss or h:mm:ss (the same in every language). */
+function clockDuration(seconds) {
+  const total = Math.max(0, Math.round(Number(seconds) || 0));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const ss = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
 function errorText(res) {
   const code = res.error?.code || "other";
   return t("notes.err.other", { code });
@@ -72,6 +83,7 @@ export class NotesPanel {
     this.clients = [];
     this.clientId = null;
     this.notes = [];
+    this.recordings = [];
     this.build();
   }
 
@@ -94,7 +106,8 @@ export class NotesPanel {
     this.pdfBtn = h("button", { id: "notes-export-pdf", type: "button", class: "btn", i18n: "notes.export.pdf" });
     this.msg = h("p", { id: "notes-msg", class: "small", role: "status", "aria-live": "polite" });
     this.journal = h("div", { class: "notes__journal stack", hidden: true },
-      this.list, this.empty, this.form, h("p", { class: "row" }, this.jsonBtn, this.pdfBtn));
+      this.list, this.empty, this.form, h("p", { class: "row" }, this.jsonBtn, this.pdfBtn),
+      this.buildRecordings());
     this.root.replaceChildren(
       this.linked,
       h("div", { class: "stack" },
@@ -120,7 +133,29 @@ export class NotesPanel {
     this.jsonBtn.addEventListener("click", () => this.exportAs("json").catch((e) => this.fail(e)));
     this.pdfBtn.addEventListener("click", () => this.exportAs("pdf").catch((e) => this.fail(e)));
     this.list.addEventListener("click", (e) => this.onListClick(e));
+    this.recList.addEventListener("click", (e) => this.onRecordingClick(e));
+    this.recRefresh.addEventListener("click", () => this.refreshRecordings());
     this.renderContext();
+  }
+
+  buildRecordings() {
+    this.recList = h("ul", { id: "notes-recordings", class: "recordings" });
+    this.recEmpty = h("p", { id: "notes-recordings-empty", class: "muted", i18n: "recordings.empty", hidden: true });
+    this.recMsg = h("p", { id: "notes-recordings-msg", class: "small", role: "status", "aria-live": "polite" });
+    this.recRefresh = h("button", {
+      id: "notes-recordings-refresh", type: "button", class: "btn btn--small", i18n: "recordings.refresh",
+      "aria-label": t("recordings.refresh.label"), "data-i18n-label": "recordings.refresh.label",
+    });
+    return h("section", { id: "notes-recordings-section", class: "recordings__section", "aria-labelledby": "notes-recordings-heading" },
+      h("div", { class: "row recordings__head" },
+        h("h3", { id: "notes-recordings-heading", i18n: "recordings.heading" }), this.recRefresh),
+      this.recMsg, this.recEmpty, this.recList);
+  }
+
+  /** The journal chosen now ({id, name, contact}), or null. */
+  get chosenClient() {
+    const c = this.clients.find((x) => x.id === this.clientId);
+    return c ? { id: c.id, name: c.name, contact: c.contact ?? null } : null;
   }
 
   /** A new context (e.g. another consultation chosen on /practice). */
@@ -189,14 +224,125 @@ export class NotesPanel {
     this.newClient.hidden = Boolean(clientId); // "New client…" is the list's first choice
     this.notes = [];
     this.list.replaceChildren();
+    this.recordings = [];
+    this.recList.replaceChildren();
+    this.root.dispatchEvent(new CustomEvent("notes:client", { bubbles: true, detail: { client: this.chosenClient } }));
     if (!clientId) return;
-    const res = await api(`/api/journal/clients/${encodeURIComponent(clientId)}?purpose=care`);
+    const [res] = await Promise.all([
+      api(`/api/journal/clients/${encodeURIComponent(clientId)}?purpose=care`),
+      this.refreshRecordings(),
+    ]);
+    if (this.clientId !== clientId) return; // another client was chosen meanwhile
     if (!res.ok) {
       this.msg.textContent = errorText(res);
       return;
     }
     this.notes = res.data.notes || [];
     this.renderNotes();
+  }
+
+  // -- recordings (fortrolig/journal/recording_http.py) --------------------------------------
+
+  /** Load the chosen client's recordings again (the room calls it when one starts or stops). */
+  async refreshRecordings() {
+    const clientId = this.clientId;
+    if (!clientId) return;
+    this.sayRecordings("recordings.loading");
+    this.recRefresh.disabled = true;
+    const res = await api(`/api/journal/clients/${encodeURIComponent(clientId)}/recordings`);
+    this.recRefresh.disabled = false;
+    if (this.clientId !== clientId) return;
+    if (!res.ok) {
+      this.sayRecordings("recordings.err", { code: res.error?.code || "other" });
+      return;
+    }
+    this.sayRecordings(null);
+    this.recordings = res.data.recordings || [];
+    this.renderRecordings();
+  }
+
+  sayRecordings(key, vars = {}) {
+    this.recMsg.textContent = key ? t(key, vars) : "";
+    this.recMsg.dataset.key = key || "";
+  }
+
+  renderRecordings() {
+    // A player that is open stays open (and keeps playing) across a refresh.
+    const players = new Map([...this.recList.querySelectorAll("video.recordings__player")]
+      .map((v) => [`${v.closest("li[data-recording-id]").dataset.recordingId}/${v.dataset.part}`, v]));
+    this.recList.replaceChildren();
+    this.recEmpty.hidden = this.recordings.length > 0;
+    const newest = [...this.recordings].sort((a, b) => String(b.started_at).localeCompare(String(a.started_at)));
+    for (const r of newest) {
+      const state = ["recording", "finished", "incomplete"].includes(r.state) ? r.state : "incomplete";
+      const meta = h("p", { class: "recordings__meta" },
+        h("time", { datetime: r.started_at, text: when(r.started_at) }), " · ",
+        h("span", { class: "recordings__duration", text: clockDuration(r.duration_s) }), " · ",
+        h("span", { class: "recordings__state", "data-state": state, text: t(`recordings.state.${state}`) }));
+      const parts = r.parts || [];
+      const list = h("ul", { class: "recordings__parts" });
+      for (const p of parts) list.append(this.partItem(r, p, parts.length, players));
+      const li = h("li", { class: "recordings__item", "data-state": state }, meta,
+        parts.length ? list : h("p", { class: "muted small", i18n: "recordings.nopart" }));
+      li.dataset.recordingId = r.id;
+      this.recList.append(li);
+    }
+  }
+
+  partItem(r, p, count, players) {
+    const n = p.index;
+    const label = count > 1
+      ? t("recordings.part.at", { n: n + 1, at: clockDuration(p.starts_at_s), d: clockDuration(p.duration_s) })
+      : null;
+    const btn = h("button", {
+      type: "button", class: "btn btn--small", "data-action": "play", "data-part": String(n),
+      text: t(count > 1 ? "recordings.play.part" : "recordings.play", { n: n + 1 }),
+      "aria-label": t("recordings.play.label", { n: n + 1, when: when(r.started_at) }),
+    });
+    const item = h("li", { class: "recordings__part", "data-part": String(n) },
+      label ? h("span", { class: "recordings__label small", text: label }) : null, btn);
+    const player = players.get(`${r.id}/${n}`);
+    if (player) item.append(player);
+    return item;
+  }
+
+  onRecordingClick(event) {
+    const btn = event.target.closest("button[data-action=play]");
+    if (!btn) return;
+    const li = btn.closest("li[data-recording-id]");
+    this.play(li.dataset.recordingId, Number(btn.dataset.part), btn).catch((err) => {
+      console.warn("recordings:", err);
+      btn.disabled = false;
+      this.sayRecordings("recordings.err", { code: "other" });
+    });
+  }
+
+  /** A playback ticket for one part, then a <video> that streams it (the URL is the credential). */
+  async play(recordingId, part, btn) {
+    const r = this.recordings.find((x) => x.id === recordingId);
+    const clientId = this.clientId;
+    btn.disabled = true;
+    this.sayRecordings("recordings.opening");
+    const path = `/api/journal/clients/${encodeURIComponent(clientId)}/recordings/`
+      + `${encodeURIComponent(recordingId)}/parts/${part}/playback`;
+    const res = await api(path, { method: "POST" });
+    btn.disabled = false;
+    if (!res.ok) {
+      this.sayRecordings("recordings.err", { code: res.error?.code || "other" });
+      return;
+    }
+    this.sayRecordings(null);
+    const item = btn.closest("li.recordings__part");
+    let video = item.querySelector("video.recordings__player");
+    if (!video) {
+      video = h("video", { class: "recordings__player", controls: true, preload: "metadata", playsinline: true });
+      video.dataset.part = String(part);
+      item.append(video);
+    }
+    video.setAttribute("aria-label", t("recordings.player.label", { n: part + 1, when: when(r?.started_at) }));
+    video.src = res.data.url;
+    video.focus();
+    video.play?.().catch(() => {}); // may need a second click where autoplay with sound is blocked
   }
 
   async createClient() {
