@@ -11,6 +11,7 @@ length it ran, lip sync within 80 ms, and no decoder or encoder ever opened in t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 from collections.abc import AsyncIterator
@@ -70,13 +71,21 @@ def flash_and_beep() -> list[Any]:
     return [BeepAudioTrack(clock), FlashVideoTrack(clock)]
 
 
-async def both_in(server: Server, session: dict[str, Any]) -> tuple[Participant, Participant]:
+@contextlib.asynccontextmanager
+async def both_in(
+    server: Server, session: dict[str, Any]
+) -> AsyncIterator[tuple[Participant, Participant]]:
+    """The practitioner and the client in the room, publishing flash + beep; closed after."""
     doctor = Participant(server.ws_url, session["practitioner_token"], name="Dr. Hansen")
     client = Participant(server.ws_url, session["client_token"], name="Anna")
     doctor.tracks, client.tracks = flash_and_beep(), flash_and_beep()
-    await doctor.start()
-    await client.start()
-    return doctor, client
+    try:
+        await doctor.start()
+        await client.start()
+        yield doctor, client
+    finally:
+        await doctor.close()
+        await client.close()
 
 
 async def state(p: Participant, wanted: str, within: float = 15.0) -> dict[str, Any]:
@@ -107,8 +116,7 @@ async def test_a_consented_recording_is_stored_served_and_in_sync(
     office, session = practice
     client_id = await office.new_client("Anna Jensen")
     codecs_before = server.metric("fortrolig_media_codec_instances_total")
-    doctor, client = await both_in(server, session)
-    try:
+    async with both_in(server, session) as (doctor, client):
         await doctor.send({"type": "record_request", "client_id": client_id})
         asking = await state(client, "asking")
         assert asking["waiting_for"] == [client.participant_id]
@@ -124,9 +132,6 @@ async def test_a_consented_recording_is_stored_served_and_in_sync(
         await doctor.send({"type": "record_stop", "recording_id": running["recording_id"]})
         stopped = await state(client, "stopped")
         assert (stopped["reason"], stopped["by"]) == ("stopped", doctor.participant_id)
-    finally:
-        await doctor.close()
-        await client.close()
 
     (recording,) = await office.recordings(client_id)
     assert recording["state"] == "finished", recording
@@ -176,8 +181,7 @@ async def test_a_refusal_records_nothing_and_a_withdrawal_ends_the_recording(
 ) -> None:
     office, session = practice
     client_id = await office.new_client("Bo Madsen")
-    doctor, client = await both_in(server, session)
-    try:
+    async with both_in(server, session) as (doctor, client):
         await doctor.send({"type": "record_request", "client_id": client_id})
         asking = await state(client, "asking")
         await client.send(
@@ -196,9 +200,6 @@ async def test_a_refusal_records_nothing_and_a_withdrawal_ends_the_recording(
         await client.send({"type": "record_consent", "recording_id": rid, "accept": False})
         withdrawn = await state(doctor, "stopped")
         assert (withdrawn["reason"], withdrawn["by"]) == ("withdrawn", client.participant_id)
-    finally:
-        await doctor.close()
-        await client.close()
     (recording,) = await office.recordings(client_id)
     assert recording["id"] == rid and recording["state"] == "finished", recording
     assert 1.0 < recording["duration_s"] < 8.0, recording

@@ -5,7 +5,7 @@
 import { Call } from "./call.js";
 import { ChatCrypto } from "./chat-crypto.js";
 import { listDevices, openCamera, openMedia, openMicrophone, stopTrack } from "./devices.js";
-import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
+import { clockTime, initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
 import { consultationOfRoom, NotesPanel } from "./notes.js";
 import { RecordingUi } from "./recording.js";
 import { keepAlive, onSignedOut, signedIn } from "./session.js";
@@ -470,7 +470,7 @@ function addChatLine({ fromId, text, ts }) {
   const time = document.createElement("time");
   const when = new Date(typeof ts === "number" ? ts : Date.now());
   time.dateTime = when.toISOString();
-  time.textContent = when.toLocaleTimeString(language(), { hour: "2-digit", minute: "2-digit" });
+  time.textContent = clockTime(when);
   const body = document.createElement("p");
   body.className = "chat__text";
   body.textContent = text;

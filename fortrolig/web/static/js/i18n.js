@@ -257,6 +257,11 @@ export function language() {
   return current;
 }
 
+/** A time of day as hours and minutes, in the page's language (chat lines, the consent question). */
+export function clockTime(date) {
+  return date.toLocaleTimeString(language(), { hour: "2-digit", minute: "2-digit" });
+}
+
 /** The string for ``key`` with {placeholders} filled in (textContent only, never HTML). */
 export function t(key, vars = {}) {
   const text = STRINGS[current][key] ?? STRINGS.en[key] ?? key;

@@ -6,7 +6,7 @@
 // says what is happening and offers Stop (practitioner) or Withdraw consent (client). Nothing is
 // recorded until the server says `recording`. All text goes in through textContent.
 
-import { language, t } from "./i18n.js";
+import { clockTime, t } from "./i18n.js";
 import "./strings-recording.js";
 
 const $ = (id) => document.getElementById(id);
@@ -24,10 +24,6 @@ const ERROR_KEYS = {
 const RECORDING_REFS = new Set(["record_request", "record_consent", "record_stop"]);
 // Stop reasons whose text depends on whether anything had been recorded.
 const RECORDED_VARIANT = new Set(["refused", "withdrawn", "stopped"]);
-
-function clock(date) {
-  return date.toLocaleTimeString(language(), { hour: "2-digit", minute: "2-digit" });
-}
 
 export class RecordingUi {
   /**
@@ -283,7 +279,7 @@ export class RecordingUi {
     $("rec-consent-body").textContent = t("rec.consent.body", { name: this.nameOf(cur.requestedBy) });
     const when = $("rec-consent-when");
     when.dataset.key = cur.state;
-    when.textContent = t(`rec.consent.when.${cur.state}`, { time: clock(cur.askedAt) });
+    when.textContent = t(`rec.consent.when.${cur.state}`, { time: clockTime(cur.askedAt) });
     $("rec-accept").disabled = this.answering;
     $("rec-refuse").disabled = this.answering;
     if (!dialog.open) {
