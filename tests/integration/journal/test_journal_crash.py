@@ -76,8 +76,15 @@ def _kill_rounds(db: Path, keyring: Path, ack: Path, client_id: str, rng: random
             server.stdin.write(f"run {db} {keyring} {ack} {client_id} {WHO.subject}\n")
             server.stdin.flush()
             pid = int(server.stdout.readline())
-            # Mostly mid-write, sometimes during start-up (open, migrate check, key load).
-            time.sleep(rng.uniform(0.0, 0.04))
+            if rng.random() < 0.25:
+                # During start-up (open, migrate check, key load) or the first write.
+                time.sleep(rng.uniform(0.0, 0.04))
+            else:
+                # Mid-write: once this child has acknowledged a note, at a random moment after.
+                # Waiting for the ack (not a fixed delay) keeps the kills mid-write on a busy
+                # machine, where start-up alone can take longer than any fixed delay.
+                _wait_for_ack(ack, _count_acks(ack) + 1)
+                time.sleep(rng.uniform(0.0, 0.02))
             os.kill(pid, signal.SIGKILL)
             status = server.stdout.readline().split()
             assert status[0] == "exit", status
@@ -88,3 +95,14 @@ def _kill_rounds(db: Path, keyring: Path, ack: Path, client_id: str, rng: random
         server.wait(timeout=10)
         server.stdout.close()
     return kills
+
+
+def _count_acks(ack: Path) -> int:
+    return ack.read_bytes().count(b"\n") if ack.exists() else 0
+
+
+def _wait_for_ack(ack: Path, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _count_acks(ack) < count:
+        assert time.monotonic() < deadline, f"the writer acknowledged no note in {timeout} s"
+        time.sleep(0.001)
