@@ -165,8 +165,12 @@ class RoomsConfig:
 
     default_max_participants: int = 2
     max_participants_limit: int = MAX_PARTICIPANTS_CAP
+    # How long a participant whose connection dropped keeps its place (0: it leaves at once);
+    # capped at auth.resume_token_ttl_s / 2, the least its last resume token has left.
+    rejoin_grace_s: int = 60
 
     def __post_init__(self) -> None:
+        _require(0 <= self.rejoin_grace_s <= 600, "rooms.rejoin_grace_s", "must be in 0..600")
         _require(
             2 <= self.default_max_participants <= self.max_participants_limit,
             "rooms.default_max_participants",

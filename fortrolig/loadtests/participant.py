@@ -336,6 +336,11 @@ class Participant:
             self._negotiator.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._negotiator
+        if self._ws is not None and not self._ws.closed and self.participant_id is not None:
+            # Done for good, as the page's Leave button: without it the node holds our place
+            # for the rejoin grace (it cannot tell a finished participant from a dropped one).
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._ws.send_str(json.dumps({"type": "leave"}))
         if self.pc is not None:
             await self.pc.close()
             self.pc = None

@@ -209,6 +209,8 @@ class ParticipantInfo:
     name: str | None = _s(NAME_MAX, default=None)
     audio: bool = True
     video: bool = True
+    # True while its connection is gone and its place is held (it may come back).
+    away: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +267,19 @@ class ParticipantLeft:
     type: ClassVar[str] = "participant_left"
     participant_id: str = _s(ID_MAX)
     reason: str = _s(CODE_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantAway:
+    """Someone else's connection dropped; their place is held for ``grace_s`` seconds.
+
+    They come back with ``participant_joined`` (same id) or leave with ``participant_left``
+    (reason ``disconnected`` when the grace ran out).
+    """
+
+    type: ClassVar[str] = "participant_away"
+    participant_id: str = _s(ID_MAX)
+    grace_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +404,7 @@ ServerMessage: TypeAlias = (
     | Joined
     | ParticipantJoined
     | ParticipantLeft
+    | ParticipantAway
     | ParticipantUpdated
     | Answer
     | Offer
@@ -430,6 +446,7 @@ SERVER_MESSAGES: Final[Mapping[str, type[Any]]] = {
         Joined,
         ParticipantJoined,
         ParticipantLeft,
+        ParticipantAway,
         ParticipantUpdated,
         Answer,
         Offer,

@@ -27,6 +27,8 @@ class Participant:
     # name or pseudonym; shown to practitioners in the waiting room.
     verification: str | None = None
     verified: str | None = None
+    # Set while the participant's connection is gone and its place is held (monotonic deadline).
+    away_until: float | None = None
 
 
 @dataclass
@@ -37,6 +39,11 @@ class Room:
     practitioner admits it (its id is then remembered in ``admitted``, so that a reconnect goes
     straight back in) or denies it (remembered in ``denied``: it cannot wait again).
     Practitioners always join directly.
+
+    A participant whose connection drops (a reload, a crash, a network change) is held in
+    ``away`` until a deadline: its place counts against the limit and everyone sees it as away,
+    but it is not present (no media, not counted as a practitioner for a recording). Coming back
+    with its resume token before the deadline puts it straight back in; after it, it has left.
     """
 
     id: str
@@ -49,6 +56,7 @@ class Room:
     waiting: dict[str, Participant] = field(default_factory=dict)
     admitted: set[str] = field(default_factory=set)
     denied: set[str] = field(default_factory=set)
+    away: dict[str, Participant] = field(default_factory=dict)
     # The recording asked for or running (recording_consent.py); lives with the live room only:
     # a node that loses the room loses the recording's process too (its files are recovered).
     recording: RecordingConsent | None = None
@@ -64,8 +72,14 @@ class Room:
             raise Conflict("the room has ended", code="room_closed")
         if participant_id in self.participants:
             raise Conflict("already in the room", code="already_joined")
-        if len(self.participants) >= self.max_participants:
+        if self.occupied(participant_id) >= self.max_participants:
             raise Conflict("the room is full", code="room_full")
+
+    def occupied(self, participant_id: str | None = None) -> int:
+        """Places taken: those present and those held for someone away (except
+        ``participant_id``'s own held place, which is theirs to take back)."""
+        held = len(self.away) - (1 if participant_id in self.away else 0)
+        return len(self.participants) + held
 
     def must_wait(self, participant: Participant) -> bool:
         """Whether this participant's ``join`` goes to the waiting room rather than in."""
@@ -97,7 +111,7 @@ class Room:
     def check_let_in(self, participant_id: str) -> Participant:
         """The waiting client :meth:`let_in` would admit, or the error it would raise."""
         client = self.waiting_client(participant_id)
-        if len(self.participants) >= self.max_participants:
+        if self.occupied(participant_id) >= self.max_participants:
             # Not `room_full`, which ends the connection of whoever joins a full room.
             raise Conflict("the room is full; the client keeps waiting", code="room_at_capacity")
         self.check_can_enter(participant_id)
@@ -120,6 +134,39 @@ class Room:
     def remove(self, participant_id: str) -> Participant | None:
         """Remove a participant; None if it was not there."""
         return self.participants.pop(participant_id, None)
+
+    def hold(self, participant_id: str, until: float) -> Participant | None:
+        """Move a present participant whose connection dropped to ``away`` until ``until``."""
+        found = self.participants.pop(participant_id, None)
+        if found is not None:
+            found.away_until = until
+            self.away[participant_id] = found
+        return found
+
+    def come_back(self, participant_id: str) -> Participant | None:
+        """Release ``participant_id``'s held place for it to enter again; None if not away."""
+        found = self.away.pop(participant_id, None)
+        if found is not None:
+            found.away_until = None
+        return found
+
+    def expire_away(self, now: float) -> list[Participant]:
+        """Forget everyone whose held place ran out by ``now`` (they have left)."""
+        gone = [x for x in self.away.values() if x.away_until is not None and x.away_until <= now]
+        for x in gone:
+            del self.away[x.id]
+        return gone
+
+    def oldest_away_client(self) -> Participant | None:
+        """The client held longest (the first to give its place up when one is needed)."""
+        clients = [x for x in self.away.values() if x.role == "client"]
+        return min(clients, key=lambda x: x.away_until or 0.0, default=None)
+
+    def roster(self, participant_id: str) -> list[Participant]:
+        """What ``participant_id`` is told is in the room: the others present and those away."""
+        return self.others(participant_id) + [
+            x for pid, x in self.away.items() if pid != participant_id
+        ]
 
     def others(self, participant_id: str) -> list[Participant]:
         """Everyone in the room except ``participant_id``."""
@@ -188,8 +235,12 @@ class RoomRegistry:
         return len(self._rooms)
 
     def participant_count(self) -> int:
-        """Participants over every room."""
+        """Participants present over every room."""
         return sum(len(r.participants) for r in self._rooms.values())
+
+    def away_count(self) -> int:
+        """Participants whose places are held (connection gone) over every room."""
+        return sum(len(r.away) for r in self._rooms.values())
 
     def waiting_count(self) -> int:
         """Clients in waiting rooms over every room."""

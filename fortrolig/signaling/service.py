@@ -53,6 +53,7 @@ AccessGate = Callable[[str], Awaitable[None]]
 JOIN_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 
 ROOM_IDLE_S = 300.0
+
 """A live room with nobody in it (or a lease without a live room) is given up after this."""
 
 
@@ -327,14 +328,40 @@ class SignalingService:
         live = [room.id for room in self.rooms.all()]
         for room_id in await self.room_store.ended_among(live) if live else ():
             await self._end_live_copy(room_id, "room_ended")
+        self.expire_away()
         await self._unload_idle()
+
+    @property
+    def rejoin_grace_s(self) -> int:
+        """How long a dropped participant's place is held: ``rooms.rejoin_grace_s``, but never
+        longer than its last resume token surely lives (renewed every resume_token_ttl_s / 2)."""
+        cfg = self.config
+        return min(cfg.rooms.rejoin_grace_s, cfg.auth.resume_token_ttl_s // 2)
+
+    def tell_room(self, room: Room, msg: p.ServerMessage) -> None:
+        """Send ``msg`` to everyone present in ``room``."""
+        for pid in list(room.participants):
+            session = self.sessions.get(pid)
+            if session is not None and not session.closed:
+                session.out.send(msg)
+
+    def tell_left(self, room: Room, participant_id: str, reason: str) -> None:
+        """Tell everyone present that ``participant_id`` has left (for good)."""
+        self.tell_room(room, p.ParticipantLeft(participant_id=participant_id, reason=reason))
+
+    def expire_away(self) -> None:
+        """Participants whose held place ran out have left (reason ``disconnected``)."""
+        now = self.clock.monotonic()
+        for room in self.rooms.all():
+            for gone in room.expire_away(now):
+                self.tell_left(room, gone.id, "disconnected")
 
     async def _unload_idle(self) -> None:
         """Give up rooms nobody is in (and leases of rooms never loaded here, e.g. a hello whose
         token was then refused) once idle for ROOM_IDLE_S: the room stays open in the records
         and is placed again by its next hello, so memory and leases do not grow without end."""
         now = self.clock.monotonic()
-        busy = {r.id for r in self.rooms.all() if r.participants or r.waiting}
+        busy = {r.id for r in self.rooms.all() if r.participants or r.waiting or r.away}
         held = set(self.cluster.held_rooms()) | {r.id for r in self.rooms.all()}
         for room_id in list(self._idle_since):
             if room_id in busy or room_id not in held:
@@ -361,6 +388,12 @@ class SignalingService:
             "Participants in rooms",
             "gauge",
             self.rooms.participant_count(),
+        )
+        yield Sample(
+            "fortrolig_participants_away",
+            "Participants whose connection dropped, their place held for the rejoin grace",
+            "gauge",
+            self.rooms.away_count(),
         )
         yield Sample(
             "fortrolig_ws_sessions", "Open signaling sessions", "gauge", len(self.sessions)
@@ -552,6 +585,7 @@ class Session:
             await current.close("replaced")
         if me.id in room.participants or me.id in room.waiting:
             raise Conflict("already joined", code="already_joined")
+        room.come_back(me.id)  # its held place (if any) is taken back by entering below
         if msg.name:
             me.name = msg.name
         if room.must_wait(me):
@@ -573,7 +607,7 @@ class Session:
         """The participant is in the room: open its media peer and tell everyone."""
         self.service.counters.joins += 1
         await self.service.media.open_peer(room.id, me.id, self)
-        self.out.send(p.Joined(participants=tuple(_info(x) for x in room.others(me.id))))
+        self.out.send(p.Joined(participants=tuple(_info(x) for x in room.roster(me.id))))
         self._broadcast(p.ParticipantJoined(participant=_info(me)))
         await self.service.recording.entered(room, me)
 
@@ -631,6 +665,7 @@ class Session:
     async def _on_admit(self, msg: p.Admit) -> None:
         room = self._practitioner_in_room("admit")
         target = self._waiting_session(room, msg.participant_id)
+        self._free_held_place(room, msg.participant_id)
         room.check_let_in(msg.participant_id)  # room_full: nothing changes, it keeps waiting
         # Stored before it takes effect: after a restart or a move the client is still admitted.
         await self.service.remember_member(room, msg.participant_id, admitted=True)
@@ -645,6 +680,17 @@ class Session:
         room.turn_away(msg.participant_id)
         end_connection(target.out, Ending.DENIED, "denied")
         await target.close("denied")  # leaves the waiting list; practitioners are told
+
+    def _free_held_place(self, room: Room, participant_id: str) -> None:
+        """Admitting into a room full only because of a held place gives that place up: the
+        practitioner's decision wins over a client who may not come back (e.g. the same client
+        returning through the invite link after closing the tab)."""
+        if room.occupied(participant_id) < room.max_participants:
+            return
+        held = room.oldest_away_client()
+        if held is not None:
+            room.come_back(held.id)
+            self.service.tell_left(room, held.id, "replaced")
 
     def _practitioner_in_room(self, what: str) -> Room:
         room, me = self._joined()
@@ -682,7 +728,7 @@ class Session:
         self.service.count_error("media_failed")
         self.out.send(p.Error(code="media_failed", message=f"media connection failed: {reason}"))
         end_connection(self.out, Ending.MEDIA_FAILED, "media failed")
-        await self.close("media_failed")
+        await self.close("media_failed", hold=True)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -708,8 +754,12 @@ class Session:
             if session is not None and not session.closed:
                 session.out.send(msg)
 
-    async def close(self, reason: str) -> None:
-        """Leave the room and free the media peer; idempotent."""
+    async def close(self, reason: str, *, hold: bool = False) -> None:
+        """Leave the room and free the media peer; idempotent.
+
+        With ``hold`` (the connection went away without a ``leave``: a reload, a crash, a
+        network change) an admitted participant's place is held for the rejoin grace.
+        """
         if self.closed:
             return
         self.closed = True
@@ -720,15 +770,20 @@ class Session:
         if room.waiting.pop(me.id, None) is not None:  # it never reached the media path
             self.service.notify_waiting(room)
             return
-        room.remove(me.id)
+        grace = self.service.rejoin_grace_s
+        held = hold and grace > 0 and not room.closed
+        if held:
+            room.hold(me.id, self.service.clock.monotonic() + grace)
+        else:
+            room.remove(me.id)
         await self.service.recording.left(room, me)  # before its peer goes: tracks end cleanly
         await self.service.media.close_peer(room.id, me.id)
         if room.closed:  # the room ended: everyone gets `bye room_ended`, not participant_left
             return
-        for other in room.others(me.id):
-            session = self.service.sessions.get(other.id)
-            if session is not None:
-                session.out.send(p.ParticipantLeft(participant_id=me.id, reason=reason))
+        if held:
+            self.service.tell_room(room, p.ParticipantAway(participant_id=me.id, grace_s=grace))
+        else:
+            self.service.tell_left(room, me.id, reason)
 
 
 def standalone_cluster(config: Config, clock: Clock, node_id: str = "local") -> Cluster:
@@ -743,7 +798,14 @@ def _is_control(c: str) -> bool:
 
 
 def _info(x: Participant) -> p.ParticipantInfo:
-    return p.ParticipantInfo(id=x.id, role=x.role, name=x.name, audio=x.audio, video=x.video)
+    return p.ParticipantInfo(
+        id=x.id,
+        role=x.role,
+        name=x.name,
+        audio=x.audio,
+        video=x.video,
+        away=x.away_until is not None,
+    )
 
 
 def _waiting_info(x: Participant) -> p.WaitingClient:

@@ -56,6 +56,11 @@ class WsOutbound:
             limited_log.warning("outbound queue full; closing a slow connection")
             self.close(CLOSE_POLICY, "too slow")
 
+    @property
+    def closing(self) -> bool:
+        """Whether this side has begun closing the connection."""
+        return self._closing
+
     def close(self, code: int, reason: str) -> None:
         if self._closing:
             return
@@ -132,7 +137,8 @@ async def handle_ws(
         service.count_error("internal_error")
         out.close(CLOSE_INTERNAL, "internal error")
     finally:
-        await session.close("disconnected")
+        # Gone without a leave, and not closed by us for a fault: hold its place to come back.
+        await session.close("disconnected", hold=not out.closing)
         await out.drain_and_stop()
         if not ws.closed:
             await ws.close(code=WSCloseCode.GOING_AWAY)

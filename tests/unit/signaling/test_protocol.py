@@ -26,6 +26,7 @@ PARTICIPANT = {
     "name": "Dr. Ørsted",
     "audio": True,
     "video": False,
+    "away": False,
 }
 
 # Captured from the browser client and the server (docs/protocol.md shows the same).
@@ -67,6 +68,7 @@ SERVER_SAMPLES: dict[str, dict[str, Any]] = {
     "joined": {"type": "joined", "participants": [PARTICIPANT]},
     "participant_joined": {"type": "participant_joined", "participant": PARTICIPANT},
     "participant_left": {"type": "participant_left", "participant_id": "par_abc", "reason": "left"},
+    "participant_away": {"type": "participant_away", "participant_id": "par_abc", "grace_s": 60},
     "participant_updated": {"type": "participant_updated", "participant": PARTICIPANT},
     "answer": {"type": "answer", "sdp": SDP},
     "offer": {"type": "offer", "sdp": SDP},
