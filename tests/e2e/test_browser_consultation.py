@@ -315,10 +315,56 @@ async def test_leaving_and_closing_the_tab_free_the_server(
     await practitioner.wait_state("alone")
     await client.screenshot(tmp_path, "left")
     await practitioner.screenshot(tmp_path, "left")
-    # Closing the tab sends `leave` on pagehide.
+    # Closing the tab frees its media at once; its place is held for the rejoin grace.
     await practitioner.page.close(run_before_unload=True)
     await eventually(lambda: _peers_are(server, 0), 10, "peers freed")
     assert server.metric("fortrolig_participants") == 0
+    assert server.metric("fortrolig_participants_away") >= 1
+
+
+# Whether the tile of participant ``id`` shows it away ("true") or back ("false").
+AWAY_IS = (
+    "([id, away]) => document.querySelector(`.tile[data-participant-id='${id}']`)"
+    "?.dataset.away === away"
+)
+
+
+async def test_a_reload_brings_each_participant_back_without_a_new_link(
+    server: Server, browsers: Browsers, tmp_path: Path
+) -> None:
+    practitioner, client, _ = await consultation(server, browsers)
+    pid_p, pid_c = await practitioner.participant_id(), await client.participant_id()
+    await decodes_video_from(practitioner, pid_c)
+    for gone, other, gone_id, other_id in (
+        (client, practitioner, pid_c, pid_p),
+        (practitioner, client, pid_p, pid_c),
+    ):
+        await gone.page.reload()
+        # The other side shows them away (their place is held), not gone.
+        await other.page.wait_for_function(
+            AWAY_IS,
+            arg=[gone_id, "true"],
+            timeout=10_000,
+            polling=100,  # requestAnimationFrame is throttled in background pages
+        )
+        assert gone.name.split()[0] in await other.page.inner_text("#status")
+        await other.screenshot(tmp_path, f"sees-{gone.name.split()[0].lower()}-away")
+        # The reloaded tab offers to rejoin with what it kept: no new link needed.
+        await gone.page.wait_for_selector("#join-btn:not([disabled])")
+        assert await gone.page.get_attribute("#join-btn", "data-i18n") == "prejoin.rejoin"
+        assert await gone.page.input_value("#name-input") == gone.name  # kept across the reload
+        await gone.screenshot(tmp_path, "rejoin-offered")
+        await browsers.prejoin(gone)
+        await gone.wait_state("in_session")
+        assert await gone.participant_id() == gone_id  # the same participant, back in
+        await decodes_video_from(other, gone_id)
+        await decodes_video_from(gone, other_id)
+        await other.page.wait_for_function(
+            AWAY_IS,
+            arg=[gone_id, "false"],
+            timeout=10_000,
+            polling=100,  # requestAnimationFrame is throttled in background pages
+        )
 
 
 async def _peers_are(server: Server, n: int) -> bool:

@@ -85,7 +85,7 @@ async def test_a_place_not_taken_back_within_the_grace_is_given_up(node: NodeCli
 
 
 async def test_a_leave_gives_the_place_up_at_once(node: NodeClient) -> None:
-    room_id, practitioner, client = await node.pair()
+    _, practitioner, client = await node.pair()
     await client.send({"type": "leave"})
     left = await next_of(practitioner, "participant_left")
     assert (left["participant_id"], left["reason"]) == (client.id, "left")

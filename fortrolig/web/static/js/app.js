@@ -18,6 +18,7 @@ const ui = {
   state: "prejoin",
   endReason: null,
   role: null,
+  name: null, // the name typed before joining (kept with the resume token for a reload)
   roomId: null,
   joinToken: null,
   cameraId: "",
@@ -68,7 +69,7 @@ function readStored() {
 
 function storeResume(token) {
   try {
-    if (token) sessionStorage.setItem(storageKey(), JSON.stringify({ token, role: ui.role }));
+    if (token) sessionStorage.setItem(storageKey(), JSON.stringify({ token, role: ui.role, name: ui.name }));
     else if (ui.state === "ended") sessionStorage.removeItem(storageKey());
   } catch {
     // storage disabled: a reload then needs a new link
@@ -95,6 +96,13 @@ async function main() {
     return;
   }
   ui.resumeToken = ui.joinToken ? null : resume;
+  if (ui.resumeToken) {
+    // This tab was in the consultation (a reload, a crash): its place is held for a while.
+    $("join-btn").dataset.i18n = "prejoin.rejoin";
+    $("join-btn").textContent = t("prejoin.rejoin");
+    $("name-input").value = readStored()?.name || "";
+    render();
+  }
   await startPreview();
   $("join-btn").disabled = false;
   $("join-btn").focus();
@@ -168,6 +176,7 @@ function showPrejoinMessage(key) {
 async function join() {
   $("join-btn").disabled = true;
   const name = $("name-input").value.trim().slice(0, 64) || null;
+  ui.name = name;
   ui.chat = new ChatCrypto({
     send: (text) => ui.call?.sendChat(text, nextChatId()),
     onMessage: (m) => addChatLine(m),
@@ -220,6 +229,19 @@ function callHooks() {
       upsertTile(p);
       renderParticipants();
       ui.call.sendChat(ui.chat.announcement(), nextChatId()); // re-announce for the newcomer
+    },
+    onParticipantAway: (id) => {
+      const tile = ui.tiles.get(id);
+      if (tile) {
+        tile.info = { ...tile.info, away: true };
+        tile.video.srcObject = null;
+        tile.hasVideo = false;
+        renderTile(tile);
+      }
+      render();
+      renderSafetyCodes();
+      // Their next page has new chat keys; it announces them when it is back.
+      ui.chat.forget(id).catch((err) => console.warn("chat rekey failed", err));
     },
     onParticipantLeft: (id) => {
       removeTile(id);
@@ -304,14 +326,16 @@ function renderTile(tile) {
   tile.video.setAttribute("aria-label", t("tile.video", { name: displayName(p) }));
   tile.placeholder.textContent = initials(displayName(p));
   // Initials until a video track arrives, and whenever the camera is off.
-  tile.placeholder.hidden = p.video === false ? false : Boolean(tile.hasVideo);
+  tile.placeholder.hidden = p.video === false || p.away ? false : Boolean(tile.hasVideo);
   tile.root.dataset.audio = String(p.audio);
   tile.root.dataset.video = String(p.video);
-  renderFlags(tile.flags, p.audio, p.video);
+  tile.root.dataset.away = String(Boolean(p.away));
+  renderFlags(tile.flags, p.audio, p.video, Boolean(p.away));
 }
 
-function renderFlags(el, audio, video) {
+function renderFlags(el, audio, video, away = false) {
   const parts = [];
+  if (away) parts.push(t("tile.away"));
   if (!audio) parts.push(t("tile.muted"));
   if (!video) parts.push(t("tile.camoff"));
   el.textContent = parts.length ? `· ${parts.join(" · ")}` : "";
@@ -556,8 +580,9 @@ function bindControls() {
     $("chat-btn").setAttribute("aria-expanded", String(open));
     if (open) $("chat-input").focus();
   });
-  // Leaving or closing the tab frees the server side at once.
-  addEventListener("pagehide", () => ui.call?.leave());
+  // Reloading or closing the tab does not leave: the browser drops the connection, the server
+  // holds this participant's place for its rejoin grace, and the resume token kept in this
+  // tab's sessionStorage brings it back after a reload. Only Leave gives the place up.
 }
 
 function toggleMic() {
@@ -593,7 +618,11 @@ async function toggleCamera() {
 function render() {
   const status = $("status");
   status.dataset.state = ui.state;
-  status.textContent = t(`state.${ui.state}`);
+  status.textContent = t(ui.state === "prejoin" && ui.resumeToken ? "state.rejoin" : `state.${ui.state}`);
+  const away = [...ui.tiles.values()].filter((x) => x.info.away).map((x) => displayName(x.info));
+  if (away.length && (ui.state === "in_session" || ui.state === "alone")) {
+    status.textContent = t("state.away", { name: away.join(", ") });
+  }
   const badge = $("role-badge");
   badge.hidden = !ui.role;
   if (ui.role) badge.textContent = t(ui.role === "practitioner" ? "role.practitioner" : "role.client");

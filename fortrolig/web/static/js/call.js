@@ -254,6 +254,14 @@ export class Call {
         this.hooks.onParticipantJoined?.(msg.participant);
         this.updatePresence();
         break;
+      case "participant_away": {
+        // Their connection dropped; the server holds their place for grace_s seconds.
+        const p = this.participants.get(msg.participant_id);
+        if (p) this.participants.set(p.id, { ...p, away: true });
+        this.hooks.onParticipantAway?.(msg.participant_id, msg.grace_s);
+        this.updatePresence();
+        break;
+      }
       case "participant_left":
         this.participants.delete(msg.participant_id);
         this.hooks.onParticipantLeft?.(msg.participant_id, msg.reason);
@@ -314,7 +322,8 @@ export class Call {
 
   updatePresence() {
     if (this.state === "ended") return;
-    this.setState(this.participants.size > 0 ? "in_session" : "alone");
+    const present = [...this.participants.values()].some((p) => !p.away);
+    this.setState(present ? "in_session" : "alone");
   }
 
   // -- media --------------------------------------------------------------------------------
