@@ -120,6 +120,9 @@ class Claims:
     # not issued through an invite (practitioners, direct links).
     verification: VerificationMode | None = None
     verified: str | None = None
+    # Claim ``rt``: the client came in again through an invite it had used before (it waits in
+    # the waiting room as a returning client).
+    returning: bool = False
 
 
 def _fail(code: str, message: str) -> Unauthenticated:
@@ -180,13 +183,24 @@ class TokenIssuer:
         name: str | None = None,
         verification: VerificationMode | None = None,
         verified: str | None = None,
+        returning: bool = False,
     ) -> tuple[str, Claims]:
         """Return a signed token and the claims it carries (for ``expires_at`` and the jti)."""
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
         iat = int(self._clock.now())
         claims = Claims(
-            sub, role, room, random_token(16), iat, iat + ttl_s, kind, name, verification, verified
+            sub,
+            role,
+            room,
+            random_token(16),
+            iat,
+            iat + ttl_s,
+            kind,
+            name,
+            verification,
+            verified,
+            returning,
         )
         payload: dict[str, Any] = {
             "iss": self._issuer,
@@ -200,6 +214,8 @@ class TokenIssuer:
         }
         optional = (("room", room), ("name", name), ("vm", verification), ("vn", verified))
         payload.update({k: str(v) for k, v in optional if v is not None})
+        if returning:
+            payload["rt"] = "1"
         headers = {"kid": self._key.kid, "typ": "JWT"}
         token = jwt.encode(payload, self._key.private_key, algorithm=ALGORITHM, headers=headers)
         return token, claims
@@ -215,6 +231,7 @@ class TokenIssuer:
         name: str | None = None,
         verification: VerificationMode | None = None,
         verified: str | None = None,
+        returning: bool = False,
     ) -> str:
         """Return a signed token of ``kind`` for ``sub``, valid for ``ttl_s`` seconds."""
         return self.mint(
@@ -226,6 +243,7 @@ class TokenIssuer:
             name=name,
             verification=verification,
             verified=verified,
+            returning=returning,
         )[0]
 
 
@@ -320,7 +338,7 @@ def _typed_claims(payload: dict[str, Any]) -> Claims:
     if missing:
         raise _fail("token_claims", f"missing claims: {', '.join(missing)}")
     strings = ("iss", "aud", "sub", "jti", "role", "tk")
-    optional = ("room", "name", "vm", "vn")
+    optional = ("room", "name", "vm", "vn", "rt")
     if (
         not all(isinstance(payload[n], str) and payload[n] for n in strings)
         or not all(_is_int(payload[n]) for n in ("iat", "exp"))
@@ -328,6 +346,7 @@ def _typed_claims(payload: dict[str, Any]) -> Claims:
         or payload["role"] not in _ROLES
         or payload["tk"] not in _KINDS
         or payload.get("vm", "email_code") not in _MODES
+        or payload.get("rt", "1") != "1"
     ):
         raise _fail("token_claims", "claims have wrong types or values")
     return Claims(
@@ -341,6 +360,7 @@ def _typed_claims(payload: dict[str, Any]) -> Claims:
         name=payload.get("name"),
         verification=VerificationMode(payload["vm"]) if "vm" in payload else None,
         verified=payload.get("vn"),
+        returning="rt" in payload,
     )
 
 

@@ -1,4 +1,4 @@
-"""Consultations, single-use invite links and client verification (docs/protocol.md, "Invites").
+"""Consultations, invite links and client verification (docs/protocol.md, "Invites").
 
 A practitioner creates a consultation (a room with a waiting room) for a client and chooses how
 the client proves who they are: ``email_code``, ``anonymous`` (only when chosen) or ``eid``
@@ -7,9 +7,12 @@ an invite answers ``verification_unavailable``). Redeeming an ``eid`` invite cla
 it starts an eID login, and the invite is claimed only when the broker's callback comes back with
 a verified identity (:meth:`InviteService.complete_eid`), so a failed or abandoned login leaves
 the invite redeemable. The client gets a link ``/invite#<secret>``: 256 random bits of
-which only the SHA-256 is stored, expiring after ``invites.ttl_s``, redeemed once, atomically, by
-POST. Redeeming leads to a client join token whose ``vm``/``vn`` claims carry the verification
-result; the client then waits in the room's waiting room until a practitioner admits it.
+which only the SHA-256 is stored, expiring after ``invites.ttl_s``, redeemed by POST. It works
+again until it expires, is replaced by a newer one or its consultation ends, so that a client who
+closed the tab can come back; every use verifies afresh. Redeeming leads to a client join token
+whose ``vm``/``vn`` claims carry the verification result (and ``rt`` when the invite had been
+used before: the client is returning); the client then waits in the room's waiting room until a
+practitioner admits it.
 
 Pure domain logic: no aiohttp. Storage is behind :class:`InviteStore`: a node keeps everything in
 the records database (:class:`~fortrolig.signaling.records_sql.SqlInviteStore`), so a restart or
@@ -22,6 +25,7 @@ and a failure after a claim (the e-mail could not be sent) releases it again.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 import unicodedata
@@ -37,6 +41,7 @@ from fortrolig.core.errors import (
     Forbidden,
     FortroligError,
     NotFound,
+    RateLimited,
     Unauthenticated,
 )
 from fortrolig.core.ids import new_id
@@ -105,7 +110,11 @@ class Consultation:
 
 @dataclass(frozen=True, slots=True)
 class Invite:
-    """A stored invite: only the SHA-256 of its secret."""
+    """A stored invite: only the SHA-256 of its secret.
+
+    It works until it expires, is replaced or its consultation ends; ``redeemed_at`` is its latest
+    redemption (None: never used, so whoever redeems it now is not returning).
+    """
 
     digest: str
     consultation_id: str
@@ -126,6 +135,7 @@ class Challenge:
     expires_at: float
     attempts_left: int
     completed: bool = False
+    returning: bool = False  # its invite had been used before (the client comes back)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +180,8 @@ class EidRedirect:
     url: str
 
 
+CODE_RESEND_S = 30.0
+"""Least time between two e-mail codes sent for one invite (each use of an invite sends one)."""
 EID_RETURN_TO = "/invite"
 """Where an eID login started from an invite returns (the page shows errors there)."""
 EID_LABEL_MAX = 64
@@ -222,16 +234,18 @@ class InviteStore(Protocol):
 
     async def invite(self, digest: str) -> Invite | None: ...
 
-    async def claim_invite(self, digest: str, now: float) -> Invite | None:
-        """Mark the invite redeemed if it is open (not redeemed, revoked or expired)."""
+    async def claim_invite(self, digest: str, now: float, min_interval_s: float) -> Invite | None:
+        """Record a redemption at ``now`` if the invite is open (not revoked or expired) and
+        its latest redemption is at least ``min_interval_s`` old; answers the invite as it was
+        *before* (its ``redeemed_at`` says whether it had been used), or None."""
         ...
 
-    async def release_invite(self, digest: str) -> None:
-        """Undo a claim whose follow-up failed."""
+    async def release_invite(self, digest: str, previous: float | None) -> None:
+        """Undo a claim whose follow-up failed (``previous``: the redemption it replaced)."""
         ...
 
     async def revoke_invites(self, consultation_id: str) -> int:
-        """Revoke every open invite of a consultation; how many."""
+        """Revoke every invite of a consultation that is not revoked yet; how many."""
         ...
 
     async def add_challenge(self, challenge: Challenge) -> None: ...
@@ -277,28 +291,26 @@ class MemoryInviteStore:
     async def invite(self, digest: str) -> Invite | None:
         return self._invites.get(digest)
 
-    async def claim_invite(self, digest: str, now: float) -> Invite | None:
+    async def claim_invite(self, digest: str, now: float, min_interval_s: float) -> Invite | None:
         found = self._invites.get(digest)
-        if found is None or found.redeemed_at is not None or found.revoked:
+        if found is None or found.revoked or found.expires_at <= now:
             return None
-        if found.expires_at <= now:
+        if found.redeemed_at is not None and found.redeemed_at > now - min_interval_s:
             return None
-        claimed = dataclasses.replace(found, redeemed_at=now)
-        self._invites[digest] = claimed
-        return claimed
+        self._invites[digest] = dataclasses.replace(found, redeemed_at=now)
+        return found
 
-    async def release_invite(self, digest: str) -> None:
+    async def release_invite(self, digest: str, previous: float | None) -> None:
         found = self._invites.get(digest)
         if found is not None:
-            self._invites[digest] = dataclasses.replace(found, redeemed_at=None)
+            self._invites[digest] = dataclasses.replace(found, redeemed_at=previous)
 
     async def revoke_invites(self, consultation_id: str) -> int:
         count = 0
         for key, found in list(self._invites.items()):
-            if found.consultation_id == consultation_id and found.redeemed_at is None:
-                if not found.revoked:
-                    self._invites[key] = dataclasses.replace(found, revoked=True)
-                    count += 1
+            if found.consultation_id == consultation_id and not found.revoked:
+                self._invites[key] = dataclasses.replace(found, revoked=True)
+                count += 1
         return count
 
     async def add_challenge(self, challenge: Challenge) -> None:
@@ -555,8 +567,13 @@ class InviteService:
     # -- client side ------------------------------------------------------------------------
 
     async def redeem(self, secret: object) -> CodeSent | JoinGrant | EidRedirect:
-        """Redeem an invite once: an anonymous join grant, an e-mail code sent, or (``eid``) the
-        broker's authorization URL; an ``eid`` invite is claimed later, by :meth:`complete_eid`."""
+        """Redeem an invite: an anonymous join grant, an e-mail code sent, or (``eid``) the
+        broker's authorization URL; an ``eid`` invite is claimed later, by :meth:`complete_eid`.
+
+        An invite works again until it expires, is replaced or its consultation ends (a client
+        who closed the tab comes back through it); each use verifies afresh and the client waits
+        as returning. A new e-mail code goes out at most every :data:`CODE_RESEND_S` seconds.
+        """
         if not v.is_secret(secret):
             raise BadRequest("not an invite secret", code="invite_malformed")
         assert isinstance(secret, str)
@@ -577,30 +594,47 @@ class InviteService:
             # The consultation reference is the invite's digest, never the secret.
             url, _ = await eid.start(EID_RETURN_TO, consultation_ref=key)
             return EidRedirect(url)
-        if await self.store.claim_invite(key, now) is None:  # lost a race with another POST
-            self._check_open(await self.store.invite(key), now)
-            raise Conflict("the invite was already used", code="invite_used")
+        emailed = consultation.verification is VerificationMode.EMAIL_CODE
+        before = await self._claim(key, now, CODE_RESEND_S if emailed else 0.0)
+        returning = before.redeemed_at is not None
         try:
             if consultation.verification is VerificationMode.ANONYMOUS:
                 token, claims = self.signaling.issue_client_token(
-                    room, VerificationMode.ANONYMOUS, v.pseudonym(), None
+                    room, VerificationMode.ANONYMOUS, v.pseudonym(), None, returning
                 )
                 grant = JoinGrant(
                     token, room.id, claims.exp, VerificationMode.ANONYMOUS, claims.verified
                 )
                 self.counters.invites_redeemed += 1
                 return grant
-            sent = await self._send_code(consultation, now)
+            sent = await self._send_code(consultation, now, returning)
         except BaseException:
-            await self.store.release_invite(key)
+            await self.store.release_invite(key, before.redeemed_at)
             raise
         self.counters.invites_redeemed += 1
         return sent
 
+    async def _claim(self, key: str, now: float, min_interval_s: float) -> Invite:
+        """Record this redemption; the invite as it was before (whether it had been used)."""
+        before = await self.store.claim_invite(key, now, min_interval_s)
+        if before is not None:
+            return before
+        current = await self.store.invite(key)
+        self._check_open(current, now)  # revoked or expired meanwhile
+        assert current is not None
+        last = current.redeemed_at
+        wait = 1.0 if last is None else max(1.0, last + min_interval_s - now)
+        exc = RateLimited(
+            f"the invite was just used; try again in {math.ceil(wait)} s", code="invite_throttled"
+        )
+        exc.retry_after_s = math.ceil(wait)
+        raise exc
+
     async def complete_eid(self, identity: VerifiedIdentity) -> JoinGrant:
-        """A verified eID login came back: claim its invite (atomically; the loser of a race gets
-        ``invite_used``) and issue the client's join token with mode ``eid`` and the verified
-        name. Only the name (or a label from the pseudonymous subject) enters the token."""
+        """A verified eID login came back: record the invite's use (atomically; the loser of a
+        race gets ``invite_throttled``) and issue the client's join token with mode ``eid`` and
+        the verified name. Only the name (or a label from the pseudonymous subject) enters the
+        token."""
         key = identity.consultation_ref
         now = self.clock.now()
         invite = await self.store.invite(key)
@@ -610,16 +644,14 @@ class InviteService:
         if consultation.verification is not VerificationMode.EID:  # pragma: no cover - refs
             raise Conflict("not an eID consultation", code="verification_unavailable")
         room = await self._room_of(consultation)
-        if await self.store.claim_invite(key, now) is None:
-            self._check_open(await self.store.invite(key), now)
-            raise Conflict("the invite was already used", code="invite_used")
+        before = await self._claim(key, now, 0.0)
         label = eid_label(identity)
         try:
             token, claims = self.signaling.issue_client_token(
-                room, VerificationMode.EID, label, label
+                room, VerificationMode.EID, label, label, before.redeemed_at is not None
             )
         except BaseException:
-            await self.store.release_invite(key)
+            await self.store.release_invite(key, before.redeemed_at)
             raise
         self.counters.invites_redeemed += 1
         return JoinGrant(token, room.id, claims.exp, VerificationMode.EID, claims.verified)
@@ -629,12 +661,10 @@ class InviteService:
             raise NotFound("no such invite", code="invite_not_found")
         if invite.revoked:
             raise Gone("this invite was replaced by a newer one", code="invite_revoked")
-        if invite.redeemed_at is not None:
-            raise Conflict("the invite was already used", code="invite_used")
         if invite.expires_at <= now:
             raise Gone("the invite has expired", code="invite_expired")
 
-    async def _send_code(self, consultation: Consultation, now: float) -> CodeSent:
+    async def _send_code(self, consultation: Consultation, now: float, returning: bool) -> CodeSent:
         email = consultation.client_email
         if email is None or self.mailer is None:  # refused at creation; config may change
             raise Conflict("e-mail is not configured on this node", code="email_not_configured")
@@ -646,6 +676,7 @@ class InviteService:
             code_digest=v.code_digest(salt, code),
             expires_at=now + v.CODE_TTL_S,
             attempts_left=v.CODE_ATTEMPTS,
+            returning=returning,
         )
         await self.store.add_challenge(challenge)
         subject, body = code_email(code, v.CODE_TTL_S // 60)
@@ -679,7 +710,11 @@ class InviteService:
         consultation = await self._consultation(taken.consultation_id)
         room = await self._room_of(consultation)
         token, claims = self.signaling.issue_client_token(
-            room, VerificationMode.EMAIL_CODE, consultation.client_email, consultation.client_name
+            room,
+            VerificationMode.EMAIL_CODE,
+            consultation.client_email,
+            consultation.client_name,
+            taken.returning,
         )
         self.counters.codes_verified += 1
         return JoinGrant(token, room.id, claims.exp, VerificationMode.EMAIL_CODE, claims.verified)

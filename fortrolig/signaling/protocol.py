@@ -219,13 +219,15 @@ class WaitingClient:
 
     ``verification`` is ``none`` for a client whose token came from a direct link rather than
     an invite; ``verified`` is the verified e-mail (email_code), the verified name (eid), a
-    pseudonym (anonymous) or null (none).
+    pseudonym (anonymous) or null (none). ``returning``: it came in again through an invite it
+    had used before (e.g. after closing its tab), verified afresh.
     """
 
     id: str = _s(ID_MAX)
     verification: str = _verification()
     name: str | None = _s(NAME_MAX, default=None)
     verified: str | None = _s(VERIFIED_MAX, default=None)
+    returning: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,9 @@ _SCHEMA = (
 # Step 2: a room may force TURN relay for its participants (issue 13). Existing rooms keep
 # the default (off), as they were created without it.
 _SCHEMA_2 = ("ALTER TABLE sig_rooms ADD COLUMN force_relay INTEGER NOT NULL DEFAULT 0",)
+# Invites work again until the consultation ends: redeemed_us is the latest redemption, and a
+# code challenge remembers whether its client came back through an invite used before.
+_SCHEMA_3 = ("ALTER TABLE sig_challenges ADD COLUMN is_returning INTEGER NOT NULL DEFAULT 0",)
 KEEP_CLOSED_US = 3600 * 1_000_000
 """Finished invites and challenges stay an hour after they close (a clear "expired" error)."""
 
@@ -72,6 +75,7 @@ def migrations(db: Database) -> list[Migration]:
     return [
         Migration(1, tuple(ddl(s, db.dialect) for s in _SCHEMA)),
         Migration(2, tuple(ddl(s, db.dialect) for s in _SCHEMA_2)),
+        Migration(3, tuple(ddl(s, db.dialect) for s in _SCHEMA_3)),
     ]
 
 
@@ -185,32 +189,48 @@ class SqlInviteStore:
         row = await self._db.tx(lambda tx: _invite_row(tx, digest), write=False)
         return None if row is None else _invite(row)
 
-    async def claim_invite(self, digest: str, now: float) -> Invite | None:
+    async def claim_invite(self, digest: str, now: float, min_interval_s: float) -> Invite | None:
         async def run(tx: Tx) -> Row | None:
-            changed = await tx.execute(
-                "UPDATE sig_invites SET redeemed_us = ? WHERE digest = ? AND redeemed_us IS NULL "
-                "AND revoked = 0 AND expires_us > ?",
-                to_us(now),
-                digest,
-                to_us(now),
-            )
-            return await _invite_row(tx, digest) if changed else None
+            row = await _invite_row(tx, digest)
+            if row is None or row[5] or row[3] <= to_us(now):
+                return None
+            before = row[4]
+            if before is not None and before > to_us(now - min_interval_s):
+                return None
+            # Compare-and-set on the previous redemption: the loser of a race changes nothing.
+            if before is None:
+                changed = await tx.execute(
+                    "UPDATE sig_invites SET redeemed_us = ? WHERE digest = ? "
+                    "AND redeemed_us IS NULL AND revoked = 0",
+                    to_us(now),
+                    digest,
+                )
+            else:
+                changed = await tx.execute(
+                    "UPDATE sig_invites SET redeemed_us = ? WHERE digest = ? "
+                    "AND redeemed_us = ? AND revoked = 0",
+                    to_us(now),
+                    digest,
+                    before,
+                )
+            return row if changed else None
 
         row = await self._db.tx(run)
         return None if row is None else _invite(row)
 
-    async def release_invite(self, digest: str) -> None:
+    async def release_invite(self, digest: str, previous: float | None) -> None:
         await self._db.tx(
             lambda tx: tx.execute(
-                "UPDATE sig_invites SET redeemed_us = NULL WHERE digest = ?", digest
+                "UPDATE sig_invites SET redeemed_us = ? WHERE digest = ?",
+                None if previous is None else to_us(previous),
+                digest,
             )
         )
 
     async def revoke_invites(self, consultation_id: str) -> int:
         return await self._db.tx(
             lambda tx: tx.execute(
-                "UPDATE sig_invites SET revoked = 1 WHERE consultation_id = ? "
-                "AND redeemed_us IS NULL AND revoked = 0",
+                "UPDATE sig_invites SET revoked = 1 WHERE consultation_id = ? AND revoked = 0",
                 consultation_id,
             )
         )
@@ -225,7 +245,8 @@ class SqlInviteStore:
             )
             await tx.execute(
                 "INSERT INTO sig_challenges (digest, consultation_id, salt, code_digest, "
-                "expires_us, attempts_left, completed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "expires_us, attempts_left, completed, is_returning) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 c.digest,
                 c.consultation_id,
                 c.salt,
@@ -233,6 +254,7 @@ class SqlInviteStore:
                 to_us(c.expires_at),
                 c.attempts_left,
                 int(c.completed),
+                int(c.returning),
             )
 
         await self._db.tx(run)
@@ -291,7 +313,7 @@ def _invite(row: Row) -> Invite:
 async def _challenge_row(tx: Tx, digest: str) -> Row | None:
     return await tx.fetchone(
         "SELECT digest, consultation_id, salt, code_digest, expires_us, attempts_left, "
-        "completed FROM sig_challenges WHERE digest = ?",
+        "completed, is_returning FROM sig_challenges WHERE digest = ?",
         digest,
     )
 
@@ -305,6 +327,7 @@ def _challenge(row: Row) -> Challenge:
         expires_at=row[4] / 1_000_000,
         attempts_left=int(row[5]),
         completed=bool(row[6]),
+        returning=bool(row[7]),
     )
 
 

@@ -27,6 +27,7 @@ class Participant:
     # name or pseudonym; shown to practitioners in the waiting room.
     verification: str | None = None
     verified: str | None = None
+    returning: bool = False  # came in again through an invite it had used before
     # Set while the participant's connection is gone and its place is held (monotonic deadline).
     away_until: float | None = None
 

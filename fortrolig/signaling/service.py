@@ -253,8 +253,10 @@ class SignalingService:
         verification: VerificationMode,
         verified: str | None,
         name: str | None,
+        returning: bool = False,
     ) -> tuple[str, Claims]:
-        """A single-use client join token carrying how the client was verified."""
+        """A single-use client join token carrying how the client was verified (and whether it
+        comes back through an invite it had used before)."""
         return self.issuer.mint(
             TokenKind.JOIN,
             new_id("sub"),
@@ -264,6 +266,7 @@ class SignalingService:
             name=name,
             verification=verification,
             verified=verified,
+            returning=returning,
         )
 
     def _send_to(self, participant_id: str, msg: p.ServerMessage) -> None:
@@ -505,6 +508,7 @@ class Session:
             claims.name,
             verification=claims.verification.value if claims.verification else None,
             verified=claims.verified,
+            returning=claims.returning,
         )
         if owner.node_id != self.service.cluster.node.node_id:
             self._redirect(owner.url)
@@ -565,6 +569,7 @@ class Session:
             name=self.participant.name,
             verification=self.claims.verification,
             verified=self.claims.verified,
+            returning=self.claims.returning,
         )
 
     async def handle(self, msg: p.ClientMessage) -> None:
@@ -810,5 +815,9 @@ def _info(x: Participant) -> p.ParticipantInfo:
 
 def _waiting_info(x: Participant) -> p.WaitingClient:
     return p.WaitingClient(
-        id=x.id, verification=x.verification or "none", name=x.name, verified=x.verified
+        id=x.id,
+        verification=x.verification or "none",
+        name=x.name,
+        verified=x.verified,
+        returning=x.returning,
     )

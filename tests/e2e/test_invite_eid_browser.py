@@ -58,10 +58,30 @@ async def test_eid_invite_through_the_provider_to_the_waiting_room(
     assert "Verified with MitID: Anna Testesen" in await entry.inner_text()
     await practitioner.screenshot(tmp_path, "eid-waiting-list")
 
-    again = await browsers.new_page("Again")
-    await again.page.goto(made["invite_url"])
-    await again.page.wait_for_selector("#invite-error:visible")
-    assert "already used" in await again.page.inner_text("#invite-error")
+    await entry.locator("button[data-action=admit]").click()
+    await client.wait_state("in_session")
+
+    # Anna closes the tab, then opens her invitation again: MitID again, the waiting room again,
+    # shown as returning; admitted, she is back in the call (her held place is given up).
+    await client.page.close()
+    back = await browsers.new_page("Anna again", viewport=(390, 844))
+    await back.page.goto(made["invite_url"])
+    await back.page.wait_for_url(eid_node.issuer + "/**")
+    await back.page.fill("input[name=login]", "anna")
+    await back.page.select_option("select[name=acr]", SUBSTANTIAL)
+    await back.page.click("button[type=submit]")
+    await back.page.wait_for_selector("form[action$='/confirm']")
+    await back.page.click("button[type=submit]")
+    await back.page.wait_for_url("**/room/**")
+    await browsers.prejoin(back)
+    await back.wait_state("lobby")
+    returning = practitioner.page.locator("#waiting-list li[data-returning=true]", has_text="Anna")
+    await returning.wait_for(timeout=10_000)
+    assert "Returning" in await returning.inner_text()
+    await practitioner.screenshot(tmp_path, "eid-returning")
+    await returning.locator("button[data-action=admit]").click()
+    await back.wait_state("in_session")
+    await practitioner.wait_state("in_session")
 
 
 @pytest.mark.parametrize(

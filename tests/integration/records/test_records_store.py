@@ -80,7 +80,7 @@ async def test_consultations_invites_and_codes_survive_a_restart(
     await store.add_invite(Invite("d" * 64, "con_1", NOW, NOW + 86_400))
     challenge = Challenge("c" * 64, "con_1", b"salt", b"digest", NOW + 600, 5)
     await store.add_challenge(challenge)
-    assert (await store.claim_invite("d" * 64, NOW + 1)) is not None
+    assert (await store.claim_invite("d" * 64, NOW + 1, 0.0)) is not None
     await db.close()
 
     again = await opened(url, tmp_path)  # a new process on the same data
@@ -90,6 +90,9 @@ async def test_consultations_invites_and_codes_survive_a_restart(
         invite = await store.invite("d" * 64)
         assert invite is not None and invite.redeemed_at == pytest.approx(NOW + 1)
         assert await store.challenge("c" * 64) == challenge
+        # The restarted store knows the invite was used: the next claim sees it (returning).
+        before = await store.claim_invite("d" * 64, NOW + 2, 0.0)
+        assert before is not None and before.redeemed_at == pytest.approx(NOW + 1)
         taken = await store.take_attempt("c" * 64, NOW + 2)
         assert taken is not None and taken.attempts_left == 4
     finally:
@@ -129,14 +132,24 @@ async def test_of_racing_claims_exactly_one_wins(db: Database, keyring: FileKeyr
     store = SqlInviteStore(db, keyring)
     await store.add_consultation(consultation())
     await store.add_invite(Invite("e" * 64, "con_1", NOW, NOW + 60))
-    results = await asyncio.gather(*(store.claim_invite("e" * 64, NOW + 1) for _ in range(8)))
+    claims = (store.claim_invite("e" * 64, NOW + 1, 30.0) for _ in range(8))
+    results = await asyncio.gather(*claims)
     assert sum(r is not None for r in results) == 1
-    # Expired, revoked and unknown invites are never claimed.
+    # Within the interval nobody claims it again; after it, the claim sees the earlier use.
+    assert await store.claim_invite("e" * 64, NOW + 30, 30.0) is None
+    again = await store.claim_invite("e" * 64, NOW + 31, 30.0)
+    assert again is not None and again.redeemed_at == pytest.approx(NOW + 1)
+    # A failed follow-up puts the earlier use back.
+    await store.release_invite("e" * 64, again.redeemed_at)
+    back = await store.invite("e" * 64)
+    assert back is not None and back.redeemed_at == pytest.approx(NOW + 1)
+    # Expired, revoked (used or not) and unknown invites are never claimed.
     await store.add_invite(Invite("f" * 64, "con_1", NOW, NOW + 60))
-    assert await store.claim_invite("f" * 64, NOW + 60) is None
-    assert await store.revoke_invites("con_1") == 1
-    assert await store.claim_invite("f" * 64, NOW + 1) is None
-    assert await store.claim_invite("0" * 64, NOW + 1) is None
+    assert await store.claim_invite("f" * 64, NOW + 60, 0.0) is None
+    assert await store.revoke_invites("con_1") == 2
+    assert await store.claim_invite("e" * 64, NOW + 40, 0.0) is None
+    assert await store.claim_invite("f" * 64, NOW + 1, 0.0) is None
+    assert await store.claim_invite("0" * 64, NOW + 1, 0.0) is None
 
 
 async def test_attempts_run_out_and_a_code_completes_once(
@@ -286,7 +299,7 @@ async def test_two_nodes_migrating_one_postgresql_at_once(
                 "SELECT version FROM schema_migrations WHERE component = 'signaling'"
             )
         )
-        assert row is not None and row[0] == 2
+        assert row is not None and row[0] == len(migrations(dbs[0]))
     finally:
         for d in dbs:
             await d.close()

@@ -28,6 +28,7 @@ from fortrolig.signaling.auth import (
 )
 from fortrolig.signaling.eid import VerifiedIdentity
 from fortrolig.signaling.invites import (
+    CODE_RESEND_S,
     CodeSent,
     EidRedirect,
     InviteService,
@@ -167,7 +168,12 @@ async def test_anonymous_invite_gives_a_token_without_identity(world: World) -> 
     assert claims.verified is not None and claims.verified.startswith("Anonym ")
     assert claims.room == grant.room_id and EMAIL not in grant.token
     assert grant.room_url == f"/room/{grant.room_id}#role=client&token={grant.token}"
-    assert await code_of(world.service.redeem(secret)) == "invite_used"
+    assert claims.returning is False
+    # The link works again (a closed tab): a new pseudonym, marked as returning.
+    again = await world.service.redeem(secret)
+    assert isinstance(again, JoinGrant) and again.token != grant.token
+    again_claims = await world.verifier.verify(again.token, TokenKind.JOIN, consume=True)
+    assert again_claims.returning is True
 
 
 async def test_email_code_flow_and_single_use(world: World) -> None:
@@ -276,8 +282,31 @@ async def test_concurrent_redemptions_one_wins(world: World) -> None:
         *(world.service.redeem(secret) for _ in range(100)), return_exceptions=True
     )
     wins = [r for r in results if isinstance(r, CodeSent)]
-    losses = {r.code for r in results if isinstance(r, FortroligError)}
-    assert len(wins) == 1 and losses == {"invite_used"} and len(world.mailer.sent) == 1
+    losses = [r for r in results if isinstance(r, FortroligError)]
+    assert len(wins) == 1 and {r.code for r in losses} == {"invite_throttled"}
+    assert len(world.mailer.sent) == 1
+    assert all(r.status == 429 and getattr(r, "retry_after_s", 0) >= 1 for r in losses)
+
+
+async def test_a_used_email_code_invite_sends_a_new_code_after_the_resend_interval(
+    world: World,
+) -> None:
+    secret = await world.consultation("email_code")
+    first = await world.service.redeem(secret)
+    assert isinstance(first, CodeSent)
+    grant = await world.service.verify_code(first.handle, world.mailer.last_code())
+    claims = await world.verifier.verify(grant.token, TokenKind.JOIN, consume=False)
+    assert claims.returning is False
+    # At once again: refused with the wait, and no second e-mail.
+    refused = await code_of(world.service.redeem(secret))
+    assert refused == "invite_throttled" and len(world.mailer.sent) == 1
+    world.clock.advance(CODE_RESEND_S)
+    second = await world.service.redeem(secret)
+    assert isinstance(second, CodeSent) and second.handle != first.handle
+    regrant = await world.service.verify_code(second.handle, world.mailer.last_code())
+    reclaims = await world.verifier.verify(regrant.token, TokenKind.JOIN, consume=False)
+    assert (reclaims.verification, reclaims.verified) == (VerificationMode.EMAIL_CODE, EMAIL)
+    assert reclaims.returning is True
 
 
 @dataclass
@@ -322,8 +351,12 @@ async def test_eid_redeem_starts_a_login_and_the_callback_claims_once(world: Wor
     claims = await world.verifier.verify(grant.token, TokenKind.JOIN, consume=False)
     assert claims.verification is VerificationMode.EID and claims.name == "Anna Testesen"
     assert "0101901234" not in repr(claims) and "p" * 64 not in repr(claims)
-    assert await code_of(world.service.complete_eid(identity(ref))) == "invite_used"
-    assert await code_of(world.service.redeem(secret)) == "invite_used"
+    assert claims.returning is False
+    # The client comes back: a new eID login through the same invite, returning.
+    assert isinstance(await world.service.redeem(secret), EidRedirect)
+    back = await world.service.complete_eid(identity(ref))
+    back_claims = await world.verifier.verify(back.token, TokenKind.JOIN, consume=False)
+    assert back_claims.returning is True and back_claims.name == "Anna Testesen"
 
 
 async def test_eid_callback_after_expiry_or_reissue_is_refused(world: World) -> None:

@@ -419,6 +419,14 @@ function renderWaitingRoom() {
     how.dataset.verification = c.verification;
     how.textContent = t(VERIFICATION_KEYS[c.verification] || "waiting.how.none", { verified: c.verified || "" });
     who.append(strong, how);
+    if (c.returning) {
+      // Came back through its invite (verified afresh), e.g. after closing the tab.
+      li.dataset.returning = "true";
+      const back = document.createElement("span");
+      back.className = "waiting__returning";
+      back.textContent = t("waiting.returning");
+      who.append(back);
+    }
     li.append(who, waitingButton("admit", c.id, name), waitingButton("deny", c.id, name));
     list.append(li);
   }
