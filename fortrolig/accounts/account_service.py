@@ -526,6 +526,10 @@ class AccountService:
             raise self._refusal(locked)
         return _Verified(row, keys, locked)
 
+    def now(self) -> float:
+        """The service's wall-clock time (unix seconds; a fake clock in tests)."""
+        return self._clock.now()
+
     def _login_keys(
         self, email: str | None, client_ip: str | None
     ) -> tuple[list[ThrottleKey], ThrottleKey | None]:

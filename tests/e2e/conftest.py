@@ -153,6 +153,14 @@ class Browsers:
             viewport={"width": viewport[0], "height": viewport[1]}, locale=locale
         )
         self.contexts.append(context)
+        return await self._page_in(context, name)
+
+    async def new_tab(self, beside: RoomPage, name: str) -> RoomPage:
+        """Another tab of the same browser (context) as ``beside``: it shares cookies, not
+        sessionStorage, as a tab the user opens does."""
+        return await self._page_in(beside.page.context, name)
+
+    async def _page_in(self, context: Any, name: str) -> RoomPage:
         page = await context.new_page()
         room = RoomPage(page, name)
         page.on("console", lambda m: room.console.append(f"{m.type}: {m.text}"))

@@ -8,11 +8,13 @@ notes panel and export the journal as JSON (a real download, fetched with the Be
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,15 +106,19 @@ async def test_login_practice_room_notes_and_export(
     await page.get_by_label("6-digit code").fill(totp(secret, time.time()))
     await page.keyboard.press("Enter")
     await page.wait_for_url("**/practice")
+    # The tab keeps only its access token; the refresh token is an HttpOnly cookie that no
+    # script can read, scoped to /auth.
     stored = json.loads(await page.evaluate("sessionStorage.getItem('fortrolig.session')"))
-    assert stored["access_token"] and stored["refresh_token"].startswith("frt_")
+    assert stored["access_token"] and "refresh_token" not in stored
     assert "token" not in page.url and await page.evaluate("localStorage.length <= 1")
+    assert "frt_" not in await page.evaluate("document.cookie")
+    cookie = await refresh_cookie(page)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/auth"
 
     # -- /practice: the tokens rotate (as the page does before the access token expires).
     await page.wait_for_function("() => window.fortroligPractice.state === 'ready'")
     assert await page.evaluate(REFRESH)
-    rotated = json.loads(await page.evaluate("sessionStorage.getItem('fortrolig.session')"))
-    assert rotated["refresh_token"] != stored["refresh_token"]
+    assert (await refresh_cookie(page))["value"] != cookie["value"]
 
     # -- a consultation with an e-mail code, its invite and the room link.
     await page.get_by_label("Client's name", exact=True).fill("Anna Jensen")
@@ -122,6 +128,9 @@ async def test_login_practice_room_notes_and_export(
     invite = await page.input_value("#invite-link")
     assert invite.startswith(node.base_url + "/invite#")
     await page.wait_for_selector("#room-link[href*='/room/']")
+    # The practitioner's way in has no token: the room page asks for one when it joins.
+    room_href = await page.get_attribute("#room-link", "href") or ""
+    assert room_href.endswith("#role=practitioner") and "token" not in room_href
     consultation_id = (await page.inner_text("#made-who")).split("·")[-1].strip()
     assert consultation_id.startswith("con_")
     await me.screenshot(tmp_path, "practice")
@@ -175,9 +184,61 @@ async def test_login_practice_room_notes_and_export(
     await page.get_by_role("button", name="Åbn journal: Anna Jensen").click()
     await page.locator("#notes-list .notes__entry--addendum", has_text="Tillæg").wait_for()
     await me.screenshot(tmp_path, "practice-journal")
-    await page.get_by_role("button", name="Log ud").click()
+
+    # -- another tab of the same browser is logged in too (the cookie), and sends a new invite:
+    # the first link stops working, the new one works.
+    tab = await browsers.new_tab(me, "practitioner-tab2")
+    await tab.page.goto(node.base_url + "/practice")
+    await tab.page.wait_for_function("() => window.fortroligPractice.state === 'ready'")
+    assert tab.page.url.endswith("/practice")
+    assert await tab.page.inner_text("#status") == EMAIL
+    await tab.page.goto(node.base_url + room_href)  # the room opens here too, ready to join
+    await tab.page.wait_for_selector("#join-btn:not([disabled])")
+    assert await tab.page.locator("#prejoin-signin").is_hidden()
+    await tab.page.goto(node.base_url + "/practice")
+    await tab.page.wait_for_function("() => window.fortroligPractice.state === 'ready'")
+    await me.screenshot(tmp_path, "practice-second-tab")
+
+    status, _ = post(node, "/api/v1/invite/redeem", {"invite": invite.split("#", 1)[1]})
+    assert status == 200  # a reusable link: it works again (a new code is sent)
+    await page.click("#lang-btn")  # back to English
+    await page.get_by_role("button", name=re.compile("^Send a new invite: Anna Jensen")).click()
+    await page.wait_for_function(
+        "old => ![old, ''].includes(document.getElementById('invite-link').value)",
+        arg=invite,
+        polling=100,
+    )
+    renewed = await page.input_value("#invite-link")
+    assert renewed.startswith(node.base_url + "/invite#") and renewed != invite
+    assert "earlier link no longer works" in await page.inner_text("#invite-info")
+    status, body = post(node, "/api/v1/invite/redeem", {"invite": invite.split("#", 1)[1]})
+    assert (status, body["error"]["code"]) == (410, "invite_revoked")
+    deadline = time.monotonic() + 10  # e-mailed to the client's address
+    while not any(renewed.split("#", 1)[1] in m.body for m in mailbox.to(CLIENT_EMAIL)):
+        assert time.monotonic() < deadline, [m.subject for m in mailbox.to(CLIENT_EMAIL)]
+        await asyncio.sleep(0.05)
+
+    # -- logging out in one tab logs out every tab of the browser.
+    await tab.page.click("#logout-btn")
+    await tab.page.wait_for_url("**/login")
     await page.wait_for_url("**/login")
     assert await page.evaluate("sessionStorage.getItem('fortrolig.session')") is None
+    assert await refresh_cookie(page) is None
+    await page.goto(node.base_url + "/practice")
+    await page.wait_for_url("**/login")
+    # Signed out, the practitioner's room link asks for a login that comes back to the room.
+    await page.goto(node.base_url + room_href)
+    await page.wait_for_selector("#prejoin-signin:visible")
+    href = await page.get_attribute("#prejoin-signin", "href") or ""
+    assert href == "/login?next=" + urllib.parse.quote(room_href.split("#")[0], safe="")
+    assert await page.is_hidden("#join-btn")
+    await me.screenshot(tmp_path, "room-signed-out")
+
+
+async def refresh_cookie(page: Any) -> Any:
+    """The browser's refresh cookie (as the browser stores it), or None."""
+    cookies = [c for c in await page.context.cookies() if c["name"] == "fortrolig-refresh"]
+    return cookies[0] if cookies else None
 
 
 async def test_login_throttled_shows_retry_after(

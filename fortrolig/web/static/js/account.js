@@ -4,7 +4,7 @@
 // bar at once (it never reaches a server log or a Referer). See docs/accounts.md.
 
 import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
-import { adopt, api, logout, postJson, session } from "./session.js";
+import { adopt, api, logout, postJson, postSession, restore, session } from "./session.js";
 import "./strings-practice.js";
 import "./strings-account.js";
 
@@ -122,7 +122,7 @@ function bindEnrolment() {
     const email = $("enrol-email").value.trim();
     const password = $("enrol-password").value;
     const totp = $("enrol-code").value.replace(/\s+/g, "");
-    const res = await postJson("/auth/totp/confirm", { email, password, totp });
+    const res = await postSession("/auth/totp/confirm", { email, password, totp });
     if (!res.ok) return sayError("code-form-msg", res);
     $("enrol-password").value = "";
     if (res.data.access_token) adopt(res.data, email);
@@ -190,7 +190,7 @@ function resetPage() {
 // --- settings ----------------------------------------------------------------------------------
 
 async function settingsPage() {
-  if (!session()) return location.replace("/login?expired=1");
+  if (!(await restore())) return location.replace("/login?next=/settings");
   const me = await api("/api/v1/account");
   if (!me.ok) return location.replace("/login?expired=1");
   say("settings-email", "settings.email", { email: me.data.email });

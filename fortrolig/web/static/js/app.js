@@ -8,7 +8,7 @@ import { listDevices, openCamera, openMedia, openMicrophone, stopTrack } from ".
 import { clockTime, initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
 import { consultationOfRoom, NotesPanel } from "./notes.js";
 import { RecordingUi } from "./recording.js";
-import { keepAlive, onSignedOut, signedIn } from "./session.js";
+import { api, keepAlive, onSignedOut, restore, signedIn } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const CHAT_MAX_BYTES_DEFAULT = 4096;
@@ -89,9 +89,19 @@ async function main() {
     signedIn,
     displayName,
   });
+  // A practitioner's tab gets its login from the browser's session cookie (another tab logged
+  // in): it then needs no join token in the link; it asks for one itself when joining.
+  if (ui.role === "practitioner") await restore();
   render();
   const resume = readStored()?.token ?? null;
-  if (!ui.roomId || (!ui.joinToken && !resume)) {
+  if (!ui.roomId || (!ui.joinToken && !resume && !ownToken())) {
+    if (ui.roomId && ui.role === "practitioner") {
+      showPrejoinMessage("prejoin.signin");
+      $("prejoin-signin").href = `/login?next=${encodeURIComponent(location.pathname)}`;
+      $("prejoin-signin").hidden = false;
+      $("join-btn").hidden = true;
+      return;
+    }
     showPrejoinMessage("prejoin.badlink");
     return;
   }
@@ -173,10 +183,33 @@ function showPrejoinMessage(key) {
 
 // -- joining -----------------------------------------------------------------------------------
 
+// A signed-in practitioner enters any of their rooms without a link of its own: the page asks
+// for a fresh single-use join token when it joins (and again after the session ended).
+function ownToken() {
+  return ui.role === "practitioner" && signedIn();
+}
+
+async function mintToken(name) {
+  const body = { role: "practitioner" };
+  if (name) body.name = name;
+  const res = await api(`/api/v1/rooms/${encodeURIComponent(ui.roomId)}/tokens`, { method: "POST", body });
+  if (res.ok) return res.data.token;
+  const code = res.error?.code || "other";
+  showPrejoinMessage(code === "room_not_found" ? "prejoin.roomgone" : res.status === 401 ? "prejoin.signin" : "prejoin.tokenfailed");
+  return null;
+}
+
 async function join() {
   $("join-btn").disabled = true;
   const name = $("name-input").value.trim().slice(0, 64) || null;
   ui.name = name;
+  if (!ui.joinToken && !ui.resumeToken && ownToken()) {
+    ui.joinToken = await mintToken(name);
+    if (!ui.joinToken) {
+      $("join-btn").disabled = false;
+      return;
+    }
+  }
   ui.chat = new ChatCrypto({
     send: (text) => ui.call?.sendChat(text, nextChatId()),
     onMessage: (m) => addChatLine(m),
@@ -569,6 +602,10 @@ function bindControls() {
       ui.call?.end("error");
     });
   });
+  $("ended-rejoin").addEventListener("click", () => {
+    history.replaceState(null, "", `${location.pathname}#role=practitioner`);
+    location.reload();
+  });
   $("camera-select").addEventListener("change", () => onDeviceChange("video"));
   $("mic-select").addEventListener("change", () => onDeviceChange("audio"));
   $("mic-btn").addEventListener("click", toggleMic);
@@ -662,6 +699,10 @@ function render() {
   if (ui.state === "ended") {
     const reason = ui.endReason === "room_ended" && ui.endedByMe ? "room_ended.self" : ui.endReason;
     $("ended-msg").textContent = t(`ended.${reason}`);
+    // A practitioner can always go back in (a fresh token) or back to the dashboard.
+    const back = ui.role === "practitioner" && signedIn();
+    $("ended-actions").hidden = !back;
+    $("ended-rejoin").hidden = !back || ui.endReason === "room_ended";
   }
   for (const el of document.querySelectorAll("#prejoin-msg[data-i18n], option[data-i18n]")) el.textContent = t(el.dataset.i18n);
 }

@@ -1,13 +1,22 @@
 // The practitioner's login page (/login): e-mail, password and the 6-digit TOTP code, posted to
-// /auth/login. The tokens go to this tab's sessionStorage (session.js), never into a URL.
+// /auth/login. The access token goes to this tab's sessionStorage and the refresh token into the
+// browser's HttpOnly session cookie (session.js), never into a URL. `?next=` (one of this node's
+// own pages, nothing else) is where a successful login goes; the dashboard otherwise.
 
 import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
-import { login, logout, session } from "./session.js";
+import { login, logout, restore, session } from "./session.js";
 import "./strings-practice.js";
 import "./strings-account.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = { state: "form", message: null, busy: false };
+
+// Where to go after logging in: only this node's own pages (no open redirect).
+function nextPage() {
+  const next = new URLSearchParams(location.search).get("next") || "";
+  if (/^\/room\/[A-Za-z0-9_-]{1,64}$/.test(next)) return `${next}#role=practitioner`;
+  return next === "/settings" ? next : "/practice";
+}
 
 function setMessage(key, vars = {}) {
   ui.message = key ? [key, vars] : null;
@@ -41,7 +50,7 @@ async function submit(event) {
   if (res.ok) {
     $("login-password").value = "";
     $("login-totp").value = "";
-    location.replace("/practice");
+    location.replace(nextPage());
     return;
   }
   const code = res.error?.code || "other";
@@ -90,4 +99,9 @@ translatePage();
 bind();
 if (new URLSearchParams(location.search).get("expired") === "1") setMessage("session.expired");
 render();
-if (!session()) $("login-email").focus();
+// Another tab of this browser may be logged in already: its cookie signs this tab in too.
+restore().then(() => {
+  render();
+  $("to-practice").href = nextPage();
+  if (!session()) $("login-email").focus();
+});

@@ -4,7 +4,7 @@
 
 import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
 import { NotesPanel, storeConsultation, storedConsultations } from "./notes.js";
-import { api, keepAlive, logout, onSignedOut, session } from "./session.js";
+import { api, keepAlive, logout, onSignedOut, restore, session } from "./session.js";
 import "./strings-practice.js";
 
 const $ = (id) => document.getElementById(id);
@@ -78,44 +78,39 @@ async function createConsultation(event) {
   storeConsultation(meta);
   ui.made = meta;
   ui.invite = c.invite;
-  ui.room = null;
   $("new-form").reset();
   renderForm();
-  await newRoomLink();
   renderMade();
   renderConsultations();
   $("made").focus();
 }
 
-// -- the practitioner's room link --------------------------------------------------------------
+// -- the practitioner's room and new invites ------------------------------------------------------
 
-async function roomLink(roomId) {
-  const res = await api(`/api/v1/rooms/${encodeURIComponent(roomId)}/tokens`, {
-    method: "POST",
-    body: { role: "practitioner" },
-  });
-  if (!res.ok) return { error: res };
-  // The practitioner opens the room here, on this origin: this tab's login (and the notes
-  // panel) come along. The join token stays in the fragment, which no server sees.
-  const url = new URL(res.data.url, location.href);
-  return { url: `${location.origin}${url.pathname}${url.hash}`, expires_at: res.data.expires_at };
+// The practitioner's way into a room: no token in the link. The room page asks for a fresh
+// single-use join token itself with this browser's login (session.js), so the link works at
+// any time, in any tab, and after a reload.
+function roomUrl(roomId) {
+  return `/room/${encodeURIComponent(roomId)}#role=practitioner`;
 }
 
-async function newRoomLink() {
-  if (!ui.made) return;
-  const link = await roomLink(ui.made.room_id);
-  if (link.error) {
-    setMessage(errorKey(link.error), { code: link.error.error?.code || "other" });
+// A new invite for a consultation: the earlier links stop working (invite_revoked); e-mailed to
+// the client when the consultation has their address.
+async function newInvite(c) {
+  setMessage(null);
+  const send = Boolean(c.client_email);
+  const res = await api(`/api/v1/consultations/${encodeURIComponent(c.consultation_id)}/invites`, {
+    method: "POST",
+    body: { send },
+  });
+  if (!res.ok) {
+    setMessage(errorKey(res), { code: res.error?.code || "other" });
     return;
   }
-  ui.room = link;
+  ui.made = c;
+  ui.invite = { ...res.data, renewed: true };
   renderMade();
-}
-
-async function openRoom(roomId) {
-  const link = await roomLink(roomId);
-  if (link.error) return setMessage(errorKey(link.error), { code: link.error.error?.code || "other" });
-  location.assign(link.url);
+  $("made").focus();
 }
 
 function renderMade() {
@@ -125,13 +120,11 @@ function renderMade() {
   $("made-who").textContent = `${made.client_name || t("practice.new.verification.anonymous")} · ${made.consultation_id}`;
   $("invite-link").value = ui.invite?.url || "";
   const info = [];
+  if (ui.invite?.renewed) info.push(t("practice.made.renewed"));
   if (ui.invite?.sent) info.push(t("practice.made.inviteSent"));
   if (ui.invite?.expires_at) info.push(t("practice.made.expires", { when: fmt(ui.invite.expires_at) }));
   $("invite-info").textContent = info.join(" ");
-  const a = $("room-link");
-  if (ui.room) a.setAttribute("href", ui.room.url);
-  else a.removeAttribute("href");
-  $("room-info").textContent = ui.room ? t("practice.made.expires", { when: fmt(ui.room.expires_at) }) : "";
+  $("room-link").setAttribute("href", roomUrl(made.room_id));
 }
 
 async function copyInvite() {
@@ -158,6 +151,16 @@ function button(key, onClick, attrs = {}) {
   return b;
 }
 
+function link(key, href, attrs = {}) {
+  const a = document.createElement("a");
+  a.className = "btn btn--small";
+  a.href = href;
+  a.dataset.i18n = key;
+  a.textContent = t(key);
+  for (const [k, v] of Object.entries(attrs)) a.setAttribute(k, v);
+  return a;
+}
+
 function renderConsultations() {
   const list = $("consultations");
   const items = storedConsultations();
@@ -172,7 +175,8 @@ function renderConsultations() {
     const label = who.textContent;
     li.append(
       who,
-      button("practice.made.openRoom", () => openRoom(c.room_id), { "aria-label": `${t("practice.made.openRoom")}: ${label}` }),
+      link("practice.made.openRoom", roomUrl(c.room_id), { "aria-label": `${t("practice.made.openRoom")}: ${label}` }),
+      button("practice.made.newInvite", () => newInvite(c), { "aria-label": `${t("practice.made.newInvite")}: ${label}` }),
       button("practice.made.notes", () => openNotes(c), { "aria-label": `${t("practice.made.notes")}: ${label}` }),
     );
     list.append(li);
@@ -244,7 +248,7 @@ function bind() {
     setMessage("practice.err.other", { code: "other" });
   }));
   $("invite-copy").addEventListener("click", () => copyInvite());
-  $("room-new").addEventListener("click", () => newRoomLink());
+  $("made-invite").addEventListener("click", () => ui.made && newInvite(ui.made));
   $("made-notes").addEventListener("click", () => ui.made && openNotes(ui.made));
   $("practice-notes-root").addEventListener("notes:clients", () => loadClients());
 }
@@ -257,7 +261,7 @@ window.fortroligPractice = {
 
 async function main() {
   setLanguage(initialLanguage());
-  if (!session()) {
+  if (!(await restore())) {
     location.replace("/login");
     return;
   }

@@ -1,25 +1,36 @@
-// The practitioner's login session in the browser (docs/accounts.md): the access token and the
-// refresh token live in this tab's sessionStorage of this origin only (never in a URL, never in
-// localStorage, no cookies). The access token is refreshed shortly before it expires; every
-// refresh rotates the refresh token. Calls to the API go through `api()`, which adds the
-// Authorization header and refreshes once when the server says the token has expired.
+// The practitioner's login session in the browser (docs/accounts.md, docs/security.md "Browser
+// login across tabs"). The refresh token lives in an HttpOnly, SameSite=Strict cookie scoped to
+// /auth that no script can read; each tab keeps only its own short-lived access token in its
+// sessionStorage (never in a URL, never in localStorage). A tab without one (a new tab, a link
+// opened from the dashboard) gets one from the cookie (`restore()`), so a practitioner stays
+// logged in across the tabs of one browser. Every refresh rotates the cookie, so refreshes of
+// all tabs are serialised with a Web Lock: two tabs presenting the same cookie at once would
+// look like a stolen token and end the session. Logging out in one tab tells the others
+// (BroadcastChannel). Calls to the API go through `api()`, which adds the Authorization header
+// and refreshes once when the server says the token has expired.
 
 const KEY = "fortrolig.session";
 const REFRESH_MARGIN_S = 60; // refresh this long before the access token expires
+const COOKIE_SESSION = { "X-Fortrolig-Session": "cookie" };
+const LOCK = "fortrolig.refresh";
 const listeners = new Set();
-let inflight = null; // the one refresh in progress (rotation must not run twice in parallel)
+let inflight = null; // the one refresh in progress in this tab
 let timer = null;
+const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel("fortrolig.session") : null;
+channel?.addEventListener("message", (ev) => {
+  if (ev.data === "logout" && session()) forget("logout", false);
+});
 
 function now() {
   return Date.now() / 1000;
 }
 
-/** The stored session, or null: {access_token, expires_at, refresh_token, refresh_expires_at, practitioner_id, email}. */
+/** This tab's session, or null: {access_token, expires_at, refresh_expires_at, practitioner_id, email}. */
 export function session() {
   try {
     const raw = sessionStorage.getItem(KEY);
     const s = raw ? JSON.parse(raw) : null;
-    if (!s?.access_token || !s?.refresh_token) return null;
+    if (!s?.access_token) return null;
     if (typeof s.refresh_expires_at === "number" && s.refresh_expires_at <= now()) return null;
     return s;
   } catch {
@@ -36,7 +47,6 @@ function store(body, email) {
     practitioner_id: body.practitioner_id,
     access_token: body.access_token,
     expires_at: body.expires_at,
-    refresh_token: body.refresh_token,
     refresh_expires_at: body.refresh_expires_at,
     email: email ?? session()?.email ?? null,
   };
@@ -45,7 +55,7 @@ function store(body, email) {
   return s;
 }
 
-function forget(reason) {
+function forget(reason, tellOthers = reason === "logout") {
   try {
     sessionStorage.removeItem(KEY);
   } catch {
@@ -53,6 +63,7 @@ function forget(reason) {
   }
   clearTimeout(timer);
   timer = null;
+  if (tellOthers) channel?.postMessage("logout");
   for (const fn of listeners) fn(reason);
 }
 
@@ -61,15 +72,18 @@ export function onSignedOut(fn) {
   listeners.add(fn);
 }
 
-/** POST a JSON body; answers {ok, status, data, error, retryAfter}. */
-export async function postJson(path, body, headers = {}) {
+/**
+ * POST a JSON body; answers {ok, status, data, error, retryAfter}. No cookies go with it unless
+ * `cookie` (the session routes under /auth, the only path the refresh cookie is scoped to).
+ */
+export async function postJson(path, body, headers = {}, cookie = false) {
   let resp;
   try {
     resp = await fetch(path, {
       method: "POST",
       headers: { "Content-Type": "application/json", ...headers },
       body: JSON.stringify(body),
-      credentials: "omit",
+      credentials: cookie ? "same-origin" : "omit",
       cache: "no-store",
       referrerPolicy: "no-referrer",
     });
@@ -96,37 +110,65 @@ async function answer(resp) {
   };
 }
 
-/** Keep the tokens of a session the server just started (e.g. after TOTP enrolment). */
+/** Keep the access token of a session the server just started (e.g. after TOTP enrolment). */
 export function adopt(body, email) {
   return store(body, email);
 }
 
-/** Log in with e-mail, password and the 6-digit code; stores the tokens on success. */
+/** POST to a route that starts a cookie session (login, TOTP confirm): the refresh token comes
+ * back as the HttpOnly cookie, never in the body. */
+export function postSession(path, body) {
+  return postJson(path, body, COOKIE_SESSION, true);
+}
+
+/** Log in with e-mail, password and the 6-digit code; stores the access token on success. */
 export async function login(email, password, totp) {
-  const res = await postJson("/auth/login", { email, password, totp });
+  const res = await postSession("/auth/login", { email, password, totp });
   if (res.ok) store(res.data, email.trim());
   return res;
+}
+
+// One refresh at a time across every tab of this browser (the cookie rotates on each).
+function exclusive(fn) {
+  return navigator.locks?.request ? navigator.locks.request(LOCK, fn) : fn();
+}
+
+async function cookieRefresh() {
+  return exclusive(() => postJson("/auth/refresh", {}, COOKIE_SESSION, true));
 }
 
 /** Rotate the tokens now (one refresh at a time). Resolves to true when the session lives on. */
 export function refresh() {
   if (inflight) return inflight;
-  const current = session();
-  if (!current) return Promise.resolve(false);
+  if (!session()) return Promise.resolve(false);
   inflight = (async () => {
-    const res = await postJson("/auth/refresh", { refresh_token: current.refresh_token });
+    const res = await cookieRefresh();
     if (res.ok) {
       store(res.data);
       return true;
     }
     // A network failure keeps the session (try again later); a refusal ends it.
     if (res.status === 0 || res.status >= 500) return false;
-    forget("expired");
+    forget("expired", false);
     return false;
   })().finally(() => {
     inflight = null;
   });
   return inflight;
+}
+
+/**
+ * Make sure this tab has a session: its own, or a new access token from the browser's login
+ * cookie (another tab logged in). Resolves to true when signed in.
+ */
+export async function restore() {
+  if (session()) return true;
+  const res = await cookieRefresh();
+  if (!res.ok) return false;
+  store(res.data);
+  const me = await api("/api/v1/account");
+  if (me.ok && me.data?.email && session()) store(session(), me.data.email);
+  return session() !== null;
 }
 
 function schedule() {
@@ -203,9 +245,8 @@ export async function download(path, fallbackName) {
   return { ok: true, status: res.status, name };
 }
 
-/** End this login (its refresh family) on the server and here. */
+/** End this login (its refresh family) on the server and in every tab of this browser. */
 export async function logout() {
-  const s = session();
-  if (s) await postJson("/auth/logout", { refresh_token: s.refresh_token });
+  await exclusive(() => postJson("/auth/logout", {}, COOKIE_SESSION, true));
   forget("logout");
 }
