@@ -620,7 +620,14 @@ function bindControls() {
       $("chat-form").requestSubmit();
     }
   });
+  // On a phone the open chat lies between the top bars and the control bar, never under it.
+  const controls = document.querySelector(".controls");
+  const placeChat = () =>
+    document.documentElement.style.setProperty("--controls-height", `${Math.ceil(controls.getBoundingClientRect().height)}px`);
+  if (typeof ResizeObserver === "function") new ResizeObserver(placeChat).observe(controls);
+  addEventListener("resize", placeChat);
   $("chat-btn").addEventListener("click", () => {
+    placeChat();
     const open = document.body.classList.toggle("chat-open");
     $("chat-btn").setAttribute("aria-expanded", String(open));
     if (open) $("chat-input").focus();
