@@ -21,6 +21,7 @@ from aiohttp import WSCloseCode, web
 from fortrolig.core.aead import FileKeyring
 from fortrolig.core.clock import SystemClock
 from fortrolig.core.config import Config, read_private_file, read_secret_file
+from fortrolig.core.errors import FortroligError
 from fortrolig.core.keys import load_or_create_signing_keys
 from fortrolig.core.metrics import CONTENT_TYPE, Metrics, Sample
 from fortrolig.core.slot import Slot
@@ -73,7 +74,7 @@ from .edge import (
     tls_reload_ctx,
     trusted_proxy_test,
 )
-from .gate import export_check, gate_ctx, gate_middleware, gate_routes
+from .gate import ACCOUNTS_KEY, export_check, gate_ctx, gate_middleware, gate_routes
 from .recordings import RecordingBridge
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,9 @@ def build_app(config: Config) -> web.Application:
         invite_ttl_s=config.invites.ttl_s,
         public_url=public_url(config),
         eid=eid,
+        zone=config.invites.time_zone,
+        practitioner_name=lambda pid: _practitioner_name(app, pid),
+        client_exists=lambda owner, cid: _journal_client_exists(app, owner, cid),
     )
     metrics = Metrics({"region": config.server.region, "node": node.node_id})
 
@@ -288,6 +292,26 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(cluster_ctx(service, config))
     app.cleanup_ctx.append(_loop_lag_ctx)
     return app
+
+
+async def _practitioner_name(app: web.Application, practitioner_id: str) -> str | None:
+    """The display name an invite e-mail names (None on a node without accounts)."""
+    accounts = app.get(ACCOUNTS_KEY)
+    if accounts is None:
+        return None
+    try:
+        return (await accounts.profile(practitioner_id)).display_name
+    except FortroligError:
+        return None
+
+
+async def _journal_client_exists(app: web.Application, owner: str, client_id: str) -> bool:
+    """Whether ``client_id`` is one of ``owner``'s journal clients."""
+    journal = app.get(JOURNAL_KEY)
+    if journal is None:  # pragma: no cover - the journal opens with the app
+        return False
+    row = await journal.store.get_client(client_id)
+    return row is not None and row.practitioner_id == owner
 
 
 def _process_samples(app: web.Application) -> Iterator[Sample]:

@@ -16,6 +16,7 @@ import stat
 import tomllib
 import types
 import typing
+import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,13 +350,24 @@ class InvitesConfig:
     """
 
     ttl_s: int = 86_400
+    time_zone: str = "Europe/Copenhagen"
+    """The practice's IANA time zone: how invite e-mails and pages write times."""
 
     def __post_init__(self) -> None:
+        _require(_known_zone(self.time_zone), "invites.time_zone", "must be an IANA time zone")
         _require(
             MIN_INVITE_TTL_S <= self.ttl_s <= MAX_INVITE_TTL_S,
             "invites.ttl_s",
             f"must be in {MIN_INVITE_TTL_S}..{MAX_INVITE_TTL_S} (five minutes to one week)",
         )
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 _EMAIL_RE = re.compile(r"^[^@\s<>\x00-\x1f\x7f]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")

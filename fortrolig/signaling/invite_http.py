@@ -41,6 +41,7 @@ from .invites import (
     InviteService,
     IssuedInvite,
     JoinGrant,
+    ListedConsultation,
     parse_consultation_request,
 )
 
@@ -64,6 +65,16 @@ def _consultation_body(c: Consultation) -> dict[str, Any]:
         "client_email": c.client_email,
         "client_phone": c.client_phone,
         "created_at": int(c.created_at),
+        "scheduled_at": None if c.scheduled_at is None else int(c.scheduled_at),
+        "journal_client_id": c.journal_client_id,
+    }
+
+
+def _listed_body(item: ListedConsultation) -> dict[str, Any]:
+    return {
+        **_consultation_body(item.consultation),
+        "state": item.state.value,
+        "max_participants": item.max_participants,
     }
 
 
@@ -87,7 +98,7 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
 
     async def create(request: web.Request) -> web.Response:
         who = principal(request)
-        req = parse_consultation_request(await json_body(request))
+        req = parse_consultation_request(await json_body(request), invites.clock.now())
         consultation, invite = await invites.create_consultation(who.subject, req)
         body = {
             **_consultation_body(consultation),
@@ -102,6 +113,23 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
         room = await invites.signaling.room_store.room(consultation.room_id)
         force_relay = room is not None and room.force_relay
         return _json({**_consultation_body(consultation), "force_relay": force_relay})
+
+    async def list_all(request: web.Request) -> web.Response:
+        who = principal(request)
+        query = request.rel_url.query
+        only_fields(dict(query), {"journal_client_id", "room_id"})
+        if any(len(query.getall(k)) > 1 for k in query):
+            raise BadRequest("repeated query parameter", code="bad_field")
+        listed = await invites.list_consultations(
+            who.subject,
+            journal_client_id=query.get("journal_client_id"),
+            room_id=query.get("room_id"),
+        )
+        return _json({"consultations": [_listed_body(x) for x in listed]})
+
+    async def options(request: web.Request) -> web.Response:
+        principal(request)
+        return _json(invites.options())
 
     async def reissue(request: web.Request) -> web.Response:
         who = principal(request)
@@ -156,6 +184,8 @@ def invite_routes(invites: InviteService) -> list[web.RouteDef]:
 
     return [
         web.post("/api/v1/consultations", create),
+        web.get("/api/v1/consultations", list_all),
+        web.get("/api/v1/consultation-options", options),
         web.get("/api/v1/consultations/{consultation_id}", show),
         web.post("/api/v1/consultations/{consultation_id}/invites", reissue),
         web.post("/api/v1/invite/redeem", redeem),

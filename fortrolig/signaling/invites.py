@@ -27,9 +27,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import time
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,9 +48,16 @@ from fortrolig.core.metrics import Sample
 from fortrolig.core.slot import Slot
 
 from . import verification as v
+from .appointments import (
+    ConsultationState,
+    parse_journal_client,
+    parse_scheduled_at,
+    state_of,
+    time_zone,
+)
 from .auth import VerificationMode
 from .eid.client import EidClient, VerifiedIdentity
-from .mailer import Mailer, code_email, invite_email
+from .mailer import InviteDetails, Mailer, code_email, invite_email
 from .protocol import NAME_MAX
 from .records import RoomRecord, parse_force_relay, parse_regions
 from .service import SignalingService
@@ -67,6 +73,8 @@ CONSULTATION_FIELDS = frozenset(
         "max_participants",
         "regions",
         "force_relay",
+        "scheduled_at",
+        "journal_client_id",
     }
 )
 
@@ -106,6 +114,8 @@ class Consultation:
     client_name: str | None = None
     client_email: str | None = None
     client_phone: str | None = None
+    scheduled_at: float | None = None  # the appointment (unix seconds), if one was set
+    journal_client_id: str | None = None  # the practitioner's journal client it belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +227,17 @@ class ConsultationRequest:
     max_participants: int | None
     regions: tuple[str, ...] | None = None
     force_relay: bool = False
+    scheduled_at: float | None = None
+    journal_client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedConsultation:
+    """A consultation as the practitioner's list shows it."""
+
+    consultation: Consultation
+    state: ConsultationState
+    max_participants: int | None
 
 
 # --- storage ---------------------------------------------------------------------------------
@@ -229,6 +250,10 @@ class InviteStore(Protocol):
     async def add_consultation(self, consultation: Consultation) -> None: ...
 
     async def consultation(self, consultation_id: str) -> Consultation | None: ...
+
+    async def consultations_of(self, owner: str) -> list[Consultation]:
+        """The owner's consultations (at most the newest 1000), latest appointment first."""
+        ...
 
     async def add_invite(self, invite: Invite) -> None: ...
 
@@ -283,6 +308,11 @@ class MemoryInviteStore:
 
     async def consultation(self, consultation_id: str) -> Consultation | None:
         return self._consultations.get(consultation_id)
+
+    async def consultations_of(self, owner: str) -> list[Consultation]:
+        mine = [c for c in self._consultations.values() if c.owner == owner]
+        mine.sort(key=lambda c: (c.scheduled_at or c.created_at, c.created_at), reverse=True)
+        return mine[:1000]
 
     async def add_invite(self, invite: Invite) -> None:
         self._purge()
@@ -353,7 +383,7 @@ class MemoryInviteStore:
 # --- validation ------------------------------------------------------------------------------
 
 
-def parse_consultation_request(data: Mapping[str, Any]) -> ConsultationRequest:
+def parse_consultation_request(data: Mapping[str, Any], now: float) -> ConsultationRequest:
     """Validate a create-consultation body; every problem is a ``BadRequest`` with its code."""
     unknown = set(data) - CONSULTATION_FIELDS
     if unknown:
@@ -397,7 +427,13 @@ def parse_consultation_request(data: Mapping[str, Any]) -> ConsultationRequest:
         )
     regions = parse_regions(data.get("regions"))
     relay = parse_force_relay(data.get("force_relay"))
-    return ConsultationRequest(mode, name, email, phone, send, size, regions, relay)
+    when = parse_scheduled_at(data, now)
+    journal = parse_journal_client(data)
+    if mode is VerificationMode.ANONYMOUS and journal is not None:
+        raise BadRequest(
+            "an anonymous consultation belongs to no journal client", code="anonymous_identity"
+        )
+    return ConsultationRequest(mode, name, email, phone, send, size, regions, relay, when, journal)
 
 
 def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
@@ -453,8 +489,16 @@ class InviteService:
         invite_ttl_s: int,
         public_url: str,
         eid: Slot[EidClient] | None = None,
+        zone: str = "Europe/Copenhagen",
+        practitioner_name: Callable[[str], Awaitable[str | None]] | None = None,
+        client_exists: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> None:
         self.signaling = signaling
+        self.zone = time_zone(zone)
+        # Ports to the accounts and the journal (wired by the app; signaling imports neither):
+        # the display name the invite e-mail names, and whether a journal client is the owner's.
+        self._practitioner_name = practitioner_name
+        self._client_exists = client_exists
         self.store = store
         self.mailer = mailer
         self.clock = clock
@@ -496,11 +540,18 @@ class InviteService:
             raise Conflict("e-mail is not configured on this node", code="email_not_configured")
         self.signaling.rooms.check_size(req.max_participants)
         self.signaling.check_force_relay(req.force_relay)
+        if req.journal_client_id is not None and self._client_exists is not None:
+            if not await self._client_exists(owner, req.journal_client_id):
+                raise NotFound("no such journal client", code="journal_client_not_found")
         anonymous = req.verification is VerificationMode.ANONYMOUS
-        secret, invite_url, expires_at = self._new_secret()
+        consultation_id = new_id("con")
+        secret, invite_url, expires_at = self._new_secret(req.scheduled_at)
         sent = False
         if req.send_invite and req.client_email is not None:
-            await self._send_invite(req.client_email, invite_url, expires_at)
+            draft = Consultation(
+                consultation_id, owner, "", req.verification, 0.0, scheduled_at=req.scheduled_at
+            )
+            await self._send_invite(req.client_email, invite_url, expires_at, draft)
             sent = True
         room = await self.signaling.create_room(
             owner,
@@ -510,7 +561,7 @@ class InviteService:
             force_relay=req.force_relay,
         )
         consultation = Consultation(
-            id=new_id("con"),
+            id=consultation_id,
             owner=owner,
             room_id=room.id,
             verification=req.verification,
@@ -518,6 +569,8 @@ class InviteService:
             client_name=req.client_name,
             client_email=None if anonymous else req.client_email,
             client_phone=req.client_phone,
+            scheduled_at=req.scheduled_at,
+            journal_client_id=req.journal_client_id,
         )
         await self.store.add_consultation(consultation)
         await self._store_invite(consultation.id, secret, expires_at)
@@ -542,27 +595,81 @@ class InviteService:
             raise BadRequest("no client e-mail to send the invite to", code="client_email_required")
         if send and self.mailer is None:
             raise Conflict("e-mail is not configured on this node", code="email_not_configured")
-        secret, url, expires_at = self._new_secret()
+        secret, url, expires_at = self._new_secret(consultation.scheduled_at)
         if send and to is not None:
-            await self._send_invite(to, url, expires_at)
+            await self._send_invite(to, url, expires_at, consultation)
         await self.store.revoke_invites(consultation.id)
         await self._store_invite(consultation.id, secret, expires_at)
         return IssuedInvite(url, int(expires_at), send)
 
-    def _new_secret(self) -> tuple[str, str, float]:
+    def _new_secret(self, scheduled_at: float | None = None) -> tuple[str, str, float]:
+        """A new invite secret, its link, and its expiry: ``invites.ttl_s`` from now, or from
+        the appointment when that is later (a link sent a week ahead still works on the day)."""
         secret = v.new_secret()
-        return secret, f"{self.public_url}/invite#{secret}", self.clock.now() + self.invite_ttl_s
+        start = max(self.clock.now(), scheduled_at or 0.0)
+        return secret, f"{self.public_url}/invite#{secret}", start + self.invite_ttl_s
 
     async def _store_invite(self, consultation_id: str, secret: str, expires_at: float) -> None:
         invite = Invite(v.digest(secret), consultation_id, self.clock.now(), expires_at)
         await self.store.add_invite(invite)
         self.counters.invites_issued += 1
 
-    async def _send_invite(self, to: str, url: str, expires_at: float) -> None:
+    async def _send_invite(
+        self, to: str, url: str, expires_at: float, consultation: Consultation
+    ) -> None:
         assert self.mailer is not None
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires_at))
-        subject, body = invite_email(url, when)
-        await self.mailer.send(to, subject, body)
+        name = None
+        if self._practitioner_name is not None:
+            name = await self._practitioner_name(consultation.owner)
+        details = InviteDetails(
+            url=url,
+            expires_at=expires_at,
+            zone=self.zone,
+            verification=consultation.verification.value,
+            practitioner=name,
+            appointment=consultation.scheduled_at,
+            uid=consultation.id,
+            now=self.clock.now(),
+        )
+        subject, body, attachments = invite_email(details)
+        await self.mailer.send(to, subject, body, attachments)
+
+    def options(self) -> dict[str, Any]:
+        """What the new-consultation form may offer on this node."""
+        modes = ["email_code"] if self.mailer is not None else []
+        if self.eid is not None:
+            modes.append("eid")
+        modes.append("anonymous")
+        return {
+            "verification": modes,
+            "email": self.mailer is not None,
+            "max_participants": self.signaling.rooms.size_limit,
+            "default_participants": self.signaling.rooms.check_size(None),
+            "time_zone": self.zone.key,
+        }
+
+    async def list_consultations(
+        self, owner: str, *, journal_client_id: str | None = None, room_id: str | None = None
+    ) -> list[ListedConsultation]:
+        """The owner's consultations, newest appointment first, each with its state (from its
+        room: stored as ended, or live on this node with people in it or waiting)."""
+        found = await self.store.consultations_of(owner)
+        listed = []
+        for c in found:
+            if journal_client_id is not None and c.journal_client_id != journal_client_id:
+                continue
+            if room_id is not None and c.room_id != room_id:
+                continue
+            record = await self.signaling.room_store.room(c.room_id)
+            live = self.signaling.rooms.find(c.room_id)
+            state = state_of(
+                closed=record is None or record.closed,
+                joined=len(live.participants) + len(live.away) if live else 0,
+                waiting=len(live.waiting) if live else 0,
+            )
+            size = record.max_participants if record is not None else None
+            listed.append(ListedConsultation(c, state, size))
+        return listed
 
     # -- client side ------------------------------------------------------------------------
 

@@ -66,6 +66,11 @@ _SCHEMA_2 = ("ALTER TABLE sig_rooms ADD COLUMN force_relay INTEGER NOT NULL DEFA
 # Invites work again until the consultation ends: redeemed_us is the latest redemption, and a
 # code challenge remembers whether its client came back through an invite used before.
 _SCHEMA_3 = ("ALTER TABLE sig_challenges ADD COLUMN is_returning INTEGER NOT NULL DEFAULT 0",)
+# Consultations are appointments of a journal client (issue 14): when, and whose journal.
+_SCHEMA_4 = (
+    "ALTER TABLE sig_consultations ADD COLUMN scheduled_us {int64}",
+    "ALTER TABLE sig_consultations ADD COLUMN journal_client TEXT",
+)
 KEEP_CLOSED_US = 3600 * 1_000_000
 """Finished invites and challenges stay an hour after they close (a clear "expired" error)."""
 
@@ -76,6 +81,7 @@ def migrations(db: Database) -> list[Migration]:
         Migration(1, tuple(ddl(s, db.dialect) for s in _SCHEMA)),
         Migration(2, tuple(ddl(s, db.dialect) for s in _SCHEMA_2)),
         Migration(3, tuple(ddl(s, db.dialect) for s in _SCHEMA_3)),
+        Migration(4, tuple(ddl(s, db.dialect) for s in _SCHEMA_4)),
     ]
 
 
@@ -108,6 +114,10 @@ def _aad(record: str, field: str, owner: str, key_version: int) -> AssociatedDat
 
 # --- consultations, invites and e-mail codes ---------------------------------------------------
 
+_CONSULTATION_COLUMNS = (
+    "id, owner, room_id, verification, created_us, client_sealed, scheduled_us, journal_client"
+)
+
 
 class SqlInviteStore:
     """:class:`~fortrolig.signaling.invites.InviteStore` in the records database."""
@@ -129,26 +139,38 @@ class SqlInviteStore:
         await self._db.tx(
             lambda tx: tx.execute(
                 "INSERT INTO sig_consultations (id, owner, room_id, verification, created_us, "
-                "client_sealed) VALUES (?, ?, ?, ?, ?, ?)",
+                "client_sealed, scheduled_us, journal_client) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 c.id,
                 c.owner,
                 c.room_id,
                 c.verification.value,
                 to_us(c.created_at),
                 sealed,
+                None if c.scheduled_at is None else to_us(c.scheduled_at),
+                c.journal_client_id,
             )
         )
 
     async def consultation(self, consultation_id: str) -> Consultation | None:
         row = await self._db.tx(
             lambda tx: tx.fetchone(
-                "SELECT id, owner, room_id, verification, created_us, client_sealed "
-                "FROM sig_consultations WHERE id = ?",
+                f"SELECT {_CONSULTATION_COLUMNS} FROM sig_consultations WHERE id = ?",
                 consultation_id,
             ),
             write=False,
         )
         return None if row is None else self._consultation(row)
+
+    async def consultations_of(self, owner: str) -> list[Consultation]:
+        rows = await self._db.tx(
+            lambda tx: tx.fetchall(
+                f"SELECT {_CONSULTATION_COLUMNS} FROM sig_consultations WHERE owner = ? "
+                "ORDER BY COALESCE(scheduled_us, created_us) DESC, created_us DESC LIMIT 1000",
+                owner,
+            ),
+            write=False,
+        )
+        return [self._consultation(row) for row in rows]
 
     def _consultation(self, row: Row) -> Consultation:
         contact: dict[str, Any] = {}
@@ -166,6 +188,8 @@ class SqlInviteStore:
             client_name=contact.get("name"),
             client_email=contact.get("email"),
             client_phone=contact.get("phone"),
+            scheduled_at=_s(row[6]),
+            journal_client_id=row[7],
         )
 
     async def add_invite(self, invite: Invite) -> None:

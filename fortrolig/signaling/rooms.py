@@ -201,6 +201,11 @@ class RoomRegistry:
         """Stop serving a room here without ending it (another node serves it now)."""
         return self._rooms.pop(room_id, None)
 
+    @property
+    def size_limit(self) -> int:
+        """The largest room this node allows (``rooms.max_participants_limit``)."""
+        return self._limit
+
     def check_size(self, max_participants: int | None) -> int:
         """The room size to use for ``max_participants`` (None: the default); ``bad_room_size``."""
         size = self._default_max if max_participants is None else max_participants

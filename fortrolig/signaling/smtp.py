@@ -13,12 +13,13 @@ import asyncio
 import logging
 import smtplib
 import ssl
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from fortrolig.core.config import SmtpConfig
 
-from .mailer import EmailFailed
+from .mailer import Attachment, EmailFailed
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ class SmtpMailer:
         self.sent = 0
         self.failed = 0
 
-    async def send(self, to: str, subject: str, body: str) -> None:
+    async def send(
+        self, to: str, subject: str, body: str, attachments: Sequence[Attachment] = ()
+    ) -> None:
         msg = EmailMessage()
         msg["From"] = self._config.from_address
         msg["To"] = to
@@ -43,6 +46,16 @@ class SmtpMailer:
         msg["Message-ID"] = make_msgid(domain=self._config.from_address.partition("@")[2])
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body, charset="utf-8")
+        for a in attachments:
+            kind, _, rest = a.content_type.partition(";")
+            maintype, _, subtype = kind.strip().partition("/")
+            params = dict(
+                (k.strip(), v.strip())
+                for k, _, v in (x.partition("=") for x in rest.split(";") if x)
+            )
+            msg.add_attachment(
+                a.data, maintype=maintype, subtype=subtype, filename=a.filename, params=params
+            )
         try:
             await asyncio.to_thread(self._send, msg)
         except (smtplib.SMTPException, OSError) as exc:

@@ -166,6 +166,7 @@ async def test_a_recorded_consultation_in_two_browsers(node: Server, tmp_path: P
         assert http(node, "GET", f"/api/journal/clients/{client_id}/recordings", access) == {
             "recordings": []
         }
+        accepted_at = time.monotonic()
         await client.page.click("#rec-accept")
         for room in (doctor, client):
             snap = await wait_recording(room, "recording")
@@ -183,6 +184,9 @@ async def test_a_recorded_consultation_in_two_browsers(node: Server, tmp_path: P
         for room in (doctor, client):
             snap = await wait_recording(room, "stopped")
             assert snap["reason"] == "stopped"
+        # How long it ran is at most what the test saw (a loaded runner stops later, not
+        # sooner; no fixed upper bound on a wall clock).
+        seen_s = time.monotonic() - accepted_at
         item = doctor.page.locator("#notes-recordings li[data-recording-id]")
         await item.locator(".recordings__state[data-state=finished]").wait_for(timeout=15_000)
         await item.locator("button[data-action=play]").last.click()
@@ -227,7 +231,7 @@ async def test_a_recorded_consultation_in_two_browsers(node: Server, tmp_path: P
     listed = http(node, "GET", f"/api/journal/clients/{client_id}/recordings", access)
     first, second = sorted(listed["recordings"], key=lambda r: str(r["started_at"]))
     assert first["state"] == second["state"] == "finished", listed
-    assert RECORD_S - 3 < first["duration_s"] < RECORD_S + 4, first
+    assert RECORD_S - 3 < first["duration_s"] < seen_s + 1.0, (first, seen_s)
     assert 1.0 < second["duration_s"] < 7.0, second
     assert len(first["consented_by"]) == 2
 

@@ -6,6 +6,7 @@ embedded SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,23 @@ async def test_invites_codes_and_consultations_survive_a_restart(
 ) -> None:
     status, anon = await node.call("POST", "/api/v1/consultations", {"verification": "anonymous"})
     assert status == 201, anon
-    status, coded = await node.call(
-        "POST",
-        "/api/v1/consultations",
-        {"verification": "email_code", "client_email": EMAIL, "client_name": "Anna"},
-    )
+    status, journal = await node.call("POST", "/api/journal/clients", {"name": "Anna"})
+    assert status == 201, journal
+    when = int(time.time()) + 3 * 86_400
+    body = {
+        "verification": "email_code",
+        "client_email": EMAIL,
+        "client_name": "Anna",
+        "scheduled_at": when,
+        "journal_client_id": journal["id"],
+    }
+    status, coded = await node.call("POST", "/api/v1/consultations", body)
     assert status == 201, coded
+    assert coded["scheduled_at"] == when and coded["journal_client_id"] == journal["id"]
+    status, refused = await node.call(
+        "POST", "/api/v1/consultations", {**body, "journal_client_id": "cli_nobody"}
+    )
+    assert (status, refused["error"]["code"]) == (404, "journal_client_not_found")
     before = len(mailbox.to(EMAIL))
     status, sent = await node.call(
         "POST", "/api/v1/invite/redeem", {"invite": secret_of(coded["invite"]["url"])}, False
@@ -85,6 +97,18 @@ async def test_invites_codes_and_consultations_survive_a_restart(
 
     status, shown = await node.call("GET", f"/api/v1/consultations/{coded['consultation_id']}")
     assert status == 200 and shown["client_name"] == "Anna", shown
+    # The practitioner's list is the records' (the refused one was never made).
+    status, listed = await node.call("GET", "/api/v1/consultations")
+    assert status == 200, listed
+    rows = {c["consultation_id"]: c for c in listed["consultations"]}
+    assert set(rows) == {coded["consultation_id"], anon["consultation_id"]}
+    assert rows[coded["consultation_id"]]["scheduled_at"] == when
+    assert rows[coded["consultation_id"]]["journal_client_id"] == journal["id"]
+    assert {c["state"] for c in rows.values()} == {"scheduled"}
+    status, of_anna = await node.call(
+        "GET", f"/api/v1/consultations?journal_client_id={journal['id']}"
+    )
+    assert [c["consultation_id"] for c in of_anna["consultations"]] == [coded["consultation_id"]]
     # The code e-mailed before the restart is entered after it.
     status, grant = await node.call(
         "POST", "/api/v1/invite/verify", {"handle": sent["handle"], "code": code}, False

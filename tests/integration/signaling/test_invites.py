@@ -269,6 +269,26 @@ async def test_auth_and_ownership_of_consultations(api: Api) -> None:
     other = Api(api.server, api.http, access_token(api.server, "dr-other"))
     error(*await other.call("GET", path), 404, "consultation_not_found")
     error(*await other.call("POST", path + "/invites", {}), 404, "consultation_not_found")
+    # Each practitioner lists only their own consultations.
+    status, mine = await api.call("GET", "/api/v1/consultations")
+    assert status == 200 and c["consultation_id"] in {
+        x["consultation_id"] for x in mine["consultations"]
+    }
+    status, theirs = await other.call("GET", "/api/v1/consultations")
+    assert status == 200 and theirs == {"consultations": []}
+    error(*await api.call("GET", "/api/v1/consultations", auth=False), 401, "token_missing")
+    error(*await api.call("GET", "/api/v1/consultations?when=today"), 400, "bad_field")
+    error(*await api.call("GET", "/api/v1/consultations?room_id=a&room_id=b"), 400, "bad_field")
+
+
+async def test_the_form_options_say_what_this_node_offers(api: Api) -> None:
+    status, options = await api.call("GET", "/api/v1/consultation-options")
+    assert status == 200, options
+    # E-mail is configured (the test mailbox), eID is not.
+    assert options["verification"] == ["email_code", "anonymous"] and options["email"] is True
+    assert options["max_participants"] >= 8 and 2 <= options["default_participants"] <= 8
+    assert options["time_zone"] == "Europe/Copenhagen"
+    error(*await api.call("GET", "/api/v1/consultation-options", auth=False), 401, "token_missing")
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -37,7 +38,7 @@ from fortrolig.signaling.invites import (
     eid_label,
     parse_consultation_request,
 )
-from fortrolig.signaling.mailer import EmailFailed
+from fortrolig.signaling.mailer import Attachment, EmailFailed
 from fortrolig.signaling.service import SignalingService
 from tests.unit.signaling.test_waiting_room import RecordingMedia
 
@@ -49,12 +50,16 @@ TTL = 3600
 @dataclass
 class RecordingMailer:
     sent: list[tuple[str, str, str]] = field(default_factory=list)
+    attached: list[list[Attachment]] = field(default_factory=list)
     fail: bool = False
 
-    async def send(self, to: str, subject: str, body: str) -> None:
+    async def send(
+        self, to: str, subject: str, body: str, attachments: Sequence[Attachment] = ()
+    ) -> None:
         if self.fail:
             raise EmailFailed("down")
         self.sent.append((to, subject, body))
+        self.attached.append(list(attachments))
 
     def last_code(self) -> str:
         found = re.search(r"\b([0-9]{6})\b", self.sent[-1][2])
@@ -75,7 +80,9 @@ class World:
         body = {"verification": mode, **extra}
         if mode == "email_code":
             body.setdefault("client_email", EMAIL)
-        _, invite = await self.service.create_consultation("dr-a", parse_consultation_request(body))
+        _, invite = await self.service.create_consultation(
+            "dr-a", parse_consultation_request(body, self.clock.now())
+        )
         return invite.url.split("#", 1)[1]
 
     async def code_sent(self) -> CodeSent:
@@ -148,11 +155,19 @@ def test_secrets_codes_and_hints() -> None:
         ({"verification": "anonymous", "client_name": "Anna"}, "anonymous_identity"),
         ({"verification": "anonymous", "client_phone": "+45 12345678"}, "anonymous_identity"),
         ({"verification": "anonymous", "client_email": EMAIL}, "anonymous_identity"),
+        ({"verification": "anonymous", "journal_client_id": "cli_1"}, "anonymous_identity"),
+        ({"verification": "eid", "journal_client_id": "../x"}, "bad_field"),
+        ({"verification": "eid", "journal_client_id": 7}, "bad_field"),
+        ({"verification": "eid", "scheduled_at": "tomorrow"}, "bad_time"),
+        ({"verification": "eid", "scheduled_at": True}, "bad_time"),
+        ({"verification": "eid", "scheduled_at": NOW - 2 * 86_400}, "bad_time"),
+        ({"verification": "eid", "scheduled_at": NOW + 401 * 86_400}, "bad_time"),
+        ({"verification": "eid", "scheduled_at": float("nan")}, "bad_time"),
     ],
 )
 def test_bad_consultation_requests_are_typed(body: dict[str, Any], code: str) -> None:
     with pytest.raises(FortroligError) as info:
-        parse_consultation_request(body)
+        parse_consultation_request(body, NOW)
     assert info.value.code == code and info.value.status == 400
 
 
