@@ -146,11 +146,17 @@ class Browsers:
             await page.click("#join-btn")
 
     async def new_page(
-        self, name: str, viewport: tuple[int, int] = (1280, 800), locale: str = "en-GB"
+        self,
+        name: str,
+        viewport: tuple[int, int] = (1280, 800),
+        locale: str = "en-GB",
+        timezone: str | None = None,
     ) -> RoomPage:
         """A page in its own browser context, its WebSocket recorded, not navigated yet."""
         context = await self.browser.new_context(
-            viewport={"width": viewport[0], "height": viewport[1]}, locale=locale
+            viewport={"width": viewport[0], "height": viewport[1]},
+            locale=locale,
+            timezone_id=timezone,
         )
         self.contexts.append(context)
         return await self._page_in(context, name)

@@ -485,19 +485,25 @@ function onWaitingClick(event) {
   if (!sent) btn.disabled = false;
 }
 
-// The journal of this consultation's client: the consultation id is known when /practice made
-// the consultation in this tab; otherwise notes are written without it.
+// The journal of this consultation's client: the server knows the room's consultation and the
+// journal client it belongs to, so the panel opens that journal (the same one for every
+// consultation of the client); a room without a consultation writes notes without one.
 function mountNotes() {
   keepAlive();
   onSignedOut(() => render());
-  const c = consultationOfRoom(ui.roomId);
-  ui.notes = new NotesPanel($("notes-root"), {
-    consultationId: c?.consultation_id ?? null,
-    contextKey: `room.${ui.roomId}`,
-    suggestedName: c?.client_name ?? null,
-    suggestedContact: c?.client_email ?? null,
-  });
-  ui.notes.load().catch((err) => console.warn("notes failed to load", err));
+  const contextKey = `room.${ui.roomId}`;
+  ui.notes = new NotesPanel($("notes-root"), { contextKey });
+  consultationOfRoom(ui.roomId)
+    .then((c) =>
+      ui.notes.setContext({
+        consultationId: c?.consultation_id ?? null,
+        clientId: c?.journal_client_id ?? null,
+        contextKey,
+        suggestedName: c?.client_name ?? null,
+        suggestedContact: c?.client_email ?? null,
+      }),
+    )
+    .catch((err) => console.warn("notes failed to load", err));
 }
 
 function endForEveryone() {

@@ -9,31 +9,10 @@ import { api, download } from "./session.js";
 import "./strings-practice.js";
 import "./strings-recording.js";
 
-const CONSULTATIONS_KEY = "fortrolig.consultations";
-
-/** Consultations made in this tab (practice.js keeps them; the server has no list endpoint). */
-export function storedConsultations() {
-  try {
-    const list = JSON.parse(sessionStorage.getItem(CONSULTATIONS_KEY) || "[]");
-    return Array.isArray(list) ? list : [];
-  } catch {
-    return [];
-  }
-}
-
-export function storeConsultation(c) {
-  const list = storedConsultations().filter((x) => x.consultation_id !== c.consultation_id);
-  list.unshift(c);
-  try {
-    sessionStorage.setItem(CONSULTATIONS_KEY, JSON.stringify(list.slice(0, 50)));
-  } catch {
-    // storage disabled: the list lasts as long as the page
-  }
-}
-
-/** The stored consultation of a room, or null. */
-export function consultationOfRoom(roomId) {
-  return storedConsultations().find((c) => c.room_id === roomId) ?? null;
+/** The consultation of a room (GET /api/v1/consultations?room_id=…), or null. */
+export async function consultationOfRoom(roomId) {
+  const res = await api(`/api/v1/consultations?room_id=${encodeURIComponent(roomId)}`);
+  return res.ok ? res.data.consultations?.[0] ?? null : null;
 }
 
 function h(tag, attrs = {}, ...children) {
