@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import WSCloseCode, web
 
@@ -356,6 +357,8 @@ def _journal_ctx(config: Config) -> Callable[[web.Application], AsyncIterator[No
             retention_years=j.retention_years,
         )
         app[JOURNAL_KEY] = journal
+        journal.zone = ZoneInfo(config.invites.time_zone)
+        journal.practitioner_name = lambda pid: _practitioner_name(app, pid)
         log.info("journal open: %s, retention %d years", journal.store.url, j.retention_years)
         task = asyncio.get_running_loop().create_task(
             retention_loop(journal, interval_s=j.retention_interval_s), name="journal-retention"

@@ -1,5 +1,8 @@
 """A readable PDF of one journal (fpdf2): client, every note with its addenda, dates, authors.
 
+Times are the practice's local time with the zone named (``invites.time_zone``); authors are the
+practitioners' display names (their ids beside, as the JSON export keeps them).
+
 fpdf2's built-in core fonts only cover Latin-1, which holds æ, ø and å but not every name a client
 may have, so DejaVu Sans (Debian package ``fonts-dejavu-core``) is embedded when installed; without
 it the core font is used and characters outside Latin-1 are replaced by ``?``.
@@ -7,8 +10,10 @@ it the core font is used and characters outside Latin-1 are replaced by ``?``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
@@ -19,8 +24,22 @@ FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"),)
 _LINE = 5.5
 
 
-def _stamp(micros: int) -> str:
-    return datetime.fromtimestamp(micros / MICROS, UTC).strftime("%Y-%m-%d %H:%M UTC")
+DEFAULT_ZONE = ZoneInfo("Europe/Copenhagen")
+
+
+class _Stamps:
+    """Local time with the zone named, and authors by name."""
+
+    def __init__(self, zone: ZoneInfo, names: Mapping[str, str]) -> None:
+        self.zone, self.names = zone, names
+
+    def at(self, micros: int) -> str:
+        t = datetime.fromtimestamp(micros / MICROS, UTC).astimezone(self.zone)
+        return f"{t:%Y-%m-%d %H:%M} {t.tzname() or self.zone.key}"
+
+    def who(self, author: str) -> str:
+        name = self.names.get(author)
+        return f"{name} ({author})" if name else author
 
 
 def find_unicode_font() -> tuple[Path, Path] | None:
@@ -59,8 +78,14 @@ class _JournalPdf:
         self.pdf.ln(height)
 
 
-def render_pdf(journal: Journal, exported_us: int) -> bytes:
-    """Render ``journal`` as PDF bytes."""
+def render_pdf(
+    journal: Journal,
+    exported_us: int,
+    zone: ZoneInfo = DEFAULT_ZONE,
+    names: Mapping[str, str] | None = None,
+) -> bytes:
+    """Render ``journal`` as PDF bytes: times in ``zone``, authors by ``names`` (id → name)."""
+    stamps = _Stamps(zone, names or {})
     client = journal.client
     exported = datetime.fromtimestamp(exported_us / MICROS, UTC)
     doc = _JournalPdf(f"Journal: {client.name}", exported)
@@ -69,35 +94,46 @@ def render_pdf(journal: Journal, exported_us: int) -> bytes:
     doc.text(f"Klient / client: {client.name}", size=12, bold=True)
     if client.contact:
         doc.text(f"Kontakt / contact: {client.contact}")
-    doc.text(f"Klient-id: {client.id}   Oprettet / created: {_stamp(client.created_us)}")
-    doc.text(f"Udskrevet / exported: {_stamp(exported_us)}   Notater / notes: {len(journal.notes)}")
+    doc.text(f"Klient-id: {client.id}   Oprettet / created: {stamps.at(client.created_us)}")
+    doc.text(
+        f"Udskrevet / exported: {stamps.at(exported_us)}   Notater / notes: {len(journal.notes)}"
+    )
+    authors = sorted({stamps.who(n.author) for n in journal.notes})
+    if authors:
+        doc.text(f"Behandler / practitioner: {', '.join(authors)}")
     doc.gap(6)
     by_id = {n.id: n for n in journal.notes}
     for note in journal.notes:
-        _render_note(doc, note, by_id, journal.addenda_of(note.id))
+        _render_note(doc, stamps, note, by_id, journal.addenda_of(note.id))
     if not journal.notes:
         doc.text("(ingen notater / no notes)")
     return bytes(doc.pdf.output())
 
 
 def _render_note(
-    doc: _JournalPdf, note: Note, by_id: dict[str, Note], addenda: tuple[Note, ...]
+    doc: _JournalPdf,
+    stamps: _Stamps,
+    note: Note,
+    by_id: dict[str, Note],
+    addenda: tuple[Note, ...],
 ) -> None:
     kind = "Tilføjelse / addendum" if note.is_addendum else "Notat / note"
-    doc.text(f"{kind} — {_stamp(note.created_us)} — {note.author}", size=11, bold=True)
+    doc.text(
+        f"{kind} — {stamps.at(note.created_us)} — {stamps.who(note.author)}", size=11, bold=True
+    )
     details = [f"id {note.id}"]
     if note.consultation_id:
         details.append(f"konsultation / consultation {note.consultation_id}")
     if note.corrects:
         target = by_id.get(note.corrects)
-        when = _stamp(target.created_us) if target else "?"
+        when = stamps.at(target.created_us) if target else "?"
         details.append(f"retter / corrects {note.corrects} ({when})")
     doc.text(", ".join(details), size=8)
     doc.text(note.text, indent=4)
     for addendum in addenda:
         doc.text(
             f"→ rettet ved tilføjelse / corrected by addendum {addendum.id} "
-            f"({_stamp(addendum.created_us)})",
+            f"({stamps.at(addendum.created_us)})",
             size=8,
             indent=4,
         )

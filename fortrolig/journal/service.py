@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from fortrolig.core.aead import Keyring
 from fortrolig.core.clock import Clock
@@ -35,7 +36,7 @@ from fortrolig.journal.model import (
     RetentionCandidate,
     to_micros,
 )
-from fortrolig.journal.pdf import render_pdf
+from fortrolig.journal.pdf import DEFAULT_ZONE, render_pdf
 from fortrolig.journal.recording_service import RecordingJournal
 from fortrolig.journal.retention import DEFAULT_RETENTION_YEARS, due_for_erasure
 from fortrolig.journal.store import JournalStore
@@ -89,6 +90,10 @@ class JournalService:
         self._clock = clock
         self._retention_years = retention_years
         self._pdf_slot = asyncio.Semaphore(1)
+        # How exports are written for people: the practice's zone, practitioners by name (the
+        # app sets both; the journal imports no accounts).
+        self.zone: ZoneInfo = DEFAULT_ZONE
+        self.practitioner_name: Callable[[str], Awaitable[str | None]] | None = None
         self.recordings = RecordingJournal(store, self._cipher, clock)
         """Recordings kept in the clients' journals (consent trail, files, playback)."""
 
@@ -352,8 +357,14 @@ class JournalService:
     async def _render_pdf(self, journal: Journal, exported_us: int) -> bytes:
         # fpdf2 needs ~10 ms per KB of note text (2 s for 100 notes of 2 KB): run it in a thread,
         # one at a time, so the event loop (signaling, media) keeps going between GIL switches.
+        names: dict[str, str] = {}
+        if self.practitioner_name is not None:
+            for author in {n.author for n in journal.notes}:
+                name = await self.practitioner_name(author)
+                if name:
+                    names[author] = name
         async with self._pdf_slot:
-            return await asyncio.to_thread(render_pdf, journal, exported_us)
+            return await asyncio.to_thread(render_pdf, journal, exported_us, self.zone, names)
 
     async def import_json(self, principal: Principal, data: bytes) -> Journal:
         """Import an export document as a client of the caller, keeping ids, times and authors.

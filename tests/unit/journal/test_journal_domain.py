@@ -135,6 +135,20 @@ def test_pdf_renders_danish_text() -> None:
     assert pdf.startswith(b"%PDF-") and b"DejaVu" in pdf
 
 
+def test_pdf_times_are_local_with_the_zone_and_authors_are_named() -> None:
+    from zoneinfo import ZoneInfo
+
+    from fortrolig.journal.pdf import _Stamps
+
+    stamps = _Stamps(ZoneInfo("Europe/Copenhagen"), {"prac_a": "Mette Hansen"})
+    winter = 1_796_734_800 * 1_000_000  # 2026-12-08 13:00 UTC
+    assert stamps.at(winter) == "2026-12-08 14:00 CET"
+    assert stamps.at(winter - 182 * 86_400 * 1_000_000).endswith("CEST")
+    assert stamps.who("prac_a") == "Mette Hansen (prac_a)" and stamps.who("prac_x") == "prac_x"
+    pdf = render_pdf(_journal(), T0 + 5, ZoneInfo("Europe/Copenhagen"), {"prac_a": "Mette"})
+    assert pdf.startswith(b"%PDF-")
+
+
 def test_cipher_rows_bind_every_column() -> None:
     class Ring:
         kek_id, current_version = "k", 1
