@@ -169,13 +169,27 @@ async def test_book_mail_restart_verify_and_admit(
     await first.get_by_role("link", name="Open the consultation room").click()
     await page.wait_for_url("**/room/**")
     await browsers.prejoin(me)
+    # The knock: a chime, the tab title and the status line say who is at the door.
+    await page.wait_for_function(
+        "() => document.title.startsWith('(1) Anna is waiting')", polling=100
+    )
+    assert "Anna is waiting to be let in" in await page.inner_text("#status")
+    assert (await page.evaluate("window.fortrolig.knocks()"))["chimes"] == 1
+    await me.screenshot(tmp_path, "knock")
     admit = page.get_by_role("button", name="Admit Anna")
     await admit.click()
     for room in (me, client):
         await room.wait_state("in_session")
+    await page.wait_for_function("() => document.title === 'Fortrolig'", polling=100)
     await assert_accessible(page, "room practitioner")
     await me.screenshot(tmp_path, "admitted")
     await page.wait_for_selector("#notes-form:visible")  # the client's journal, opened for her
     chosen = await page.locator("#notes-client option:checked").inner_text()
     assert chosen.startswith("Anna Jensen"), chosen
+    # The client's phone drops the tab: the practitioner hears it and reads who it was.
+    await client.page.reload()
+    await page.wait_for_function(
+        "() => window.fortrolig.knocks().chimes === 2", polling=100, timeout=20_000
+    )
+    assert "Anna: connection lost" in await page.inner_text("#status")
     print(json.dumps({"consultations": [c["state"] for c in listed]}))

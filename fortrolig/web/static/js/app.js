@@ -7,6 +7,7 @@ import { ChatCrypto } from "./chat-crypto.js";
 import { listDevices, openCamera, openMedia, openMicrophone, stopTrack } from "./devices.js";
 import { clockTime, initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
 import { consultationOfRoom, NotesPanel } from "./notes.js";
+import { Knock } from "./knock.js";
 import { RecordingUi } from "./recording.js";
 import { api, keepAlive, onSignedOut, restore, signedIn } from "./session.js";
 
@@ -36,7 +37,9 @@ const ui = {
   chat: null,
   notes: null, // the practitioner's notes panel (notes.js), when this tab is logged in
   recording: null, // recording with consent (recording.js)
+  knock: new Knock(), // practitioners: a client arrived or dropped (sound, title, notification)
 };
+const BASE_TITLE = document.title;
 
 // -- start-up -----------------------------------------------------------------------------------
 
@@ -201,6 +204,7 @@ async function mintToken(name) {
 
 async function join() {
   $("join-btn").disabled = true;
+  if (ui.role === "practitioner") ui.knock.prime(); // a user gesture: sound and permission
   const name = $("name-input").value.trim().slice(0, 64) || null;
   ui.name = name;
   if (!ui.joinToken && !ui.resumeToken && ownToken()) {
@@ -273,6 +277,7 @@ function callHooks() {
       }
       render();
       renderSafetyCodes();
+      if (ui.role === "practitioner") ui.knock.dropped(t("knock.dropped", { name: displayName(tile?.info) }));
       // Their next page has new chat keys; it announces them when it is back.
       ui.chat.forget(id).catch((err) => console.warn("chat rekey failed", err));
     },
@@ -297,6 +302,8 @@ function callHooks() {
     onWaitingClients: (clients) => {
       ui.waitingClients = clients;
       renderWaitingRoom();
+      ui.knock.waiting(clients, waitingName, (name) => t("knock.waiting", { name }));
+      render();
     },
   };
 }
@@ -432,13 +439,18 @@ const VERIFICATION_KEYS = {
   none: "waiting.how.none",
 };
 
+// What the practitioner calls a waiting client: the name it gave, its pseudonym, or "Client".
+function waitingName(c) {
+  return c.name || (c.verification === "anonymous" && c.verified) || t("role.client");
+}
+
 function renderWaitingRoom() {
   const list = $("waiting-list");
   list.replaceChildren();
   const clients = ui.state === "ended" ? [] : ui.waitingClients;
   $("waiting-empty").hidden = clients.length > 0;
   for (const c of clients) {
-    const name = c.name || (c.verification === "anonymous" && c.verified) || t("role.client");
+    const name = waitingName(c);
     const li = document.createElement("li");
     li.dataset.participantId = c.id;
     li.dataset.verification = c.verification;
@@ -678,9 +690,12 @@ function render() {
   status.dataset.state = ui.state;
   status.textContent = t(ui.state === "prejoin" && ui.resumeToken ? "state.rejoin" : `state.${ui.state}`);
   const away = [...ui.tiles.values()].filter((x) => x.info.away).map((x) => displayName(x.info));
-  if (away.length && (ui.state === "in_session" || ui.state === "alone")) {
-    status.textContent = t("state.away", { name: away.join(", ") });
-  }
+  const live = ui.state === "in_session" || ui.state === "alone";
+  if (away.length && live) status.textContent = t("state.away", { name: away.join(", ") });
+  // Practitioners: who is at the door, in the status line and the tab title.
+  const waiting = ui.role === "practitioner" && ui.state !== "ended" ? ui.waitingClients : [];
+  if (waiting.length && live) status.textContent = t("state.waiting", { name: waiting.map(waitingName).join(", ") });
+  ui.knock.title(BASE_TITLE, waiting, waitingName, (name) => t("knock.waiting", { name }));
   const badge = $("role-badge");
   badge.hidden = !ui.role;
   if (ui.role) badge.textContent = t(ui.role === "practitioner" ? "role.practitioner" : "role.client");
@@ -710,7 +725,8 @@ function render() {
   renderSafetyCodes();
   ui.recording?.render();
   if (ui.state === "ended") {
-    const reason = ui.endReason === "room_ended" && ui.endedByMe ? "room_ended.self" : ui.endReason;
+    let reason = ui.endReason === "room_ended" && ui.endedByMe ? "room_ended.self" : ui.endReason;
+    if (reason === "left" && ui.role === "client") reason = "left.client"; // how to come back
     $("ended-msg").textContent = t(`ended.${reason}`);
     // A practitioner can always go back in (a fresh token) or back to the dashboard.
     const back = ui.role === "practitioner" && signedIn();
@@ -741,6 +757,7 @@ Object.defineProperty(window, "fortrolig", {
     states: () => [...ui.stateLog],
     participants: () => [...(ui.call?.participants.values() ?? [])].map((p) => ({ ...p })),
     waitingClients: () => ui.waitingClients.map((c) => ({ ...c })),
+    knocks: () => ({ chimes: ui.knock.count, notified: ui.knock.notified }),
     recording: () => ui.recording?.snapshot() ?? null,
     stats: () => ui.call?.stats() ?? Promise.resolve(null),
     safetyCodes: () => ui.chat?.safetyCodes() ?? {},
