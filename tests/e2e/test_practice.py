@@ -24,6 +24,7 @@ import pytest
 
 from fortrolig.accounts.totp import totp
 from tests.conftest import Server, start_server, stop_server
+from tests.e2e.axe_check import assert_accessible
 from tests.e2e.conftest import Browsers
 from tests.mailbox import Mailbox
 
@@ -104,6 +105,7 @@ async def test_login_practice_room_notes_and_export(
     await page.wait_for_function("() => window.fortroligLogin.lastError === 'invalid_credentials'")
     assert "not correct" in await page.inner_text("#login-msg")
     await me.screenshot(tmp_path, "login")
+    await assert_accessible(page, "login with an error")
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_label("6-digit code").fill(totp(secret, time.time()))
     await page.keyboard.press("Enter")
@@ -177,6 +179,7 @@ async def test_login_practice_room_notes_and_export(
     await me.wait_state("ended")
     await page.wait_for_selector("#ended #notes-panel:visible")
     await me.screenshot(tmp_path, "ended-notes")
+    await assert_accessible(page, "room ended")
 
     # -- and on /practice (in Danish): the client's journal with both entries.
     await page.goto(node.base_url + "/practice")
@@ -200,6 +203,7 @@ async def test_login_practice_room_notes_and_export(
     await tab.page.goto(node.base_url + "/practice")
     await tab.page.wait_for_function("() => window.fortroligPractice.state === 'ready'")
     await me.screenshot(tmp_path, "practice-second-tab")
+    await assert_accessible(tab.page, "practice, second tab")
 
     status, _ = post(node, "/api/v1/invite/redeem", {"invite": invite.split("#", 1)[1]})
     assert status == 200  # a reusable link: it works again (a new code is sent)
@@ -235,6 +239,7 @@ async def test_login_practice_room_notes_and_export(
     assert href == "/login?next=" + urllib.parse.quote(room_href.split("#")[0], safe="")
     assert await page.is_hidden("#join-btn")
     await me.screenshot(tmp_path, "room-signed-out")
+    await assert_accessible(page, "room, signed out")
 
 
 async def refresh_cookie(page: Any) -> Any:
@@ -261,5 +266,5 @@ async def test_login_throttled_shows_retry_after(
             break
         await page.evaluate("window.fortroligLogin.lastError = null")
     message = await page.inner_text("#login-msg")
-    assert re.fullmatch(r"For mange forsøg\. Prøv igen om [0-9]+ sekunder\.", message), message
+    assert re.fullmatch(r"For mange forsøg\. Prøv igen om [0-9]+ sek\.", message), message
     await me.screenshot(tmp_path, "throttled")

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server, start_server, stop_server
+from tests.e2e.axe_check import assert_accessible
 from tests.e2e.conftest import Browsers, RoomPage
 from tests.e2e.test_recording_browser import signed_in
 
@@ -71,11 +72,13 @@ async def check_every_size(room: RoomPage, tmp_path: Path) -> dict[str, list[Any
             label = f"{room.name}-{size}-{lang}"
             found = await covered(room)
             await room.screenshot(tmp_path, f"{size}-{lang}")
+            await assert_accessible(room.page, label)
             if size == "phone":
                 # Opened by script: a covered chat button is reported above, not a time-out.
                 await room.page.evaluate("document.getElementById('chat-btn').click()")
                 await room.page.wait_for_selector("#chat-input:visible")
                 found += [dict(x, chat="open") for x in await covered(room)]
+                await assert_accessible(room.page, f"{label} chat open")
                 await room.screenshot(tmp_path, f"{size}-{lang}-chat")
                 await room.page.evaluate("document.getElementById('chat-btn').click()")
             if found:
@@ -109,3 +112,69 @@ async def test_every_room_control_is_clickable_at_desktop_and_phone_size(
         problems.update(await check_every_size(room, tmp_path))
     (tmp_path / "covered.json").write_text(json.dumps(problems, indent=1, ensure_ascii=False))
     assert not problems, json.dumps(problems, indent=1, ensure_ascii=False)
+
+
+def _luminance(rgb: str) -> float:
+    r, g, b = (int(x) / 255 for x in rgb.strip("rgba() ").split(",")[:3])
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: str, b: str) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+async def tab_to(page: Any, element_id: str, limit: int = 80) -> None:
+    """Press Tab until ``element_id`` has the focus, as a keyboard user would."""
+    for _ in range(limit):
+        if await page.evaluate("document.activeElement?.id") == element_id:
+            return
+        await page.keyboard.press("Tab")
+    raise AssertionError(f"Tab never reached #{element_id}")
+
+
+async def test_chat_and_notes_by_keyboard_with_a_visible_focus_ring(
+    node: Server, browsers: Browsers, tmp_path: Path
+) -> None:
+    session = node.session()
+    doctor = await browsers.new_page("practitioner")
+    await doctor.page.context.add_init_script(signed_in(session["access_token"]))
+    await doctor.page.goto(session["practitioner_url"])
+    await browsers.prejoin(doctor)
+    client = await browsers.new_page("client")
+    await client.page.goto(session["client_url"])
+    await browsers.prejoin(client)
+    for room in (doctor, client):
+        await room.wait_state("in_session")
+    page = doctor.page
+    await page.wait_for_selector("#notes-panel:visible")
+
+    # The focus ring: at least 3:1 against what is around the control (WCAG 2.4.11/1.4.11).
+    await tab_to(page, "mic-btn")
+    ring = await page.evaluate(
+        """() => { const s = getComputedStyle(document.activeElement);
+                   return [s.outlineColor, s.outlineStyle, parseFloat(s.outlineWidth)]; }"""
+    )
+    behind = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert ring[1] == "solid" and ring[2] >= 2, ring
+    assert contrast(ring[0], behind) >= 3, (ring, behind)
+    await doctor.screenshot(tmp_path, "focus-ring")
+
+    # Chat: Tab to the message box, type, Enter sends; the client reads it.
+    await tab_to(page, "chat-input")
+    await page.keyboard.type("Skal vi begynde?")
+    await page.keyboard.press("Enter")
+    await client.page.locator("#chat-log li", has_text="Skal vi begynde?").wait_for()
+
+    # Notes: a new client's journal and a note, with the keyboard only.
+    await tab_to(page, "notes-new-name")
+    await page.keyboard.type("Bo Nielsen")
+    await page.keyboard.press("Tab")  # to Create client
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#notes-form:visible")
+    await tab_to(page, "notes-text")
+    await page.keyboard.type("Tastatur: første notat.")
+    await page.keyboard.press("Tab")  # to Save note
+    await page.keyboard.press("Enter")
+    await page.locator("#notes-list > li", has_text="Tastatur: første notat.").wait_for()

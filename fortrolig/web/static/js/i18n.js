@@ -192,7 +192,7 @@ const STRINGS = {
     "participants.you": "(dig)",
     "waiting.heading": "Venteværelse",
     "waiting.empty": "Ingen venter.",
-    "waiting.admit": "Lukke ind",
+    "waiting.admit": "Luk ind",
     "waiting.deny": "Afvis",
     "waiting.admit.label": "Luk {name} ind",
     "waiting.deny.label": "Afvis {name}",
