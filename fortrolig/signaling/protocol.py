@@ -126,11 +126,14 @@ class Chat:
 
 @dataclass(frozen=True, slots=True)
 class MediaState:
-    """Whether the client's microphone and camera are on."""
+    """Whether the client's microphone and camera are on, and whether the browser blocks them
+    (access refused: the participant cannot turn them on until they allow it)."""
 
     type: ClassVar[str] = "media_state"
     audio: bool
     video: bool
+    audio_blocked: bool = False
+    video_blocked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +214,9 @@ class ParticipantInfo:
     video: bool = True
     # True while its connection is gone and its place is held (it may come back).
     away: bool = False
+    # The browser refused access to the microphone / camera ("blocked", not just "off").
+    audio_blocked: bool = False
+    video_blocked: bool = False
 
 
 @dataclass(frozen=True, slots=True)

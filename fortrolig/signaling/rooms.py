@@ -23,6 +23,8 @@ class Participant:
     name: str | None = None
     audio: bool = True
     video: bool = True
+    audio_blocked: bool = False  # the browser refused the microphone
+    video_blocked: bool = False  # the browser refused the camera
     # How the client was verified (None: a direct link, not an invite) and the verified e-mail,
     # name or pseudonym; shown to practitioners in the waiting room.
     verification: str | None = None

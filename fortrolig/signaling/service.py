@@ -653,6 +653,7 @@ class Session:
     async def _on_media_state(self, msg: p.MediaState) -> None:
         _room, me = self._joined()
         me.audio, me.video = msg.audio, msg.video
+        me.audio_blocked, me.video_blocked = msg.audio_blocked, msg.video_blocked
         self._broadcast(p.ParticipantUpdated(participant=_info(me)), include_self=True)
 
     async def _on_leave(self, msg: p.Leave) -> None:
@@ -810,6 +811,8 @@ def _info(x: Participant) -> p.ParticipantInfo:
         audio=x.audio,
         video=x.video,
         away=x.away_until is not None,
+        audio_blocked=x.audio_blocked,
+        video_blocked=x.video_blocked,
     )
 
 

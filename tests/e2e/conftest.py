@@ -151,12 +151,14 @@ class Browsers:
         viewport: tuple[int, int] = (1280, 800),
         locale: str = "en-GB",
         timezone: str | None = None,
+        permissions: list[str] | None = None,
     ) -> RoomPage:
         """A page in its own browser context, its WebSocket recorded, not navigated yet."""
         context = await self.browser.new_context(
             viewport={"width": viewport[0], "height": viewport[1]},
             locale=locale,
             timezone_id=timezone,
+            permissions=permissions,
         )
         self.contexts.append(context)
         return await self._page_in(context, name)
@@ -219,11 +221,14 @@ def _pids_with_marker(marker: str) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def launch(out: Path, extra_args: list[str] | None = None) -> AsyncIterator[Browsers]:
-    """A fresh Chromium; every Chromium process of it is gone when the block ends."""
+async def launch(
+    out: Path, extra_args: list[str] | None = None, without: tuple[str, ...] = ()
+) -> AsyncIterator[Browsers]:
+    """A fresh Chromium; every Chromium process of it is gone when the block ends. ``without``
+    drops default switches (e.g. the fake permission UI, to let a page be refused)."""
     # A switch Chromium ignores, so that leftovers of this launch can be found by PID.
     marker = f"--fortrolig-e2e-run={uuid.uuid4().hex}"
-    args = [*CHROMIUM_ARGS, *(extra_args or []), marker]
+    args = [*(a for a in CHROMIUM_ARGS if a not in without), *(extra_args or []), marker]
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         # Kept beside the screenshots and in every report of the test (see _name_the_browser).

@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import Server, start_server, stop_server
 from tests.e2e.axe_check import assert_accessible
-from tests.e2e.conftest import Browsers, RoomPage
+from tests.e2e.conftest import Browsers, RoomPage, launch
+from tests.e2e.test_browser_consultation import decodes_video_from, receives_audio_from
 from tests.e2e.test_recording_browser import signed_in
 
 pytestmark = pytest.mark.timeout(120)
@@ -178,3 +179,41 @@ async def test_chat_and_notes_by_keyboard_with_a_visible_focus_ring(
     await page.keyboard.press("Tab")  # to Save note
     await page.keyboard.press("Enter")
     await page.locator("#notes-list > li", has_text="Tastatur: første notat.").wait_for()
+
+
+async def test_a_blocked_camera_is_shown_as_blocked_and_recovers_when_allowed(
+    node: Server, tmp_path: Path
+) -> None:
+    """Chromium without the fake permission UI: the client's page is refused camera and
+    microphone (headless Chromium dismisses the prompt), joins anyway, the practitioner sees
+    "blocked", not "off"; the client then allows both in the browser (a real permission change,
+    through the DevTools protocol) and is seen and heard without a reload."""
+    session = node.session()
+    async with launch(tmp_path, without=("--use-fake-ui-for-media-stream",)) as browsers:
+        doctor = await browsers.new_page("practitioner", permissions=["camera", "microphone"])
+        await doctor.page.goto(session["practitioner_url"])
+        await browsers.prejoin(doctor)
+        client = await browsers.new_page("client", viewport=(390, 844))
+        await client.page.goto(session["client_url"])
+        await client.page.wait_for_selector("#prejoin-msg[data-i18n='prejoin.denied']")
+        await client.screenshot(tmp_path, "refused")
+        await browsers.prejoin(client)
+        for room in (doctor, client):
+            await room.wait_state("in_session")
+        cid = await client.participant_id()
+        tile = doctor.page.locator(f".tile[data-participant-id='{cid}']")
+        await doctor.page.wait_for_selector(
+            f".tile[data-participant-id='{cid}'][data-video-blocked=true][data-audio-blocked=true]"
+        )
+        assert "Camera blocked" in await tile.inner_text()
+        await doctor.screenshot(tmp_path, "sees-blocked")
+
+        await client.page.context.grant_permissions(["camera", "microphone"], origin=node.base_url)
+        await doctor.page.wait_for_selector(
+            f".tile[data-participant-id='{cid}'][data-video=true][data-video-blocked=false]",
+            timeout=20_000,
+        )
+        await decodes_video_from(doctor, cid)
+        await receives_audio_from(doctor, cid)
+        assert "blocked" not in await tile.inner_text()
+        await doctor.screenshot(tmp_path, "sees-recovered")

@@ -27,6 +27,8 @@ PARTICIPANT = {
     "audio": True,
     "video": False,
     "away": False,
+    "audio_blocked": False,
+    "video_blocked": True,
 }
 
 # Captured from the browser client and the server (docs/protocol.md shows the same).
@@ -40,7 +42,13 @@ CLIENT_SAMPLES: dict[str, dict[str, Any]] = {
     "answer": {"type": "answer", "sdp": SDP},
     "candidate": {"type": "candidate", "candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0},
     "chat": {"type": "chat", "text": "Hej, kan du høre mig? 👋", "id": "c-17"},
-    "media_state": {"type": "media_state", "audio": False, "video": True},
+    "media_state": {
+        "type": "media_state",
+        "audio": False,
+        "video": False,
+        "audio_blocked": False,
+        "video_blocked": True,
+    },
     "leave": {"type": "leave"},
     "ping": {"type": "ping"},
     "record_request": {"type": "record_request", "client_id": "cli_4mz8"},
@@ -159,8 +167,11 @@ def test_typed_values() -> None:
     joined = p.parse_server(json.dumps(SERVER_SAMPLES["joined"]))
     assert isinstance(joined, p.Joined)
     assert joined.participants == (
-        p.ParticipantInfo("par_abc", "practitioner", "Dr. Ørsted", True, False),
+        p.ParticipantInfo("par_abc", "practitioner", "Dr. Ørsted", True, False, video_blocked=True),
     )
+    # An older page sends no blocked flags: they are false.
+    old = p.parse('{"type":"media_state","audio":true,"video":false}')
+    assert old == p.MediaState(audio=True, video=False)
 
 
 def test_optional_fields_may_be_absent_or_null() -> None:
@@ -265,6 +276,7 @@ def test_unknown_type(kind: str) -> None:
         {"type": "chat", "text": "x" * 65537, "id": "1"},
         {"type": "media_state", "audio": 1, "video": 0},
         {"type": "media_state", "audio": True},
+        {"type": "media_state", "audio": True, "video": False, "video_blocked": "yes"},
     ],
 )
 def test_bad_field(msg: dict[str, Any]) -> None:

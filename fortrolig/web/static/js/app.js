@@ -4,7 +4,15 @@
 
 import { Call } from "./call.js";
 import { ChatCrypto } from "./chat-crypto.js";
-import { listDevices, openCamera, openMedia, openMicrophone, stopTrack } from "./devices.js";
+import {
+  listDevices,
+  openCamera,
+  openMedia,
+  openMicrophone,
+  permissions,
+  stopTrack,
+  watchPermissions,
+} from "./devices.js";
 import { clockTime, initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
 import { consultationOfRoom, NotesPanel } from "./notes.js";
 import { Knock } from "./knock.js";
@@ -28,6 +36,7 @@ const ui = {
   video: null,
   hadVideo: false,
   hadAudio: false,
+  blocked: { audio: false, video: false }, // the browser refused the device (not just off)
   chatMaxBytes: CHAT_MAX_BYTES_DEFAULT,
   stateLog: [],
   tiles: new Map(), // participant id -> {root, video, caption, flags, placeholder}
@@ -117,6 +126,7 @@ async function main() {
     render();
   }
   await startPreview();
+  watchPermissions((kind, state) => onPermission(kind, state).catch((e) => console.warn(e)));
   $("join-btn").disabled = false;
   $("join-btn").focus();
 }
@@ -128,8 +138,49 @@ async function startPreview() {
   setLocal(audio, video);
   ui.hadVideo = Boolean(video);
   ui.hadAudio = Boolean(audio);
+  const allowed = await permissions();
+  ui.blocked = {
+    video: !video && (allowed.video === "denied" || denied),
+    audio: !audio && (allowed.audio === "denied" || denied),
+  };
   await fillDeviceLists();
-  if (!audio && !video) showPrejoinMessage(denied ? "prejoin.denied" : "prejoin.nodevices");
+  if (ui.blocked.video || ui.blocked.audio) showPrejoinMessage("prejoin.denied");
+  else if (!audio && !video) showPrejoinMessage("prejoin.nodevices");
+}
+
+// The user allowed the camera or microphone in the browser (after refusing it): open it and
+// use it at once, in the preview or in the call, without a reload. A refusal marks it blocked.
+async function onPermission(kind, state) {
+  if (state !== "granted") {
+    ui.blocked[kind] = state === "denied" && !(kind === "video" ? ui.video : ui.audio);
+    ui.call?.setBlocked(ui.blocked);
+    render();
+    return;
+  }
+  if (kind === "video" && !ui.video && ui.cameraId !== null) {
+    const track = await openCamera(ui.cameraId);
+    if (!track) return;
+    setLocal(ui.audio, track);
+    ui.hadVideo = true;
+    ui.blocked.video = false;
+    if (ui.call) await ui.call.replaceVideo(track);
+  } else if (kind === "audio" && !ui.audio && ui.micId !== null) {
+    const track = await openMicrophone(ui.micId);
+    if (!track) return;
+    setLocal(track, ui.video);
+    ui.hadAudio = true;
+    ui.blocked.audio = false;
+    if (ui.call) {
+      await ui.call.replaceAudio(track);
+      ui.call.setAudioEnabled(true);
+    }
+  } else {
+    return;
+  }
+  ui.call?.setBlocked(ui.blocked);
+  await fillDeviceLists();
+  if (!ui.blocked.video && !ui.blocked.audio) $("prejoin-msg").hidden = true;
+  render();
 }
 
 function setLocal(audio, video) {
@@ -233,7 +284,14 @@ async function join() {
   ui.resumeToken = null;
   $("prejoin").hidden = true;
   $("room").hidden = false;
-  ui.call.start({ audio: ui.audio, video: ui.video, hasAudio: ui.hadAudio, hasVideo: ui.hadVideo });
+  // A blocked device still gets its m-line: allowing it later is a replaceTrack, no re-offer.
+  ui.call.setBlocked(ui.blocked);
+  ui.call.start({
+    audio: ui.audio,
+    video: ui.video,
+    hasAudio: ui.hadAudio || ui.blocked.audio,
+    hasVideo: ui.hadVideo || ui.blocked.video,
+  });
   render();
 }
 
@@ -370,14 +428,17 @@ function renderTile(tile) {
   tile.root.dataset.audio = String(p.audio);
   tile.root.dataset.video = String(p.video);
   tile.root.dataset.away = String(Boolean(p.away));
-  renderFlags(tile.flags, p.audio, p.video, Boolean(p.away));
+  tile.root.dataset.videoBlocked = String(Boolean(p.video_blocked));
+  tile.root.dataset.audioBlocked = String(Boolean(p.audio_blocked));
+  renderFlags(tile.flags, p.audio, p.video, Boolean(p.away), p);
 }
 
-function renderFlags(el, audio, video, away = false) {
+// "Camera blocked" (the browser refused it: they must allow it) differs from "Camera off".
+function renderFlags(el, audio, video, away = false, blocked = {}) {
   const parts = [];
   if (away) parts.push(t("tile.away"));
-  if (!audio) parts.push(t("tile.muted"));
-  if (!video) parts.push(t("tile.camoff"));
+  if (!audio) parts.push(t(blocked.audio_blocked ? "tile.micblocked" : "tile.muted"));
+  if (!video) parts.push(t(blocked.video_blocked ? "tile.camblocked" : "tile.camoff"));
   el.textContent = parts.length ? `· ${parts.join(" · ")}` : "";
 }
 
@@ -425,7 +486,7 @@ function renderParticipants() {
     li.dataset.participantId = p.id;
     const flags = document.createElement("span");
     flags.className = "flags";
-    renderFlags(flags, p.audio, p.video);
+    renderFlags(flags, p.audio, p.video, Boolean(p.away), p);
     li.append(`${displayName(p)} (${t(p.role === "practitioner" ? "role.practitioner" : "role.client")}) `, flags);
     list.append(li);
   }

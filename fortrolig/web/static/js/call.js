@@ -52,6 +52,7 @@ export class Call {
     this.participants = new Map();
     this.local = { stream: new MediaStream(), audio: null, video: null, hasAudio: false, hasVideo: false };
     this.mediaState = { audio: true, video: true };
+    this.blocked = { audio: false, video: false }; // the browser refused the device
     this.senders = { audio: null, video: null };
     this.trackOwners = new Map(); // mid of a receiving m-line -> participant id
     this.joinedOnce = false;
@@ -100,8 +101,21 @@ export class Call {
     if (this.senders.audio) await this.senders.audio.replaceTrack(track);
   }
 
+  /** Which devices the browser refuses (so the others see "blocked", not just "off"). */
+  setBlocked({ audio, video }) {
+    this.blocked = { audio: Boolean(audio), video: Boolean(video) };
+    this.sendMediaState();
+  }
+
   sendMediaState() {
-    if (this.isJoined()) this.send({ type: "media_state", audio: this.mediaState.audio, video: this.mediaState.video });
+    if (!this.isJoined()) return;
+    this.send({
+      type: "media_state",
+      audio: this.mediaState.audio,
+      video: this.mediaState.video,
+      audio_blocked: this.blocked.audio,
+      video_blocked: this.blocked.video,
+    });
   }
 
   sendChat(text, id) {

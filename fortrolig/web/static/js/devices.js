@@ -67,3 +67,31 @@ export async function listDevices() {
 export function stopTrack(track) {
   if (track && track.readyState !== "ended") track.stop();
 }
+
+const PERMISSION_NAMES = { video: "camera", audio: "microphone" };
+
+async function permissionStatus(kind) {
+  try {
+    return (await navigator.permissions?.query({ name: PERMISSION_NAMES[kind] })) ?? null;
+  } catch {
+    return null; // this browser does not report it
+  }
+}
+
+/** {video, audio}: "granted" | "denied" | "prompt" | "unknown" (the browser's permission). */
+export async function permissions() {
+  const [video, audio] = await Promise.all([permissionStatus("video"), permissionStatus("audio")]);
+  return { video: video?.state ?? "unknown", audio: audio?.state ?? "unknown" };
+}
+
+/**
+ * Call onChange(kind, state) whenever the user changes the camera ("video") or microphone
+ * ("audio") permission in the browser, so that a refused device can be opened as soon as it is
+ * allowed, without a reload.
+ */
+export async function watchPermissions(onChange) {
+  for (const kind of ["video", "audio"]) {
+    const status = await permissionStatus(kind);
+    if (status) status.addEventListener("change", () => onChange(kind, status.state));
+  }
+}
