@@ -160,6 +160,14 @@ async def test_book_mail_restart_verify_and_admit(
     await client.page.press("#code-input", "Enter")
     await client.page.wait_for_url("**/room/**")
     await client.page.wait_for_selector("#join-btn:not([disabled])")
+    # The check before joining: the node answers, the microphone is heard, the speakers play.
+    await client.page.wait_for_selector("#net-check[data-ok=true]")
+    assert "Connection to the service: good" in await client.page.inner_text("#net-check")
+    await client.page.wait_for_function(
+        "() => window.fortrolig.precheck().micPeak > 0.01", polling=100, timeout=15_000
+    )
+    await client.page.click("#speaker-test")
+    await client.page.wait_for_selector("#speaker-msg:has-text('three notes')")
     await assert_accessible(client.page, "client pre-join")
     await client.screenshot(tmp_path, "prejoin")
     await browsers.prejoin(client)

@@ -16,6 +16,7 @@ import {
 import { clockTime, initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
 import { consultationOfRoom, NotesPanel } from "./notes.js";
 import { Knock } from "./knock.js";
+import { PreCheck } from "./precheck.js";
 import { RecordingUi } from "./recording.js";
 import { api, keepAlive, onSignedOut, restore, signedIn } from "./session.js";
 
@@ -47,6 +48,8 @@ const ui = {
   notes: null, // the practitioner's notes panel (notes.js), when this tab is logged in
   recording: null, // recording with consent (recording.js)
   knock: new Knock(), // practitioners: a client arrived or dropped (sound, title, notification)
+  precheck: null, // the check before joining (precheck.js)
+  net: null, // its connection result
 };
 const BASE_TITLE = document.title;
 
@@ -125,6 +128,8 @@ async function main() {
     $("name-input").value = readStored()?.name || "";
     render();
   }
+  ui.precheck = new PreCheck({ meter: $("mic-level") });
+  checkConnection().catch((e) => console.warn(e));
   await startPreview();
   watchPermissions((kind, state) => onPermission(kind, state).catch((e) => console.warn(e)));
   $("join-btn").disabled = false;
@@ -146,6 +151,25 @@ async function startPreview() {
   await fillDeviceLists();
   if (ui.blocked.video || ui.blocked.audio) showPrejoinMessage("prejoin.denied");
   else if (!audio && !video) showPrejoinMessage("prejoin.nodevices");
+}
+
+function wsUrl() {
+  return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
+}
+
+async function checkConnection() {
+  const el = $("net-check");
+  ui.net = await ui.precheck.connection(wsUrl());
+  const key = ui.net.ok ? "precheck.net.ok" : `precheck.net.${ui.net.step}`;
+  el.dataset.i18n = key;
+  el.dataset.ok = String(ui.net.ok);
+  el.textContent = t(key, { ms: ui.net.ms ?? "" });
+}
+
+async function testSpeakers() {
+  const played = await ui.precheck.speakerTest().catch(() => false);
+  $("speaker-msg").dataset.i18n = played ? "precheck.speakers.played" : "precheck.speakers.none";
+  $("speaker-msg").textContent = t($("speaker-msg").dataset.i18n);
 }
 
 // The user allowed the camera or microphone in the browser (after refusing it): open it and
@@ -184,6 +208,7 @@ async function onPermission(kind, state) {
 }
 
 function setLocal(audio, video) {
+  if (ui.state === "prejoin" && audio !== ui.audio) ui.precheck?.watch(audio);
   ui.audio = audio;
   ui.video = video;
   const stream = new MediaStream([audio, video].filter(Boolean));
@@ -255,6 +280,7 @@ async function mintToken(name) {
 
 async function join() {
   $("join-btn").disabled = true;
+  ui.precheck?.watch(null); // the meter is for before joining
   if (ui.role === "practitioner") ui.knock.prime(); // a user gesture: sound and permission
   const name = $("name-input").value.trim().slice(0, 64) || null;
   ui.name = name;
@@ -272,9 +298,8 @@ async function join() {
     onUndecryptable: (m) => addSystemLine("chat.undecryptable", {}, m.ts),
   });
   await ui.chat.init();
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   ui.call = new Call({
-    wsUrl: `${scheme}//${location.host}/ws`,
+    wsUrl: wsUrl(),
     joinToken: ui.joinToken,
     resumeToken: ui.resumeToken,
     name,
@@ -681,6 +706,7 @@ function bindControls() {
       ui.call?.end("error");
     });
   });
+  $("speaker-test").addEventListener("click", () => testSpeakers());
   $("ended-rejoin").addEventListener("click", () => {
     history.replaceState(null, "", `${location.pathname}#role=practitioner`);
     location.reload();
@@ -794,7 +820,9 @@ function render() {
     $("ended-actions").hidden = !back;
     $("ended-rejoin").hidden = !back || ui.endReason === "room_ended";
   }
-  for (const el of document.querySelectorAll("#prejoin-msg[data-i18n], option[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("#prejoin-msg[data-i18n], option[data-i18n], #speaker-msg[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  const net = $("net-check");
+  if (ui.net) net.textContent = t(net.dataset.i18n, { ms: ui.net.ms ?? "" });
 }
 
 // -- diagnostics ------------------------------------------------------------------------------
@@ -819,6 +847,7 @@ Object.defineProperty(window, "fortrolig", {
     participants: () => [...(ui.call?.participants.values() ?? [])].map((p) => ({ ...p })),
     waitingClients: () => ui.waitingClients.map((c) => ({ ...c })),
     knocks: () => ({ chimes: ui.knock.count, notified: ui.knock.notified }),
+    precheck: () => ({ micPeak: ui.precheck?.peak ?? 0, net: ui.net }),
     recording: () => ui.recording?.snapshot() ?? null,
     stats: () => ui.call?.stats() ?? Promise.resolve(null),
     safetyCodes: () => ui.chat?.safetyCodes() ?? {},
