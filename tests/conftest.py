@@ -220,6 +220,29 @@ class Server:
         return total
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself holds the listening TCP socket on 127.0.0.1:``port``
+    (not some other process that took the port between free_port() and our bind)."""
+    try:
+        inodes = {
+            os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
+        }
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port and cols[9] in inodes:
+                return True
+    return False
+
+
 def start_server(
     tmp: Path,
     extra_env: dict[str, str] | None = None,
@@ -228,7 +251,31 @@ def start_server(
     ca_file: Path | None = None,
 ) -> Server:
     """A node on 127.0.0.1; on https when ``extra_env`` names a TLS certificate, checked
-    against ``ca_file`` (which ``session()`` also trusts, through SSL_CERT_FILE)."""
+    against ``ca_file`` (which ``session()`` also trusts, through SSL_CERT_FILE).
+
+    A port chosen here may be taken by another worker's process before the node binds it; the
+    node then exits, and it is started again on a new port (a /healthz answer alone could come
+    from that other process)."""
+    for attempt in range(3):
+        try:
+            return _start_server(tmp, extra_env, port=port, ca_file=ca_file)
+        except PortTaken:
+            if port is not None or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    """The node could not bind its port: another process holds it."""
+
+
+def _start_server(
+    tmp: Path,
+    extra_env: dict[str, str] | None,
+    *,
+    port: int | None,
+    ca_file: Path | None,
+) -> Server:
     port = port or free_port()
     tls = bool((extra_env or {}).get("FORTROLIG_SERVER__TLS_CERT_FILE"))
     if ca_file is not None:
@@ -260,12 +307,19 @@ def start_server(
     while True:
         try:
             with urllib.request.urlopen(base + "/healthz", timeout=1, context=context):
+                pass
+            if listens(proc.pid, port):
                 break
         except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"server did not start: {log_path.read_text()}") from None
-            time.sleep(0.1)
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            text = log_path.read_text()
+            if "address already in use" in text.lower():
+                raise PortTaken(text)
+            raise RuntimeError(f"server did not start: {text}")
+        time.sleep(0.1)
     return Server(base, data, proc, log_path, dict(extra_env or {}))
 
 
