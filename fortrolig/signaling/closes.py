@@ -69,6 +69,7 @@ class Ending(enum.Enum):
     LEFT = (CLOSE_NORMAL, True)  # the client said `leave`
     ROOM_ENDED = (CLOSE_NORMAL, True)  # ended by a practitioner, the API or the subscription
     DENIED = (CLOSE_NORMAL, True)  # a practitioner turned the waiting client away
+    REMOVED = (CLOSE_NORMAL, True)  # a practitioner removed the participant from the room
     REPLACED = (CLOSE_REPLACED, False)  # the same participant connected again
     MOVED = (CLOSE_MOVED, False)  # lease lost or the node drains: the room has a new owner
     REDIRECTED = (CLOSE_REDIRECT, False)  # after `redirect`: another node serves the room

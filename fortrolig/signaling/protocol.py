@@ -167,6 +167,22 @@ class Deny:
 
 
 @dataclass(frozen=True, slots=True)
+class MuteParticipant:
+    """A practitioner turns a participant's microphone off (only they can turn it on again)."""
+
+    type: ClassVar[str] = "mute_participant"
+    participant_id: str = _s(ID_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveParticipant:
+    """A practitioner removes a participant (``bye removed``; its resume token cannot return)."""
+
+    type: ClassVar[str] = "remove_participant"
+    participant_id: str = _s(ID_MAX)
+
+
+@dataclass(frozen=True, slots=True)
 class RecordRequest:
     """A practitioner asks to record the consultation into the journal of ``client_id``;
     everyone present is asked (``recording`` state ``asking``), the asker has consented."""
@@ -335,6 +351,14 @@ class Bye:
 
 
 @dataclass(frozen=True, slots=True)
+class Muted:
+    """A practitioner turned this participant's microphone off; the page mutes itself."""
+
+    type: ClassVar[str] = "muted"
+    by: str = _s(ID_MAX)
+
+
+@dataclass(frozen=True, slots=True)
 class Waiting:
     """To a client after ``join`` in a room with a waiting room: wait to be admitted."""
 
@@ -403,6 +427,8 @@ ClientMessage: TypeAlias = (
     | EndRoom
     | Admit
     | Deny
+    | MuteParticipant
+    | RemoveParticipant
     | RecordRequest
     | RecordConsent
     | RecordStop
@@ -422,6 +448,7 @@ ServerMessage: TypeAlias = (
     | Bye
     | ResumeToken
     | Waiting
+    | Muted
     | WaitingRoom
     | Redirect
     | Recording
@@ -442,6 +469,8 @@ CLIENT_MESSAGES: Final[Mapping[str, type[Any]]] = {
         EndRoom,
         Admit,
         Deny,
+        MuteParticipant,
+        RemoveParticipant,
         RecordRequest,
         RecordConsent,
         RecordStop,
@@ -464,6 +493,7 @@ SERVER_MESSAGES: Final[Mapping[str, type[Any]]] = {
         Bye,
         ResumeToken,
         Waiting,
+        Muted,
         WaitingRoom,
         Redirect,
         Recording,

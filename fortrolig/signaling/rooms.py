@@ -73,6 +73,8 @@ class Room:
         """Raise the error :meth:`admit` would raise for ``participant_id``, changing nothing."""
         if self.closed:
             raise Conflict("the room has ended", code="room_closed")
+        if participant_id in self.denied:  # removed by a practitioner (or turned away)
+            raise Forbidden("a practitioner removed you from this room", code="denied")
         if participant_id in self.participants:
             raise Conflict("already in the room", code="already_joined")
         if self.occupied(participant_id) >= self.max_participants:
@@ -127,6 +129,16 @@ class Room:
         self.admitted.add(participant_id)
         self.participants[participant_id] = client
         return client
+
+    def expel(self, participant_id: str) -> Participant:
+        """Mark a participant in the room removed: it may not enter or wait again (its session
+        leaves the room)."""
+        found = self.participants.get(participant_id) or self.away.get(participant_id)
+        if found is None:
+            raise NotFound("no such participant in the room", code="not_in_room")
+        self.admitted.discard(participant_id)
+        self.denied.add(participant_id)
+        return found
 
     def turn_away(self, participant_id: str) -> Participant:
         """Mark a waiting client denied: it may not wait again (its session removes it)."""

@@ -473,6 +473,8 @@ class Session:
             p.Candidate: self._on_candidate,
             p.Chat: self._on_chat,
             p.MediaState: self._on_media_state,
+            p.MuteParticipant: self._on_mute_participant,
+            p.RemoveParticipant: self._on_remove_participant,
             p.Leave: self._on_leave,
             p.Ping: self._on_ping,
             p.EndRoom: self._on_end_room,
@@ -686,6 +688,39 @@ class Session:
         room.turn_away(msg.participant_id)
         end_connection(target.out, Ending.DENIED, "denied")
         await target.close("denied")  # leaves the waiting list; practitioners are told
+
+    async def _on_mute_participant(self, msg: p.MuteParticipant) -> None:
+        room = self._practitioner_in_room("mute")
+        target = self._member(room, msg.participant_id)
+        session = self.service.sessions.get(target.id)
+        target.audio = False  # seen at once; the page confirms with its own media_state
+        if session is not None and not session.closed:
+            assert self.participant is not None
+            session.out.send(p.Muted(by=self.participant.id))
+        self._broadcast(p.ParticipantUpdated(participant=_info(target)), include_self=True)
+
+    async def _on_remove_participant(self, msg: p.RemoveParticipant) -> None:
+        room = self._practitioner_in_room("remove")
+        assert self.participant is not None
+        if msg.participant_id == self.participant.id:
+            raise BadRequest("leave instead of removing yourself", code="bad_target")
+        self._member(room, msg.participant_id)
+        # Stored before it takes effect: its resume token cannot bring it back, on any node.
+        await self.service.remember_member(room, msg.participant_id, admitted=False)
+        room.expel(msg.participant_id)
+        session = self.service.sessions.get(msg.participant_id)
+        if session is not None:
+            end_connection(session.out, Ending.REMOVED, "removed")
+            await session.close("removed")
+        else:  # its place was held (away; its media already freed): give it up
+            room.come_back(msg.participant_id)
+            self.service.tell_left(room, msg.participant_id, "removed")
+
+    def _member(self, room: Room, participant_id: str) -> Participant:
+        found = room.participants.get(participant_id) or room.away.get(participant_id)
+        if found is None:
+            raise NotFound("no such participant in the room", code="not_in_room")
+        return found
 
     def _free_held_place(self, room: Room, participant_id: str) -> None:
         """Admitting into a room full only because of a held place gives that place up: the

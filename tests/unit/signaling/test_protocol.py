@@ -38,6 +38,8 @@ CLIENT_SAMPLES: dict[str, dict[str, Any]] = {
     "end_room": {"type": "end_room"},
     "admit": {"type": "admit", "participant_id": "p_7kq2"},
     "deny": {"type": "deny", "participant_id": "p_7kq2"},
+    "mute_participant": {"type": "mute_participant", "participant_id": "p_7kq2"},
+    "remove_participant": {"type": "remove_participant", "participant_id": "p_7kq2"},
     "offer": {"type": "offer", "sdp": SDP},
     "answer": {"type": "answer", "sdp": SDP},
     "candidate": {"type": "candidate", "candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0},
@@ -97,6 +99,7 @@ SERVER_SAMPLES: dict[str, dict[str, Any]] = {
         "resume_token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln",
     },
     "waiting": {"type": "waiting"},
+    "muted": {"type": "muted", "by": "par_x7"},
     "waiting_room": {
         "type": "waiting_room",
         "clients": [

@@ -47,6 +47,7 @@ const ui = {
   chat: null,
   notes: null, // the practitioner's notes panel (notes.js), when this tab is logged in
   recording: null, // recording with consent (recording.js)
+  pinned: null, // the participant id whose tile is pinned large
   knock: new Knock(), // practitioners: a client arrived or dropped (sound, title, notification)
   precheck: null, // the check before joining (precheck.js)
   net: null, // its connection result
@@ -382,6 +383,10 @@ function callHooks() {
       if (msg.ref === "chat") addSystemLine(msg.code === "chat_too_long" ? "chat.toolong" : "chat.notsent");
     },
     onResumeToken: (token) => storeResume(token),
+    onMuted: () => {
+      addSystemLine("chat.mutedByPractitioner");
+      render();
+    },
     onWaitingClients: (clients) => {
       ui.waitingClients = clients;
       renderWaitingRoom();
@@ -434,14 +439,53 @@ function upsertTile(p) {
     const flags = document.createElement("span");
     flags.className = "flags";
     caption.append(name, " ", flags);
-    root.append(video, placeholder, caption);
+    // Pin: this tile large, the others in a strip (click again to unpin).
+    const pin = document.createElement("button");
+    pin.type = "button";
+    pin.className = "tile__pin";
+    pin.setAttribute("aria-pressed", "false");
+    pin.addEventListener("click", () => {
+      ui.pinned = ui.pinned === p.id ? null : p.id;
+      layoutTiles();
+    });
+    root.append(video, placeholder, caption, pin);
     $("tiles").append(root);
-    tile = { root, video, placeholder, name, flags, info: p };
+    tile = { root, video, placeholder, name, flags, pin, info: p };
     ui.tiles.set(p.id, tile);
+    layoutTiles();
   }
   tile.info = p;
   renderTile(tile);
 }
+
+// The grid fits 1-8 tiles (CSS picks columns from the count and the screen's shape); a
+// pinned tile takes the stage and the others line up beside or under it.
+function layoutTiles() {
+  if (ui.pinned && !ui.tiles.has(ui.pinned)) ui.pinned = null;
+  const el = $("tiles");
+  el.dataset.count = String(ui.tiles.size);
+  el.dataset.pinned = String(Boolean(ui.pinned));
+  for (const [id, tile] of ui.tiles) {
+    const pinned = id === ui.pinned;
+    tile.root.dataset.pinned = String(pinned);
+    tile.pin.setAttribute("aria-pressed", String(pinned));
+    tile.pin.textContent = t(pinned ? "tile.unpin" : "tile.pin");
+    tile.pin.setAttribute("aria-label", t(pinned ? "tile.unpin.label" : "tile.pin.label", { name: displayName(tile.info) }));
+    if (pinned) el.prepend(tile.root);
+  }
+}
+
+// Who is speaking: the audio level each received track carries (getStats), twice a second.
+const SPEAKING_LEVEL = 0.04;
+async function markSpeakers() {
+  if (!ui.call?.isJoined()) return;
+  const levels = await ui.call.audioLevels();
+  for (const [id, tile] of ui.tiles) {
+    const speaking = (levels[id] ?? 0) > SPEAKING_LEVEL && tile.info.audio !== false;
+    tile.root.dataset.speaking = String(speaking);
+  }
+}
+setInterval(() => markSpeakers().catch(() => {}), 500);
 
 function renderTile(tile) {
   const p = tile.info;
@@ -495,6 +539,7 @@ function removeTile(id) {
   tile.video.srcObject = null;
   tile.root.remove();
   ui.tiles.delete(id);
+  layoutTiles();
 }
 
 // -- practitioner panel ------------------------------------------------------------------------
@@ -513,8 +558,32 @@ function renderParticipants() {
     flags.className = "flags";
     renderFlags(flags, p.audio, p.video, Boolean(p.away), p);
     li.append(`${displayName(p)} (${t(p.role === "practitioner" ? "role.practitioner" : "role.client")}) `, flags);
+    if (ui.role === "practitioner") {
+      // Moderation: turn someone's microphone off (they turn it on again), or remove them.
+      const actions = document.createElement("span");
+      actions.className = "participants__actions";
+      if (p.audio && !p.away) actions.append(moderationButton("mute", p));
+      actions.append(moderationButton("remove", p));
+      li.append(actions);
+    }
     list.append(li);
   }
+}
+
+function moderationButton(action, p) {
+  const btn = document.createElement("button");
+  btn.type = "button";
+  btn.className = action === "mute" ? "btn btn--small" : "btn btn--small btn--danger-outline";
+  btn.dataset.action = action;
+  btn.dataset.participantId = p.id;
+  btn.textContent = t(`moderate.${action}`);
+  btn.setAttribute("aria-label", t(`moderate.${action}.label`, { name: displayName(p) }));
+  btn.addEventListener("click", () => {
+    if (action === "remove" && !confirm(t("moderate.remove.confirm", { name: displayName(p) }))) return;
+    btn.disabled = true;
+    if (!ui.call?.moderate(action, p.id)) btn.disabled = false;
+  });
+  return btn;
 }
 
 // The waiting room: who waits, how each proved who they are, admit / deny.
@@ -808,6 +877,7 @@ function render() {
   $("lobby").hidden = ui.state !== "lobby";
   renderWaitingRoom();
   for (const tile of ui.tiles.values()) renderTile(tile);
+  layoutTiles();
   renderParticipants();
   renderSafetyCodes();
   ui.recording?.render();

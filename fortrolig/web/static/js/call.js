@@ -118,6 +118,25 @@ export class Call {
     });
   }
 
+  /** Practitioners: turn a participant's microphone off, or remove them from the room. */
+  moderate(action, participantId) {
+    const type = action === "mute" ? "mute_participant" : "remove_participant";
+    return this.isJoined() && this.send({ type, participant_id: participantId });
+  }
+
+  /** {participantId: audio level 0..1} of what this page receives now (from getStats). */
+  async audioLevels() {
+    const levels = {};
+    if (!this.pc) return levels;
+    const report = await this.pc.getStats();
+    for (const s of report.values()) {
+      if (s.type !== "inbound-rtp" || s.kind !== "audio" || typeof s.audioLevel !== "number") continue;
+      const owner = this.trackOwners.get(s.mid);
+      if (owner) levels[owner] = Math.max(levels[owner] ?? 0, s.audioLevel);
+    }
+    return levels;
+  }
+
   sendChat(text, id) {
     if (!this.isJoined()) return false;
     return this.send({ type: "chat", text, id });
@@ -297,6 +316,11 @@ export class Call {
         break;
       case "bye":
         this.byeReason = msg.reason;
+        break;
+      case "muted":
+        // A practitioner turned this microphone off; only this page turns it on again.
+        this.setAudioEnabled(false);
+        this.hooks.onMuted?.(msg.by);
         break;
       case "redirect":
         // Another node serves the room: go there with the resume token it gave (close 4307).
