@@ -654,13 +654,19 @@ class InviteService:
         """The owner's consultations, newest appointment first, each with its state (from its
         room: stored as ended, or live on this node with people in it or waiting)."""
         found = await self.store.consultations_of(owner)
+        # One query for every room of the owner (a consultation's room is its owner's), not one
+        # per consultation: the dashboard lists often.
+        rooms = {
+            r.id: r
+            for r in await self.signaling.room_store.open_rooms_of(owner, include_closed=True)
+        }
         listed = []
         for c in found:
             if journal_client_id is not None and c.journal_client_id != journal_client_id:
                 continue
             if room_id is not None and c.room_id != room_id:
                 continue
-            record = await self.signaling.room_store.room(c.room_id)
+            record = rooms.get(c.room_id)
             live = self.signaling.rooms.find(c.room_id)
             state = state_of(
                 closed=record is None or record.closed,

@@ -98,7 +98,9 @@ class RoomStore(Protocol):
         """Mark the room ended; False if it already was (or never existed)."""
         ...
 
-    async def open_rooms_of(self, owner: str) -> list[RoomRecord]: ...
+    async def open_rooms_of(self, owner: str, *, include_closed: bool = False) -> list[RoomRecord]:
+        """The owner's open rooms (and its ended ones too with ``include_closed``), oldest first."""
+        ...
 
     async def ended_among(self, room_ids: list[str]) -> set[str]:
         """Which of ``room_ids`` have ended or are unknown (one query for a node's live rooms)."""
@@ -131,8 +133,10 @@ class MemoryRoomStore:
         self.rooms[room_id] = dataclasses.replace(found, closed_at=at)
         return True
 
-    async def open_rooms_of(self, owner: str) -> list[RoomRecord]:
-        return [r for r in self.rooms.values() if r.owner == owner and not r.closed]
+    async def open_rooms_of(self, owner: str, *, include_closed: bool = False) -> list[RoomRecord]:
+        return [
+            r for r in self.rooms.values() if r.owner == owner and (include_closed or not r.closed)
+        ]
 
     async def ended_among(self, room_ids: list[str]) -> set[str]:
         return {r for r in room_ids if r not in self.rooms or self.rooms[r].closed}

@@ -505,10 +505,11 @@ class SqlRoomStore:
         )
         return changed == 1
 
-    async def open_rooms_of(self, owner: str) -> list[RoomRecord]:
+    async def open_rooms_of(self, owner: str, *, include_closed: bool = False) -> list[RoomRecord]:
+        still_open = "" if include_closed else " AND closed_us IS NULL"
         rows = await self._db.tx(
             lambda tx: tx.fetchall(
-                f"SELECT {_ROOM_COLS} FROM sig_rooms WHERE owner = ? AND closed_us IS NULL "
+                f"SELECT {_ROOM_COLS} FROM sig_rooms WHERE owner = ?{still_open} "
                 "ORDER BY created_us",
                 owner,
             ),
