@@ -90,9 +90,8 @@ async def check_every_size(room: RoomPage, tmp_path: Path) -> dict[str, list[Any
     return problems
 
 
-async def test_every_room_control_is_clickable_at_desktop_and_phone_size(
-    node: Server, browsers: Browsers, tmp_path: Path
-) -> None:
+async def signed_in_consultation(node: Server, browsers: Browsers) -> tuple[RoomPage, RoomPage]:
+    """A practitioner (logged in, so the notes panel is there) and a client, both in session."""
     session = node.session()
     doctor = await browsers.new_page("practitioner")
     await doctor.page.context.add_init_script(signed_in(session["access_token"]))
@@ -103,6 +102,13 @@ async def test_every_room_control_is_clickable_at_desktop_and_phone_size(
     await browsers.prejoin(client)
     for room in (doctor, client):
         await room.wait_state("in_session")
+    return doctor, client
+
+
+async def test_every_room_control_is_clickable_at_desktop_and_phone_size(
+    node: Server, browsers: Browsers, tmp_path: Path
+) -> None:
+    doctor, client = await signed_in_consultation(node, browsers)
     await doctor.page.wait_for_selector("#notes-panel:visible")
     # A few chat lines, so the log takes its room.
     for i in range(6):
@@ -141,16 +147,7 @@ async def tab_to(page: Any, element_id: str, limit: int = 80) -> None:
 async def test_chat_and_notes_by_keyboard_with_a_visible_focus_ring(
     node: Server, browsers: Browsers, tmp_path: Path
 ) -> None:
-    session = node.session()
-    doctor = await browsers.new_page("practitioner")
-    await doctor.page.context.add_init_script(signed_in(session["access_token"]))
-    await doctor.page.goto(session["practitioner_url"])
-    await browsers.prejoin(doctor)
-    client = await browsers.new_page("client")
-    await client.page.goto(session["client_url"])
-    await browsers.prejoin(client)
-    for room in (doctor, client):
-        await room.wait_state("in_session")
+    doctor, client = await signed_in_consultation(node, browsers)
     page = doctor.page
     await page.wait_for_selector("#notes-panel:visible")
 

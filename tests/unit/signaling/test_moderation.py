@@ -9,27 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from fortrolig.core.clock import FakeClock
-from fortrolig.core.config import Config
-from fortrolig.core.keys import KeySet, SigningKey
 from fortrolig.signaling import protocol as p
-from fortrolig.signaling.auth import MemoryJtiStore, Role, TokenIssuer, TokenVerifier
-from fortrolig.signaling.service import SignalingService
-from tests.unit.signaling.test_waiting_room import NOW, Out, RecordingMedia, World, pid, refused
+from fortrolig.signaling.auth import Role
+from tests.unit.signaling.test_waiting_room import Out, World, make_world, pid, refused
 
 
 @pytest.fixture
 async def world() -> World:
-    clock = FakeClock(now=NOW)
-    key = SigningKey.generate()
-    issuer = TokenIssuer(key, "fortrolig", clock)
-    verifier = TokenVerifier(
-        KeySet.of(key.public_key), "fortrolig", clock, 30, MemoryJtiStore(clock)
-    )
-    media = RecordingMedia()
-    service = SignalingService(Config(), media, issuer, verifier, clock)
-    room = await service.create_room("dr-a", 8, has_waiting_room=False)
-    return World(service, media, issuer, room)
+    return await make_world(8, has_waiting_room=False)
 
 
 async def test_mute_tells_the_participant_and_everyone_sees_it_muted(world: World) -> None:

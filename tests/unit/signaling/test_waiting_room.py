@@ -114,8 +114,8 @@ class World:
         return session, out
 
 
-@pytest.fixture
-async def world() -> World:
+async def make_world(size: int, *, has_waiting_room: bool) -> World:
+    """A signaling service on a fake clock with one room of ``dr-a``."""
     clock = FakeClock(now=NOW)
     key = SigningKey.generate()
     issuer = TokenIssuer(key, "fortrolig", clock)
@@ -124,8 +124,13 @@ async def world() -> World:
     )
     media = RecordingMedia()
     service = SignalingService(Config(), media, issuer, verifier, clock)
-    room = await service.create_room("dr-a", 2, has_waiting_room=True)
+    room = await service.create_room("dr-a", size, has_waiting_room=has_waiting_room)
     return World(service, media, issuer, room)
+
+
+@pytest.fixture
+async def world() -> World:
+    return await make_world(2, has_waiting_room=True)
 
 
 def pid(session: Session) -> str:
