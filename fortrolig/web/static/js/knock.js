@@ -4,6 +4,8 @@
 // allowed them (asked once, on Join, never on page load). Nothing here names a client in a
 // notification's body beyond the name the waiting list already shows.
 
+import { newAudioContext, playNotes } from "./tones.js";
+
 const CHIMES = {
   arrived: [660, 880], // rising: someone is at the door
   dropped: [523, 392], // falling: someone's connection went
@@ -20,8 +22,7 @@ export class Knock {
   /** On a user gesture (Join): unlock audio and ask once for notifications. */
   prime() {
     try {
-      const Ctx = window.AudioContext || window.webkitAudioContext;
-      this.audio ||= Ctx ? new Ctx() : null;
+      this.audio ||= newAudioContext();
       this.audio?.resume?.().catch(() => {});
     } catch {
       this.audio = null;
@@ -51,19 +52,7 @@ export class Knock {
     this.count += 1;
     const ctx = this.audio;
     if (!ctx || ctx.state === "closed") return;
-    const start = ctx.currentTime + 0.01;
-    CHIMES[kind].forEach((freq, i) => {
-      const osc = ctx.createOscillator();
-      const gain = ctx.createGain();
-      osc.frequency.value = freq;
-      const t0 = start + i * 0.18;
-      gain.gain.setValueAtTime(0.0001, t0);
-      gain.gain.exponentialRampToValueAtTime(0.2, t0 + 0.02);
-      gain.gain.exponentialRampToValueAtTime(0.0001, t0 + 0.16);
-      osc.connect(gain).connect(ctx.destination);
-      osc.start(t0);
-      osc.stop(t0 + 0.17);
-    });
+    playNotes(ctx, CHIMES[kind], { step: 0.18, attack: 0.02, length: 0.16, peak: 0.2 });
   }
 
   notify(text) {

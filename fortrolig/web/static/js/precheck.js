@@ -3,6 +3,8 @@
 // WebSocket, with the round trip). The camera is the preview itself. Nothing leaves the page
 // but the two connection probes, which carry no token.
 
+import { newAudioContext, playNotes } from "./tones.js";
+
 /** Root-mean-square level of float samples, mapped to 0..1 so that speech sits mid-scale. */
 export function levelOf(samples) {
   let sum = 0;
@@ -68,9 +70,8 @@ export class PreCheck {
   }
 
   analyse(track) {
-    const Ctx = window.AudioContext || window.webkitAudioContext;
-    if (!Ctx) return;
-    const ctx = new Ctx();
+    const ctx = newAudioContext();
+    if (!ctx) return;
     const analyser = ctx.createAnalyser();
     analyser.fftSize = 1024;
     ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
@@ -87,24 +88,10 @@ export class PreCheck {
 
   /** A short two-note chime on the speakers (the click that asks for it unlocks audio). */
   async speakerTest() {
-    const Ctx = window.AudioContext || window.webkitAudioContext;
-    if (!Ctx) return false;
-    this.audio ||= new Ctx();
+    this.audio ||= newAudioContext();
+    if (!this.audio) return false;
     await this.audio.resume();
-    const ctx = this.audio;
-    const start = ctx.currentTime + 0.02;
-    [523, 659, 784].forEach((freq, i) => {
-      const osc = ctx.createOscillator();
-      const gain = ctx.createGain();
-      osc.frequency.value = freq;
-      const t0 = start + i * 0.25;
-      gain.gain.setValueAtTime(0.0001, t0);
-      gain.gain.exponentialRampToValueAtTime(0.25, t0 + 0.03);
-      gain.gain.exponentialRampToValueAtTime(0.0001, t0 + 0.22);
-      osc.connect(gain).connect(ctx.destination);
-      osc.start(t0);
-      osc.stop(t0 + 0.24);
-    });
+    playNotes(this.audio, [523, 659, 784], { step: 0.25, attack: 0.03, length: 0.22, peak: 0.25 });
     return true;
   }
 
