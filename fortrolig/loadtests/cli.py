@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from . import native
 from .clip import cached_clip
 from .report import (
     EXIT_ERROR,
@@ -79,7 +80,13 @@ def parser() -> argparse.ArgumentParser:
         "--decode-sample",
         action="store_const",
         const=True,
-        help="decode one frame per remote track and check it against the clip",
+        help="decode one frame per remote track and check it against the clip (python engine)",
+    )
+    s.add_argument(
+        "--engine",
+        choices=("auto", "python", "native"),
+        help="per-packet path of the participants: native (C; the default when built) or "
+        "python (aiortc's packetizer and SRTP)",
     )
     m = p.add_argument_group("media profile")
     m.add_argument("--resolution", help="e.g. 640x360 (default)")
@@ -119,6 +126,7 @@ FLAG_KEYS = {
     "join_timeout": ("scenario", "join_timeout"),
     "workers": ("scenario", "workers"),
     "decode_sample": ("scenario", "decode_sample"),
+    "engine": ("scenario", "engine"),
     "resolution": ("media", "resolution"),
     "fps": ("media", "fps"),
     "video_bitrate": ("media", "video_bitrate"),
@@ -287,6 +295,7 @@ def plans(
             join_timeout_s=scenario.join_timeout_s,
             decode_sample=scenario.decode_sample,
             ice_address=scenario.ice_address,
+            engine=scenario.engine,
         )
         for w, assignments in enumerate(per_worker)
     ]
@@ -514,8 +523,18 @@ def default_cache_dir() -> Path:
     return Path(base) / "fortrolig-load"
 
 
+def resolve_engine(scenario: Scenario) -> Scenario:
+    """``auto`` becomes native when the C extension is built (python with --decode-sample)."""
+    if scenario.engine == "auto":
+        use_python = scenario.decode_sample or not native.available()
+        return replace(scenario, engine="python" if use_python else "native")
+    if scenario.engine == "native" and not native.available():
+        raise ScenarioError("engine native: the C extension was not built (make venv)")
+    return scenario
+
+
 def run(args: argparse.Namespace, out: Console, err: Console) -> int:
-    scenario = scenario_from_args(args)
+    scenario = resolve_engine(scenario_from_args(args))
     if args.tokens_file is None and args.access_token is None and args.data_dir is None:
         raise ScenarioError("give --access-token, --data-dir or --tokens-file")
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -551,6 +570,7 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     worker_cpu = sum(float(h.result["cpu_s"]) for h in handles if h.result)
     participant_s = sum(float(p["window_s"]) for p in participants)
     load = {
+        "engine": scenario.engine,
         "workers": scenario.workers,
         "wall_s": wall,
         "worker_cpu_s": worker_cpu,

@@ -147,6 +147,10 @@ def build_report(
         "freezes": sum(p["freezes"] for p in participants),
         "freeze_s": sum(p["freeze_s"] for p in participants),
         "video_frames": sum(p["video_frames"] for p in participants),
+        # What the participants sent (the native engine counts it; the python one does not).
+        "packets_sent": sum(p.get("packets_sent", 0) for p in participants),
+        "bytes_sent": sum(p.get("bytes_sent", 0) for p in participants),
+        "video_frames_sent": sum(p.get("video_frames_sent", 0) for p in participants),
         "decode_samples": {
             "checked": len(samples),
             "ok": sum(1 for s in samples if s["ok"]),

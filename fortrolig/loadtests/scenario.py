@@ -10,6 +10,7 @@ TOML layout (every key optional; flags win over the file)::
     join_timeout = "20s"
     workers = 2
     decode_sample = false
+    engine = "auto"         # native (C per-packet path), python, or auto: native when built
 
     [media]
     resolution = "640x360"
@@ -53,6 +54,7 @@ MIN_RAMP_PER_S = 0.05
 MAX_WORKERS = 64
 MAX_PER_WORKER = 500
 MAX_JOIN_TIMEOUT_S = 120.0
+ENGINES = ("auto", "python", "native")
 
 
 class ScenarioError(ValueError):
@@ -80,6 +82,7 @@ class Scenario:
     join_timeout_s: float = 20.0
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     decode_sample: bool = False
+    engine: str = "auto"  # python | native | auto (native when the extension is built)
     media: MediaProfile = field(default_factory=MediaProfile)
     base_url: str = "http://127.0.0.1:8750"
     ice_address: str = "127.0.0.1"
@@ -110,6 +113,10 @@ class Scenario:
         _range("duration", self.duration_s, 1.0, MAX_DURATION_S)
         _range("join_timeout", self.join_timeout_s, 1.0, MAX_JOIN_TIMEOUT_S)
         _range("workers", self.workers, 1, MAX_WORKERS)
+        if self.engine not in ENGINES:
+            raise ScenarioError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.engine == "native" and self.decode_sample:
+            raise ScenarioError("decode_sample needs engine python (native never depacketises)")
         if self.end_s > MAX_RUN_S:
             raise ScenarioError(
                 f"ramp-up ({self.ramp_s:.0f} s) + duration is {self.end_s:.0f} s, "
@@ -158,6 +165,7 @@ class Scenario:
             "join_timeout_s": self.join_timeout_s,
             "workers": self.workers,
             "decode_sample": self.decode_sample,
+            "engine": self.engine,
             "media": {
                 "resolution": f"{m.width}x{m.height}",
                 "fps": m.fps,
@@ -268,6 +276,7 @@ KEYS: dict[tuple[str, str], Any] = {
     ("scenario", "join_timeout"): parse_duration,
     ("scenario", "workers"): lambda v: _int(v, "workers"),
     ("scenario", "decode_sample"): lambda v: _bool(v, "decode_sample"),
+    ("scenario", "engine"): str,
     ("media", "resolution"): parse_resolution,
     ("media", "fps"): lambda v: _int(v, "fps"),
     ("media", "video_bitrate"): parse_bitrate,
@@ -335,6 +344,7 @@ def build(values: dict[tuple[str, str], Any]) -> Scenario:
         join_timeout_s=v.get(("scenario", "join_timeout"), base.join_timeout_s),
         workers=v.get(("scenario", "workers"), base.workers),
         decode_sample=v.get(("scenario", "decode_sample"), base.decode_sample),
+        engine=v.get(("scenario", "engine"), base.engine),
         media=media,
         base_url=v.get(("target", "base_url"), base.base_url),
         ice_address=v.get(("target", "ice_address"), base.ice_address),

@@ -29,7 +29,9 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from fortrolig.media import aiortc_hooks as hooks
 
+from . import native
 from .clip import Clip, ReplayTrack
+from .native import NativeEngine, NativeLoadParticipant
 from .participant import Participant
 from .probe import DecodeSample, RecvStats, ReferenceFrames, check_sample, hook_receiver
 
@@ -37,6 +39,16 @@ log = logging.getLogger(__name__)
 
 RTT_EVERY_S = 5.0
 LEAVE_GRACE_S = 2.0
+# The native engine stops every sender at the scheduled end (all workers at the same monotonic
+# instant) and waits this long before the counts are final: on loopback nothing is then in
+# flight, so what the participants received is what the server forwarded.
+QUIET_S = 0.4
+ENGINES = ("python", "native")
+
+
+def default_engine() -> str:
+    """native when the C extension is built, else python."""
+    return "native" if native.available() else "python"
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class WorkerPlan:
     join_timeout_s: float
     decode_sample: bool
     ice_address: str
+    engine: str = "python"  # python | native (see native.py)
 
 
 def restrict_ice(address: str) -> None:
@@ -136,6 +149,15 @@ class LoadParticipant(Participant):
         times = [s.first_frame_at for s in self.stats if s.kind == "video" and s.first_frame_at]
         return min(times) if times else None
 
+    def sent(self) -> dict[str, Any]:
+        """aiortc's senders keep no counts the report uses: nothing to add."""
+        return {}
+
+    def close_window(self, end: float) -> None:
+        """The measurement ends at ``end`` (monotonic): a stall still running is a freeze."""
+        for s in self.stats:
+            s.close_window(end)
+
     async def rtt_s(self) -> float | None:
         """The latest round-trip time aiortc's senders derived from the server's RTCP RR."""
         if self.pc is None:
@@ -168,7 +190,7 @@ class Outcome:
     rtt_samples: list[float] = field(default_factory=list)
     window_start: float | None = None
     window_end: float | None = None
-    participant: LoadParticipant | None = None
+    participant: LoadParticipant | NativeLoadParticipant | None = None
 
     def to_dict(self) -> dict[str, Any]:
         p = self.participant
@@ -219,6 +241,8 @@ class Outcome:
                 {"kind": s.kind, "ok": s.ok, "detail": s.detail, **s.meta}
                 for s in (p.samples if p is not None else [])
             ],
+            "engine": "native" if isinstance(p, NativeLoadParticipant) else "python",
+            **(p.sent() if p is not None else {}),
         }
 
 
@@ -236,6 +260,7 @@ class Worker:
         self.t0 = 0.0
         self._http: aiohttp.ClientSession | None = None
         self._last = (0, 0, 0)
+        self.native: NativeEngine | None = None
 
     @property
     def ws_url(self) -> str:
@@ -244,6 +269,17 @@ class Worker:
 
     async def run(self, t0: float) -> list[dict[str, Any]]:
         self.t0 = t0
+        if self.plan.engine == "native":
+            self.native = NativeEngine(self.clip)
+            # every worker stops sending at the same monotonic instant (loop.time() is it)
+            asyncio.get_running_loop().call_at(t0 + self.plan.end_s, self.native.pause)
+        try:
+            return await self._run_all()
+        finally:
+            if self.native is not None:
+                self.native.close()
+
+    async def _run_all(self) -> list[dict[str, Any]]:
         timeout = aiohttp.ClientTimeout(total=15)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             self._http = http
@@ -289,18 +325,11 @@ class Worker:
         if not await self._sleep_until(a.start_s):
             o.status = "skipped"
             return
-        p: LoadParticipant | None = None
+        p: LoadParticipant | NativeLoadParticipant | None = None
         try:
             o.status = "joining"
             token = await self._join_token(a)
-            p = LoadParticipant(
-                self.ws_url,
-                token,
-                self.clip,
-                name=f"load-{a.index}",
-                reference=self.reference,
-                decode_sample=self.plan.decode_sample,
-            )
+            p = self._new_participant(a, token)
             o.participant = p
             o.connect_at = start = time.monotonic()
             welcome = await p.connect()
@@ -319,8 +348,7 @@ class Worker:
             o.status = "active"
             await self._hold(p, o)
             o.window_end = min(time.monotonic(), self.t0 + self.plan.end_s)
-            for s in p.stats:
-                s.close_window(o.window_end)
+            p.close_window(o.window_end)
             o.status = "done"
         except _Failure as exc:
             self._fail(o, str(exc))
@@ -335,7 +363,23 @@ class Worker:
                     self.errors[f"error:{code}"] += n
                 await self._leave(p)
 
-    async def _await_media(self, p: LoadParticipant, o: Outcome, start: float) -> None:
+    def _new_participant(
+        self, a: Assignment, token: str
+    ) -> LoadParticipant | NativeLoadParticipant:
+        if self.native is not None:
+            return NativeLoadParticipant(self.ws_url, token, self.native, name=f"load-{a.index}")
+        return LoadParticipant(
+            self.ws_url,
+            token,
+            self.clip,
+            name=f"load-{a.index}",
+            reference=self.reference,
+            decode_sample=self.plan.decode_sample,
+        )
+
+    async def _await_media(
+        self, p: LoadParticipant | NativeLoadParticipant, o: Outcome, start: float
+    ) -> None:
         """Wait for the first remote video frame; join latency counts from connect, or from
         when a remote participant appeared if that was later (the first one in a room waits)."""
         deadline: float | None = None
@@ -356,7 +400,7 @@ class Worker:
                 raise _Failure("no_media" if p.first_peer_at else "no_peer")
             await asyncio.sleep(0.02)
 
-    async def _hold(self, p: LoadParticipant, o: Outcome) -> None:
+    async def _hold(self, p: LoadParticipant | NativeLoadParticipant, o: Outcome) -> None:
         """Stay until the end; sample the RTT now and then; fail when the server drops us."""
         next_rtt = time.monotonic() + 1.0 + (o.index % 10) * RTT_EVERY_S / 10
         while time.monotonic() < self.t0 + self.plan.end_s and not self.stop.is_set():
@@ -371,8 +415,10 @@ class Worker:
         rtt = await p.rtt_s()
         if rtt is not None:
             o.rtt_samples.append(rtt)
+        if self.native is not None and not self.stop.is_set():
+            await self._sleep_until(self.plan.end_s + QUIET_S)  # the engine paused at end_s
 
-    async def _leave(self, p: LoadParticipant) -> None:
+    async def _leave(self, p: LoadParticipant | NativeLoadParticipant) -> None:
         with contextlib.suppress(Exception):
             if p._ws is not None and not p._ws.closed:
                 await p.send({"type": "leave"})
