@@ -295,6 +295,9 @@ class NativeLoadParticipant(Participant):
             "keyframes_sent": [list(k) for k in video.get("keyframes", [])],
             "receive_counters": dict(snap.get("received", {})),
             "video_ts_frames": sum(s["ts_frames"] for s in snap["streams"] if s["kind"] == "video"),
+            "video_packets_received": sum(
+                s["packets"] for s in snap["streams"] if s["kind"] == "video"
+            ),
         }
 
     def close_window(self, end: float) -> None:
