@@ -108,12 +108,9 @@ static void rtcp_feedback(PeerObject *p, const uint8_t *d, int plen) {
     }
 }
 
-static void rtcp_reports(PeerObject *p, const uint8_t *d, int plen, int first) {
+static int rtcp_reports(PeerObject *p, const uint8_t *d, int plen, int first) {
     int count = d[0] & 0x1F;
-    if (first + 24 * count > plen) {
-        p->rc.malformed++;
-        return;
-    }
+    if (first + 24 * count > plen) return -1;
     for (int i = 0; i < count; i++) {
         const uint8_t *b = d + first + 24 * i;
         uint32_t ssrc = rd32(b), lsr = rd32(b + 16), dlsr = rd32(b + 20);
@@ -124,24 +121,25 @@ static void rtcp_reports(PeerObject *p, const uint8_t *d, int plen, int first) {
             }
         }
     }
+    return 0;
 }
 
-/* A plaintext compound RTCP packet: keyframe requests and round-trip times for our senders. */
-static void peer_rtcp(PeerObject *p, const uint8_t *d, int n) {
+/* A plaintext compound RTCP packet: keyframe requests and round-trip times for our senders.
+ * Returns -1 at the first packet whose lengths do not add up (what came before it is used). */
+static int peer_rtcp(PeerObject *p, const uint8_t *d, int n) {
     int off = 0;
     while (off + 4 <= n) {
         const uint8_t *c = d + off;
         int plen = 4 * (rd16(c + 2) + 1);
-        if ((c[0] >> 6) != 2 || off + plen > n) {
-            p->rc.malformed++;
-            return;
-        }
+        if ((c[0] >> 6) != 2 || off + plen > n) return -1;
+        int bad = 0;
         if (c[1] == 206) rtcp_feedback(p, c, plen);
-        else if (c[1] == 201) rtcp_reports(p, c, plen, 8);
-        else if (c[1] == 200) rtcp_reports(p, c, plen, 28);
+        else if (c[1] == 201) bad = rtcp_reports(p, c, plen, 8);
+        else if (c[1] == 200) bad = plen < 28 ? -1 : rtcp_reports(p, c, plen, 28);
+        if (bad) return -1;
         off += plen;
     }
-    if (off != n) p->rc.malformed++; /* trailing bytes shorter than a header */
+    return off == n ? 0 : -1; /* trailing bytes shorter than a header */
 }
 
 /* One datagram from the socket (or from Peer.feed). ``d`` has BUF_SIZE bytes of room. */
@@ -175,8 +173,8 @@ void peer_datagram(PeerObject *p, uint8_t *d, int n, const struct sockaddr_stora
             p->rc.srtp_failures++;
             return;
         }
-        p->rc.rtcp++;
-        peer_rtcp(p, d, len);
+        if (peer_rtcp(p, d, len) != 0) p->rc.malformed++;
+        else p->rc.rtcp++;
         return;
     }
     if (lp_unprotect(p->rx, d, &len) != 0) {
