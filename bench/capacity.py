@@ -155,7 +155,7 @@ def run_size(rooms: int, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
         cmd += ["--participants-per-room", str(PER_ROOM), "--ramp", str(args.ramp)]
         cmd += ["--duration", f"{args.duration:g}s", "--workers", "1", "--no-progress"]
         cmd += ["--max-loss", f"{MAX_LOSS_PCT:g}%", "--max-join-p95", f"{MAX_JOIN_P95_S:g}s"]
-        cmd += ["--out", out_dir]
+        cmd += ["--out", out_dir, "--engine", args.engine]
         point["load_command"] = " ".join(["fortrolig-load", *cmd[4:]])
         with open(os.path.join(tmp, f"load-{rooms}.log"), "wb") as log:
             load = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -186,6 +186,13 @@ def run_size(rooms: int, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
             load_core_busy_pct=core_busy_pct(cores_a, cores_b, CLIENT_CORE),
         )
         point["server_cpu_pct_per_consultation"] = point["server_cpu_pct"] / rooms
+        # Side by side over the same window: the load generator's whole process tree
+        # (controller and workers) against the server, each per participant it serves/simulates.
+        point["server_cpu_pct_per_participant"] = point["server_cpu_pct"] / (rooms * PER_ROOM)
+        point["load_cpu_pct_per_participant_window"] = point["load_process_cpu_pct"] / (
+            rooms * PER_ROOM
+        )
+        point["engine"] = args.engine
         point["load_exit_status"] = load.wait(timeout=args.duration + 120)
         report = json.loads(Path(out_dir, "report.json").read_text())
         summary = report["summary"]
@@ -245,21 +252,23 @@ def fit(points: Sequence[dict[str, Any]]) -> dict[str, float] | None:
 def table(points: Sequence[dict[str, Any]]) -> str:
     rows = [
         "| rooms (1:1) | participants | server CPU % of core 1 | % per consultation | loss % "
-        "| join p50 / p95 ms | failed | load core % busy | load CPU % per participant | ok "
-        "| in fit (prediction %) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| join p50 / p95 ms | failed | load core % busy | load CPU % per participant "
+        "| same window, per participant: server % / load % | ok | in fit (prediction %) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         if "error" in p:
             error = f"error: {p['error']}"
-            rows.append(f"| {p['rooms']} | {p['participants']} | {error} ||||||||| no |")
+            rows.append(f"| {p['rooms']} | {p['participants']} | {error} |||||||||| no |")
             continue
         join = f"{_fmt(p['join_p50_s'] * 1000, 0)} / {_fmt(p['join_p95_s'] * 1000, 0)}"
         rows.append(
             f"| {p['rooms']} | {p['participants']} | {p['server_cpu_pct']:.1f} "
             f"| {p['server_cpu_pct_per_consultation']:.2f} | {p['loss_pct']:.2f} | {join} "
             f"| {p['failed']} | {p['load_core_busy_pct']:.0f} "
-            f"| {_fmt(p['load_cpu_pct_per_participant'], 2)} | {'yes' if p['ok'] else 'no'} "
+            f"| {_fmt(p['load_cpu_pct_per_participant'], 2)} "
+            f"| {p['server_cpu_pct_per_participant']:.3f} / "
+            f"{p['load_cpu_pct_per_participant_window']:.3f} | {'yes' if p['ok'] else 'no'} "
             f"| {'yes' if p.get('in_fit') else 'no'} ({_fmt(p.get('fit_prediction_pct'))}) |"
         )
     return "\n".join(rows)
@@ -277,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None, help="steady state seconds")
     parser.add_argument("--ramp", type=float, default=4.0, help="participants started per s")
     parser.add_argument("--idle", type=float, default=3.0, help="idle server seconds measured")
+    parser.add_argument(
+        "--engine", choices=("native", "python"), default="native", help="fortrolig-load engine"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     sizes = [int(r) for r in args.rooms.split(",")] if args.rooms else None
@@ -301,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"({point['server_cpu_pct_per_consultation']:.2f} %/consultation), "
                     f"loss {point['loss_pct']:.2f} %, join p95 "
                     f"{_fmt(point['join_p95_s'] * 1000, 0)} ms, load core "
-                    f"{point['load_core_busy_pct']:.0f} %, ok={point['ok']}",
+                    f"{point['load_core_busy_pct']:.0f} %, ok={point['ok']}; per participant: "
+                    f"server {point['server_cpu_pct_per_participant']:.3f} %, load "
+                    f"{point['load_cpu_pct_per_participant_window']:.3f} % ({args.engine})",
                     flush=True,
                 )
     good = [p for p in points if p.get("ok") and p["load_core_busy_pct"] < MAX_LOAD_CORE_PCT]
@@ -323,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "duration_s": args.duration,
             "ramp_per_s": args.ramp,
             "settle_s": SETTLE_S,
+            "engine": args.engine,
         },
         "points": points,
         "fit": result_fit,

@@ -579,6 +579,11 @@ def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         # CPU seconds per second of a participant receiving media, in % of one core.
         "cpu_pct_per_participant": 100.0 * worker_cpu / participant_s if participant_s else None,
         "worker_failures": fatal,
+        # the native engines' event-loop wake-ups, pacing ticks and sendmmsg calls, summed
+        "native_engine": {
+            k: sum(int(h.result.get("native_engine", {}).get(k, 0)) for h in handles if h.result)
+            for k in ("wakeups", "ticks", "sendmmsg_calls")
+        },
     }
     report = build_report(
         scenario,

@@ -1,7 +1,8 @@
 /* Send path: pacing the clip, sequence numbers and timestamps, SRTP protect, sendmmsg. */
 #include "loadpath.h"
 
-#define SLACK_S 0.002 /* frames due this soon are sent now: wake-ups of many senders coalesce */
+#define SLACK_S 0.004 /* frames due this soon are sent now: wake-ups of many senders coalesce
+                       * (a browser's pacer also sends in 5 ms bursts) */
 #define MAX_BEHIND_S 1.0 /* further behind (a stalled loop, a pause), skip instead of bursting */
 
 typedef struct {
