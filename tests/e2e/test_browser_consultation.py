@@ -208,7 +208,9 @@ async def test_chat_is_end_to_end_encrypted_both_ways(
         assert relayed
         for text in relayed:
             envelope = json.loads(text)
-            assert set(envelope) in ({"k"}, {"sk", "w"}, {"kid", "iv", "c"}), envelope
+            # Announcements (with "m": media end-to-end encrypted), chat and media keys, lines.
+            shapes = ({"k", "m"}, {"sk", "w"}, {"mk", "w"}, {"kid", "iv", "c"})
+            assert set(envelope) in shapes, envelope
         everything = "\n".join(relayed) + server.log_path.read_text()
         for secret in (secret_p, secret_c, "eksamen", "sovet"):
             assert secret not in everything
@@ -421,15 +423,19 @@ async def test_aiortc_participant_and_chromium_decode_each_other(
     session = server.session()
     bot = Participant(
         server.ws_url,
-        session["practitioner_token"],
+        session["client_token"],
         name="aiortc",
         tracks=[PatternVideoTrack(82, 90, 240, 640, 480, 30), ToneAudioTrack()],
     )
     try:
         await bot.start()
-        client = await browsers.open(session["client_url"], "Klient")
+        client = await browsers.open(session["practitioner_url"], "Dr. Ørsted")
         await client.wait_state("in_session")
         pid_c = await client.participant_id()
+        # The aiortc participant announces no keys: it cannot encrypt media end to end, and
+        # the practitioner lets the consultation go on without (docs/protocol.md).
+        await client.page.locator("#e2ee-notice").wait_for(state="visible", timeout=15_000)
+        await client.page.click("#e2ee-continue")
         fps = await decodes_video_from(client, bot.participant_id or "")
         await receives_audio_from(client, bot.participant_id or "")
         start = time.monotonic()

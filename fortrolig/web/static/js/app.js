@@ -3,7 +3,9 @@
 // strings (i18n.js) to the DOM. All text goes in through textContent, never as HTML.
 
 import { Call } from "./call.js";
-import { ChatCrypto } from "./chat-crypto.js";
+import { ChatCrypto, unb64 } from "./chat-crypto.js";
+import { E2eeUi } from "./e2ee-ui.js";
+import { e2eeSupport, MediaE2ee } from "./media-e2ee.js";
 import {
   listDevices,
   openCamera,
@@ -97,6 +99,8 @@ async function main() {
   readLink();
   translatePage();
   bindControls();
+  // Said before joining: the practitioner decides whether the consultation goes on without it.
+  $("e2ee-unsupported").hidden = e2eeSupport() !== null;
   ui.recording = new RecordingUi({
     call: () => ui.call,
     panel: () => ui.notes,
@@ -104,6 +108,7 @@ async function main() {
     roomState: () => ui.state,
     signedIn,
     displayName,
+    onConsent: (accept) => ui.e2ee?.onConsent(accept),
   });
   // A practitioner's tab gets its login from the browser's session cookie (another tab logged
   // in): it then needs no join token in the link; it asks for one itself when joining.
@@ -292,19 +297,41 @@ async function join() {
       return;
     }
   }
-  ui.chat = new ChatCrypto({
-    send: (text) => ui.call?.sendChat(text, nextChatId()),
-    onMessage: (m) => addChatLine(m),
-    onPeerKey: (k) => onPeerKey(k),
-    onUndecryptable: (m) => addSystemLine("chat.undecryptable", {}, m.ts),
-  });
+  // Media end to end encrypted where the browser can (media-e2ee.js); the keys travel over
+  // the chat's pairwise keys, so the safety codes cover them.
+  ui.media = new MediaE2ee({ sendKey: (ids, index, raw) => ui.chat.sendMediaKey(ids, index, raw) });
+  await ui.media.init();
+  ui.chat = new ChatCrypto(
+    {
+      send: (text) => ui.call?.sendChat(text, nextChatId()),
+      onMessage: (m) => addChatLine(m),
+      onPeerKey: (k) => onPeerKey(k),
+      onUndecryptable: (m) => addSystemLine("chat.undecryptable", {}, m.ts),
+      onPeerReady: (p) => {
+        ui.e2ee.onPeerReady(p);
+        ui.media.peerReady(p.peerId); // not awaited: a rekey may be waiting to switch
+      },
+      onMediaKey: (k) => ui.media.peerKey(k.fromId, k.index, k.raw),
+      onControl: (c) => ui.e2ee.onControl(c),
+    },
+    { mediaCapable: ui.media.supported },
+  );
   await ui.chat.init();
+  ui.e2ee = new E2eeUi({
+    media: ui.media,
+    call: () => ui.call,
+    chat: () => ui.chat,
+    displayName,
+    systemLine: (key) => addSystemLine(key),
+    sendLine: (text) => ui.call?.sendChat(text, nextChatId()),
+  });
   ui.call = new Call({
     wsUrl: wsUrl(),
     joinToken: ui.joinToken,
     resumeToken: ui.resumeToken,
     name,
     hooks: callHooks(),
+    e2ee: ui.media,
   });
   ui.joinToken = null;
   ui.resumeToken = null;
@@ -342,11 +369,14 @@ function callHooks() {
     onRoster: (list) => {
       for (const id of [...ui.tiles.keys()]) if (!list.some((p) => p.id === id)) removeTile(id);
       for (const p of list) upsertTile(p);
+      for (const p of list) ui.e2ee.expect(p.id);
       renderParticipants();
       ui.call.sendChat(ui.chat.announcement(), nextChatId());
       ui.recording.onJoined();
     },
     onParticipantJoined: (p) => {
+      ui.media.peerJoined(); // one ratchet step: what was sent before stays unreadable to them
+      ui.e2ee.expect(p.id);
       upsertTile(p);
       renderParticipants();
       ui.call.sendChat(ui.chat.announcement(), nextChatId()); // re-announce for the newcomer
@@ -364,12 +394,16 @@ function callHooks() {
       if (ui.role === "practitioner") ui.knock.dropped(t("knock.dropped", { name: displayName(tile?.info) }));
       // Their next page has new chat keys; it announces them when it is back.
       ui.chat.forget(id).catch((err) => console.warn("chat rekey failed", err));
+      ui.media.peerGone(id);
+      ui.e2ee.onPeerGone(id);
     },
     onParticipantLeft: (id) => {
       removeTile(id);
       renderParticipants();
       renderSafetyCodes();
       ui.chat.forget(id).catch((err) => console.warn("chat rekey failed", err));
+      ui.media.peerGone(id); // a new media key, which the one who left never gets
+      ui.e2ee.onPeerGone(id);
     },
     onParticipantUpdated: (p) => {
       upsertTile(p);
@@ -377,7 +411,10 @@ function callHooks() {
     },
     onRemoteTrack: (id, stream) => attachStream(id, stream),
     onChat: (msg) => ui.chat.receive(msg),
-    onRecording: (msg) => ui.recording.onRecording(msg),
+    onRecording: (msg) => {
+      ui.recording.onRecording(msg);
+      ui.e2ee.onRecording(msg);
+    },
     onError: (msg) => {
       if (ui.recording.onError(msg)) return;
       if (msg.ref === "chat") addSystemLine(msg.code === "chat_too_long" ? "chat.toolong" : "chat.notsent");
@@ -881,6 +918,7 @@ function render() {
   renderParticipants();
   renderSafetyCodes();
   ui.recording?.render();
+  ui.e2ee?.render();
   if (ui.state === "ended") {
     let reason = ui.endReason === "room_ended" && ui.endedByMe ? "room_ended.self" : ui.endReason;
     if (reason === "left" && ui.role === "client") reason = "left.client"; // how to come back
@@ -921,6 +959,10 @@ Object.defineProperty(window, "fortrolig", {
     recording: () => ui.recording?.snapshot() ?? null,
     stats: () => ui.call?.stats() ?? Promise.resolve(null),
     safetyCodes: () => ui.chat?.safetyCodes() ?? {},
+    e2ee: () => ui.e2ee?.snapshot() ?? Promise.resolve(null),
+    // Can this page's keys open a sealed frame (base64) of a participant? Never the plaintext.
+    tryOpen: (participantId, frame, kind, isKeyFrame) =>
+      ui.media?.tryOpen(participantId, unb64(frame), kind, Boolean(isKeyFrame)) ?? Promise.resolve(false),
     dropSignaling: () => ui.call?.dropSignaling(),
     get redirects() {
       return ui.call?.redirects ?? 0;

@@ -24,6 +24,7 @@ export class Call {
   /**
    * @param {object} opts
    *   wsUrl, joinToken, resumeToken (optional, from an earlier load of this tab), name
+   *   e2ee (optional, media-e2ee.js): every sender and receiver is attached to it as it is made
    *   hooks: onState(state, detail), onWelcome(welcome), onRoster(participants),
    *          onParticipantJoined(p), onParticipantLeft(id, reason), onParticipantUpdated(p),
    *          onRemoteTrack(participantId, stream, track), onChat(msg), onError(msg),
@@ -38,6 +39,7 @@ export class Call {
     this.resumeToken = opts.resumeToken || null;
     this.name = opts.name || null;
     this.hooks = opts.hooks;
+    this.e2ee = opts.e2ee?.supported ? opts.e2ee : null;
     this.state = "idle";
     this.endReason = null;
     this.gen = 0; // bumps on every (re)connection; stale callbacks compare and return
@@ -370,28 +372,37 @@ export class Call {
     this.closePeer();
     this.trackOwners.clear();
     // The server's ice_servers is the complete list: never let the browser add a default.
-    const pc = new RTCPeerConnection({
+    const config = {
       iceServers: this.iceServers,
       iceTransportPolicy: this.iceTransportPolicy,
       bundlePolicy: "max-bundle",
-    });
+    };
+    // createEncodedStreams (browsers without RTCRtpScriptTransform) wants the flag.
+    if (this.e2ee?.api === "streams") config.encodedInsertableStreams = true;
+    const pc = new RTCPeerConnection(config);
     this.pc = pc;
     const stream = this.local.stream;
     this.senders = { audio: null, video: null };
     if (this.local.hasAudio) {
       const tx = pc.addTransceiver(this.local.audio || "audio", { direction: "sendonly", streams: [stream] });
       this.senders.audio = tx.sender;
+      this.e2ee?.attachSender(tx.sender, "audio");
     }
     if (this.local.hasVideo) {
       // A camera that is off right now still gets its m-line: turning it on later is a
       // replaceTrack, and the client never re-offers.
       const tx = pc.addTransceiver(this.local.video || "video", { direction: "sendonly", streams: [stream] });
       this.senders.video = tx.sender;
+      if (this.e2ee) {
+        this.e2ee.attachSender(tx.sender, "video");
+        preferVp8(tx); // the clear header of an encrypted frame is VP8's
+      }
       if (!this.local.video) await tx.sender.replaceTrack(null);
     }
     if (!this.local.hasAudio && !this.local.hasVideo) {
       pc.addTransceiver("audio", { direction: "recvonly" }); // nothing to send, still receive
     }
+    const attached = new WeakSet();
     pc.ontrack = (ev) => {
       if (gen !== this.gen) return;
       const stream = ev.streams[0];
@@ -399,6 +410,10 @@ export class Call {
       // The SFU names the stream by participant id. Keyed by mid, not track id: a participant
       // who resumed is published again under the same track ids on new m-lines.
       this.trackOwners.set(ev.transceiver.mid, stream.id);
+      if (this.e2ee && !attached.has(ev.receiver)) {
+        attached.add(ev.receiver); // a receiver is attached once, right when it appears
+        this.e2ee.attachReceiver(ev.receiver, ev.track.kind, stream.id);
+      }
       this.hooks.onRemoteTrack?.(stream.id, stream, ev.track);
     };
     pc.onicecandidate = (ev) => {
@@ -621,6 +636,18 @@ export class Call {
   /** Drop the signaling connection as a network failure would (tests, support). */
   dropSignaling() {
     if (this.ws) this.ws.close(4000, "dropped by the page");
+  }
+}
+
+/** Offer VP8 (and its retransmissions) only on this video transceiver. */
+function preferVp8(transceiver) {
+  const caps = globalThis.RTCRtpReceiver?.getCapabilities?.("video");
+  if (!caps || typeof transceiver.setCodecPreferences !== "function") return;
+  const codecs = caps.codecs.filter((c) => /^video\/(vp8|rtx)$/i.test(c.mimeType));
+  try {
+    if (codecs.some((c) => /vp8/i.test(c.mimeType))) transceiver.setCodecPreferences(codecs);
+  } catch (err) {
+    console.warn("fortrolig: VP8 preference refused", err);
   }
 }
 

@@ -8,6 +8,11 @@
 // participant wrapped under their pairwise key ({"sk": kid, "w": {...}}); messages are
 // {"kid", "iv", "c"}. One ciphertext per message however many are in the room, and a new
 // sender key whenever someone leaves. The server only ever relays these envelopes.
+//
+// The same pairwise keys carry each participant's media key ({"mk": "index.id", "w": {...}},
+// media-e2ee.js) and the room's encrypted control lines ({"kid", "iv", "c", "ctl": 1}: the
+// practitioner's decision to go on without end-to-end encrypted media), so the safety code
+// covers them too. An announcement says whether the page can encrypt media ({"k", "m": 1}).
 
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
@@ -15,6 +20,10 @@ const SUBTLE = globalThis.crypto.subtle;
 
 const HKDF_INFO = enc.encode("fortrolig chat pairwise v1");
 const SAFETY_LABEL = enc.encode("fortrolig safety code v1");
+const MESSAGE_AAD = "fortrolig/chat/msg/v1";
+const CONTROL_AAD = "fortrolig/chat/ctl/v1";
+const SENDER_KEY_AAD = "fortrolig/chat/sk/v1";
+const MEDIA_KEY_AAD = "fortrolig/media/key/v1";
 const MAX_PENDING = 64; // messages held per sender until its key arrives
 const MAX_PEERS = 16;
 
@@ -77,9 +86,14 @@ export class ChatCrypto {
    *   onMessage({fromId, text, ts, id}): a decrypted message
    *   onPeerKey({peerId, code, changed}): a peer's key (and safety code) is known or changed
    *   onUndecryptable({fromId, ts}): a line that is not a valid envelope for us
+   *   onPeerReady({peerId, media}): a peer announced (again); media: it encrypts media
+   *   onMediaKey({fromId, index, raw}): a peer's media key, unwrapped
+   *   onControl({fromId, data}): a control line (a decrypted JSON object)
+   * @param {object} opts  mediaCapable: this page encrypts media end to end
    */
-  constructor(hooks) {
+  constructor(hooks, opts = {}) {
     this.hooks = hooks;
+    this.mediaCapable = Boolean(opts.mediaCapable);
     this.selfId = null;
     this.peers = new Map(); // id -> {pub, pairKey, code, senderKeys: Map, pending: []}
     this.keyPair = null;
@@ -110,7 +124,9 @@ export class ChatCrypto {
   }
 
   announcement() {
-    return JSON.stringify({ k: b64(this.publicRaw) });
+    const env = { k: b64(this.publicRaw) };
+    if (this.mediaCapable) env.m = 1;
+    return JSON.stringify(env);
   }
 
   safetyCodes() {
@@ -136,11 +152,18 @@ export class ChatCrypto {
   }
 
   /** The encrypted envelope for ``text`` (a JSON string to send as chat text). */
-  async encrypt(text) {
+  async encrypt(text, control = false) {
     const iv = crypto.getRandomValues(new Uint8Array(12));
-    const aad = enc.encode(`fortrolig/chat/msg/v1|${this.selfId}|${this.senderKid}`);
+    const aad = enc.encode(`${control ? CONTROL_AAD : MESSAGE_AAD}|${this.selfId}|${this.senderKid}`);
     const c = await SUBTLE.encrypt({ name: "AES-GCM", iv, additionalData: aad }, this.senderKey, enc.encode(text));
-    return JSON.stringify({ kid: this.senderKid, iv: b64(iv), c: b64(c) });
+    const env = { kid: this.senderKid, iv: b64(iv), c: b64(c) };
+    if (control) env.ctl = 1;
+    return JSON.stringify(env);
+  }
+
+  /** The envelope of a control line (``data``: a JSON object), for onControl on the others. */
+  encryptControl(data) {
+    return this.encrypt(JSON.stringify(data), true);
   }
 
   /** Handle one relayed chat line (a server `chat` message), strictly in arrival order. */
@@ -159,8 +182,9 @@ export class ChatCrypto {
       env = null;
     }
     try {
-      if (isObject(env) && typeof env.k === "string") return await this.onAnnounce(msg.from_id, env.k);
+      if (isObject(env) && typeof env.k === "string") return await this.onAnnounce(msg.from_id, env.k, env.m === 1);
       if (isObject(env) && typeof env.sk === "string" && isObject(env.w)) return await this.onSenderKey(msg.from_id, env);
+      if (isObject(env) && typeof env.mk === "string" && isObject(env.w)) return await this.onMediaKey(msg.from_id, env);
       if (isObject(env) && typeof env.kid === "string" && typeof env.c === "string") return await this.onCiphertext(msg, env);
     } catch (err) {
       console.warn("chat envelope rejected", err);
@@ -168,7 +192,7 @@ export class ChatCrypto {
     this.hooks.onUndecryptable({ fromId: msg.from_id, ts: msg.ts });
   }
 
-  async onAnnounce(fromId, keyB64) {
+  async onAnnounce(fromId, keyB64, media) {
     if (fromId === this.selfId) return;
     const raw = unb64(keyB64);
     if (raw.length !== 65 || raw[0] !== 4) throw new Error("not an uncompressed P-256 point");
@@ -183,8 +207,16 @@ export class ChatCrypto {
       this.peers.set(fromId, peer);
       this.hooks.onPeerKey({ peerId: fromId, code, changed });
     }
+    peer.media = media;
     // Whenever a peer announces (it joined, resumed or reloaded), hand it our sender key.
     await this.distribute([fromId]);
+    await this.hooks.onPeerReady?.({ peerId: fromId, media });
+  }
+
+  /** Whether a peer said it encrypts media (null: no announcement from it yet). */
+  peerMedia(peerId) {
+    const peer = this.peers.get(peerId);
+    return peer?.pairKey ? Boolean(peer.media) : null;
   }
 
   async derivePairKey(peerRaw) {
@@ -203,31 +235,58 @@ export class ChatCrypto {
 
   /** Send our current sender key to ``peerIds``, each copy wrapped under its pairwise key. */
   async distribute(peerIds) {
+    const w = await this.wrapFor(peerIds, SENDER_KEY_AAD, this.senderKid, this.senderRaw);
+    if (Object.keys(w).length) this.hooks.send(JSON.stringify({ sk: this.senderKid, w }));
+  }
+
+  /** Hand our media key (``index``, 32 bytes) to ``peerIds``, each copy under its pairwise key. */
+  async sendMediaKey(peerIds, index, raw) {
+    const kid = `${index & 0xff}.${randomId()}`;
+    const w = await this.wrapFor(peerIds, MEDIA_KEY_AAD, kid, raw);
+    if (Object.keys(w).length) this.hooks.send(JSON.stringify({ mk: kid, w }));
+  }
+
+  /** {peerId: {iv, c}}: ``raw`` wrapped for each peer whose pairwise key we have. */
+  async wrapFor(peerIds, label, kid, raw) {
     const w = {};
     for (const id of peerIds) {
       const peer = this.peers.get(id);
       if (!peer?.pairKey) continue;
       const iv = crypto.getRandomValues(new Uint8Array(12));
-      const aad = enc.encode(`fortrolig/chat/sk/v1|${this.selfId}|${id}|${this.senderKid}`);
-      const c = await SUBTLE.encrypt({ name: "AES-GCM", iv, additionalData: aad }, peer.pairKey, this.senderRaw);
+      const aad = enc.encode(`${label}|${this.selfId}|${id}|${kid}`);
+      const c = await SUBTLE.encrypt({ name: "AES-GCM", iv, additionalData: aad }, peer.pairKey, raw);
       w[id] = { iv: b64(iv), c: b64(c) };
     }
-    if (Object.keys(w).length) this.hooks.send(JSON.stringify({ sk: this.senderKid, w }));
+    return w;
+  }
+
+  /** Our copy of what a peer wrapped for us (null: none for us), 32 bytes checked. */
+  async unwrapMine(fromId, env, label, kid) {
+    const mine = env.w[this.selfId];
+    if (!isObject(mine)) return null; // a copy for someone else
+    const peer = this.peers.get(fromId);
+    if (!peer?.pairKey) throw new Error("a key from a peer without a pairwise key");
+    const aad = enc.encode(`${label}|${fromId}|${this.selfId}|${kid}`);
+    const raw = new Uint8Array(
+      await SUBTLE.decrypt({ name: "AES-GCM", iv: unb64(mine.iv), additionalData: aad }, peer.pairKey, unb64(mine.c)),
+    );
+    if (raw.byteLength !== 32) throw new Error("bad key length");
+    return raw;
+  }
+
+  async onMediaKey(fromId, env) {
+    if (fromId === this.selfId) return;
+    const match = /^(\d{1,3})\.[A-Za-z0-9+/]{1,16}$/.exec(env.mk);
+    if (!match || Number(match[1]) > 255) throw new Error("bad media key id");
+    const raw = await this.unwrapMine(fromId, env, MEDIA_KEY_AAD, env.mk);
+    if (raw) await this.hooks.onMediaKey?.({ fromId, index: Number(match[1]), raw });
   }
 
   async onSenderKey(fromId, env) {
     if (fromId === this.selfId) return;
-    const mine = env.w[this.selfId];
-    if (!isObject(mine)) return; // a copy for someone else
+    const raw = await this.unwrapMine(fromId, env, SENDER_KEY_AAD, env.sk);
+    if (!raw) return;
     const peer = this.peers.get(fromId);
-    if (!peer?.pairKey) throw new Error("sender key from a peer without a pairwise key");
-    const aad = enc.encode(`fortrolig/chat/sk/v1|${fromId}|${this.selfId}|${env.sk}`);
-    const raw = await SUBTLE.decrypt(
-      { name: "AES-GCM", iv: unb64(mine.iv), additionalData: aad },
-      peer.pairKey,
-      unb64(mine.c),
-    );
-    if (raw.byteLength !== 32) throw new Error("bad sender key length");
     const key = await SUBTLE.importKey("raw", raw, "AES-GCM", false, ["decrypt"]);
     peer.senderKeys.set(env.sk, key);
     while (peer.senderKeys.size > 8) peer.senderKeys.delete(peer.senderKeys.keys().next().value);
@@ -256,7 +315,8 @@ export class ChatCrypto {
   }
 
   async decryptWith(key, msg, env) {
-    const aad = enc.encode(`fortrolig/chat/msg/v1|${msg.from_id}|${env.kid}`);
+    const control = env.ctl === 1;
+    const aad = enc.encode(`${control ? CONTROL_AAD : MESSAGE_AAD}|${msg.from_id}|${env.kid}`);
     let text;
     try {
       const plain = await SUBTLE.decrypt({ name: "AES-GCM", iv: unb64(env.iv), additionalData: aad }, key, unb64(env.c));
@@ -265,6 +325,18 @@ export class ChatCrypto {
       this.hooks.onUndecryptable({ fromId: msg.from_id, ts: msg.ts });
       return;
     }
+    if (control) return this.onControlLine(msg, text);
     this.hooks.onMessage({ fromId: msg.from_id, text, ts: msg.ts, id: msg.id });
+  }
+
+  onControlLine(msg, text) {
+    if (msg.from_id === this.selfId) return; // our own echo
+    let data;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+    if (isObject(data)) this.hooks.onControl?.({ fromId: msg.from_id, data });
   }
 }

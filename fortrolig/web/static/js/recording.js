@@ -29,7 +29,8 @@ export class RecordingUi {
   /**
    * @param {object} env what the room page knows, read when needed:
    *   call() the Call or null, panel() the NotesPanel or null, role() "practitioner" | "client",
-   *   roomState() the page's state, signedIn() bool, displayName(participant) a name
+   *   roomState() the page's state, signedIn() bool, displayName(participant) a name,
+   *   onConsent(accept) (optional) this page is about to answer a request
    */
   constructor(env) {
     this.env = env;
@@ -140,6 +141,7 @@ export class RecordingUi {
   stop() {
     const call = this.env.call();
     if (!call || !this.current) return;
+    this.env.onConsent?.(false); // stopping or withdrawing: this page encrypts again at once
     if (!call.recordStop(this.current.id)) this.say("not_sent");
     else $("rec-stop").disabled = true; // until the server's `stopped`
     this.render();
@@ -148,6 +150,8 @@ export class RecordingUi {
   answer(accept) {
     const call = this.env.call();
     if (!call || !this.current || this.answering) return;
+    // An acceptance makes this page's media clear for the recorder first (e2ee-ui.js).
+    this.env.onConsent?.(accept);
     if (call.recordConsent(this.current.id, accept)) {
       this.answering = true;
       $("rec-consent-msg").hidden = true;
