@@ -67,7 +67,7 @@ def srtp_pointer(session: Any) -> int:
 
     Read through the hooks module, the one place that may touch pylibsrtp's private state.
     """
-    return hooks._srtp_pointer(session)
+    return hooks.srtp_pointer(session)
 
 
 def native_clips(clip: Clip) -> tuple[_loadpath.Clip, _loadpath.Clip]:

@@ -333,8 +333,9 @@ def set_receiver_payload_types(receiver: RTCRtpReceiver, payload_types: Sequence
         router.payload_type_table.setdefault(pt, set()).add(receiver)
 
 
-def _srtp_pointer(session: Any) -> int:
-    """The ``srtp_t`` inside a pylibsrtp Session (kept alive by the caller's reference)."""
+def srtp_pointer(session: Any) -> int:
+    """The ``srtp_t`` inside a pylibsrtp Session (kept alive by the caller's reference): the
+    data plane and the native load participant protect with aiortc's own sessions."""
     return int(srtp_ffi.cast("uintptr_t", session._srtp[0]))
 
 
@@ -461,8 +462,8 @@ def _native_transport(
             sock.fileno(),
             found.remote[0],
             found.remote[1],
-            _srtp_pointer(found.rx),
-            _srtp_pointer(found.tx),
+            srtp_pointer(found.rx),
+            srtp_pointer(found.tx),
             (found.rx, found.tx),
             fallback,
             counters,
