@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import aioice.ice
 from aiohttp import web
+from aiortc import rtcrtpreceiver, rtcrtpsender
 
 from fortrolig.app.server import MEDIA_KEY, build_app
 from fortrolig.core.config import load_config
@@ -117,6 +119,10 @@ async def inprocess_node(tmp: Path) -> AsyncIterator[InProcessNode]:
             "media.workers": 1,
         },
     )
+    # The SFU sets process-wide aiortc and aioice hooks (no decoder or encoder may be made, the
+    # ICE host addresses): in a `fortrolig serve` process they are right; in the test process
+    # they would starve the aiortc peers of later tests, so they are put back afterwards.
+    saved = (rtcrtpreceiver.get_decoder, rtcrtpsender.get_encoder, aioice.ice.get_host_addresses)
     app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
@@ -125,3 +131,4 @@ async def inprocess_node(tmp: Path) -> AsyncIterator[InProcessNode]:
         yield InProcessNode(f"http://127.0.0.1:{port}", config.server.data_dir, app)
     finally:
         await runner.cleanup()
+        rtcrtpreceiver.get_decoder, rtcrtpsender.get_encoder, aioice.ice.get_host_addresses = saved

@@ -3,7 +3,9 @@
 // strings (i18n.js) to the DOM. All text goes in through textContent, never as HTML.
 
 import { Call } from "./call.js";
-import { ChatCrypto, unb64 } from "./chat-crypto.js";
+import { ChatCrypto } from "./chat-crypto.js";
+import { appendChatLine, appendSystemLine, renderSafetyCodes as renderCodes } from "./chat-log.js";
+import { exposeDiagnostics } from "./diagnostics.js";
 import { E2eeUi } from "./e2ee-ui.js";
 import { e2eeSupport, MediaE2ee } from "./media-e2ee.js";
 import {
@@ -15,7 +17,7 @@ import {
   stopTrack,
   watchPermissions,
 } from "./devices.js";
-import { clockTime, initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
+import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n.js";
 import { consultationOfRoom, NotesPanel } from "./notes.js";
 import { Knock } from "./knock.js";
 import { PreCheck } from "./precheck.js";
@@ -24,7 +26,6 @@ import { api, keepAlive, onSignedOut, restore, signedIn } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const CHAT_MAX_BYTES_DEFAULT = 4096;
-const MAX_CHAT_LINES = 500;
 
 const ui = {
   state: "prejoin",
@@ -737,34 +738,11 @@ async function sendChat(event) {
 function addChatLine({ fromId, text, ts }) {
   const mine = fromId === ui.call?.selfId;
   const who = mine ? t("chat.you") : displayName(ui.call?.participants.get(fromId) ?? ui.tiles.get(fromId)?.info);
-  const li = document.createElement("li");
-  li.className = mine ? "chat__line chat__line--mine" : "chat__line";
-  const head = document.createElement("span");
-  head.className = "chat__who";
-  head.textContent = who;
-  const time = document.createElement("time");
-  const when = new Date(typeof ts === "number" ? ts : Date.now());
-  time.dateTime = when.toISOString();
-  time.textContent = clockTime(when);
-  const body = document.createElement("p");
-  body.className = "chat__text";
-  body.textContent = text;
-  li.append(head, " ", time, body);
-  appendChat(li);
+  appendChatLine($("chat-log"), { who, mine, ts, text });
 }
 
 function addSystemLine(key, vars = {}) {
-  const li = document.createElement("li");
-  li.className = "chat__line chat__line--system";
-  li.textContent = t(key, vars);
-  appendChat(li);
-}
-
-function appendChat(li) {
-  const log = $("chat-log");
-  log.append(li);
-  while (log.children.length > MAX_CHAT_LINES) log.firstElementChild.remove();
-  log.scrollTop = log.scrollHeight;
+  appendSystemLine($("chat-log"), t(key, vars));
 }
 
 function onPeerKey({ peerId, changed }) {
@@ -773,28 +751,8 @@ function onPeerKey({ peerId, changed }) {
 }
 
 function renderSafetyCodes() {
-  const list = $("safety-codes");
-  list.replaceChildren();
-  if (!ui.chat) return;
-  const codes = ui.chat.safetyCodes();
-  for (const [id, code] of Object.entries(codes)) {
-    if (!ui.call?.participants.has(id)) continue;
-    const li = document.createElement("li");
-    li.dataset.participantId = id;
-    const label = document.createElement("span");
-    label.textContent = t("chat.safety.with", { name: displayName(ui.call.participants.get(id)) });
-    const strong = document.createElement("strong");
-    strong.className = "safety__code";
-    strong.textContent = code;
-    li.append(label, " ", strong);
-    list.append(li);
-  }
-  if (list.children.length) {
-    const help = document.createElement("li");
-    help.className = "muted small";
-    help.textContent = t("chat.safety.help");
-    list.append(help);
-  }
+  const participants = ui.call?.participants ?? new Map();
+  renderCodes($("safety-codes"), ui.chat?.safetyCodes() ?? {}, (id) => participants.get(id), displayName);
 }
 
 // -- controls -------------------------------------------------------------------------------
@@ -935,40 +893,7 @@ function render() {
 
 // -- diagnostics ------------------------------------------------------------------------------
 
-// A small handle for tests and support: state and media statistics, nothing secret (no tokens,
-// no keys; safety codes are shown on screen anyway).
-Object.defineProperty(window, "fortrolig", {
-  value: Object.freeze({
-    get state() {
-      return ui.state;
-    },
-    get participantId() {
-      return ui.call?.selfId ?? null;
-    },
-    get role() {
-      return ui.role;
-    },
-    get iceTransportPolicy() {
-      return ui.call?.iceTransportPolicy ?? null;
-    },
-    states: () => [...ui.stateLog],
-    participants: () => [...(ui.call?.participants.values() ?? [])].map((p) => ({ ...p })),
-    waitingClients: () => ui.waitingClients.map((c) => ({ ...c })),
-    knocks: () => ({ chimes: ui.knock.count, notified: ui.knock.notified }),
-    precheck: () => ({ micPeak: ui.precheck?.peak ?? 0, net: ui.net }),
-    recording: () => ui.recording?.snapshot() ?? null,
-    stats: () => ui.call?.stats() ?? Promise.resolve(null),
-    safetyCodes: () => ui.chat?.safetyCodes() ?? {},
-    e2ee: () => ui.e2ee?.snapshot() ?? Promise.resolve(null),
-    // Can this page's keys open a sealed frame (base64) of a participant? Never the plaintext.
-    tryOpen: (participantId, frame, kind, isKeyFrame) =>
-      ui.media?.tryOpen(participantId, unb64(frame), kind, Boolean(isKeyFrame)) ?? Promise.resolve(false),
-    dropSignaling: () => ui.call?.dropSignaling(),
-    get redirects() {
-      return ui.call?.redirects ?? 0;
-    },
-  }),
-});
+exposeDiagnostics(ui);
 
 main().catch((err) => {
   console.error("fortrolig: start-up failed", err);

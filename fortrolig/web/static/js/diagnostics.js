@@ -1,0 +1,41 @@
+// window.fortrolig on the room page: a small handle for tests and support. State and media
+// statistics, nothing secret: no tokens, no keys (safety codes are shown on screen anyway;
+// tryOpen says only whether this page's keys open a frame).
+
+import { unb64 } from "./chat-crypto.js";
+
+/** Define window.fortrolig over the page's state object ``ui`` (read when asked). */
+export function exposeDiagnostics(ui) {
+  Object.defineProperty(window, "fortrolig", {
+    value: Object.freeze({
+      get state() {
+        return ui.state;
+      },
+      get participantId() {
+        return ui.call?.selfId ?? null;
+      },
+      get role() {
+        return ui.role;
+      },
+      get iceTransportPolicy() {
+        return ui.call?.iceTransportPolicy ?? null;
+      },
+      states: () => [...ui.stateLog],
+      participants: () => [...(ui.call?.participants.values() ?? [])].map((p) => ({ ...p })),
+      waitingClients: () => ui.waitingClients.map((c) => ({ ...c })),
+      knocks: () => ({ chimes: ui.knock.count, notified: ui.knock.notified }),
+      precheck: () => ({ micPeak: ui.precheck?.peak ?? 0, net: ui.net }),
+      recording: () => ui.recording?.snapshot() ?? null,
+      stats: () => ui.call?.stats() ?? Promise.resolve(null),
+      safetyCodes: () => ui.chat?.safetyCodes() ?? {},
+      e2ee: () => ui.e2ee?.snapshot() ?? Promise.resolve(null),
+      // Can this page's keys open a sealed frame (base64) of a participant? Never the plaintext.
+      tryOpen: (participantId, frame, kind, isKeyFrame) =>
+        ui.media?.tryOpen(participantId, unb64(frame), kind, Boolean(isKeyFrame)) ?? Promise.resolve(false),
+      dropSignaling: () => ui.call?.dropSignaling(),
+      get redirects() {
+        return ui.call?.redirects ?? 0;
+      },
+    }),
+  });
+}
