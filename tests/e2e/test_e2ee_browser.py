@@ -64,16 +64,25 @@ def from_keyframe(frames: list[Any]) -> list[bytes]:
     return [f.data for f in frames[first:]]
 
 
-async def test_two_pages_decode_each_other_and_the_server_holds_only_ciphertext(
-    node: InProcessNode, browsers: Browsers, tmp_path: Path
-) -> None:
-    session = await node.session()
+async def captured_consultation(
+    node: InProcessNode, browsers: Browsers, client: str, max_participants: int | None = None
+) -> tuple[dict[str, Any], Capture, RoomPage, RoomPage]:
+    """A room whose media the test captures inside the SFU, with the practitioner and one
+    client in session."""
+    session = await node.session(max_participants=max_participants)
     capture = Capture()
     node.sfu.attach_subscriber(session["room_id"], capture)
     practitioner = await browsers.open(session["practitioner_url"], "Dr. Ørsted")
-    client = await browsers.open(session["client_url"], "Klient")
+    page = await browsers.open(session["client_url"], client)
     await practitioner.wait_state("in_session")
-    await client.wait_state("in_session")
+    await page.wait_state("in_session")
+    return session, capture, practitioner, page
+
+
+async def test_two_pages_decode_each_other_and_the_server_holds_only_ciphertext(
+    node: InProcessNode, browsers: Browsers, tmp_path: Path
+) -> None:
+    _, capture, practitioner, client = await captured_consultation(node, browsers, "Klient")
     pid_p, pid_c = await practitioner.participant_id(), await client.participant_id()
 
     await decodes_video_from(practitioner, pid_c)
@@ -119,13 +128,7 @@ async def test_two_pages_decode_each_other_and_the_server_holds_only_ciphertext(
 async def test_late_joiner_sees_video_and_a_leaver_cannot_read_what_follows(
     node: InProcessNode, browsers: Browsers, tmp_path: Path
 ) -> None:
-    session = await node.session(max_participants=3)
-    capture = Capture()
-    node.sfu.attach_subscriber(session["room_id"], capture)
-    practitioner = await browsers.open(session["practitioner_url"], "Dr. Ørsted")
-    anna = await browsers.open(session["client_url"], "Anna")
-    await practitioner.wait_state("in_session")
-    await anna.wait_state("in_session")
+    session, capture, practitioner, anna = await captured_consultation(node, browsers, "Anna", 3)
     pid_p, pid_a = await practitioner.participant_id(), await anna.participant_id()
     await decodes_video_from(anna, pid_p)
     before_join = time.monotonic()
