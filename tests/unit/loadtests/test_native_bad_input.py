@@ -23,6 +23,7 @@ from pylibsrtp import Error as SrtpError
 from pylibsrtp import Policy, Session
 
 from fortrolig.loadtests import native
+from tests.unit.media.native.harness import well_formed  # the data plane tests' RFC 3550 check
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the C extension is not built")
 
@@ -87,25 +88,6 @@ def rig() -> Iterator[Rig]:
 
 def rtp(seq: int, ssrc: int, pt: int = VIDEO_PT, payload: bytes = b"\x10" + bytes(99)) -> bytes:
     return struct.pack("!BBHII", 0x80, 0x80 | pt, seq & 0xFFFF, seq * 3000, ssrc) + payload
-
-
-def well_formed(d: bytes) -> bool:
-    """RFC 3550 header arithmetic, written without the C code's help."""
-    if len(d) < 12 or d[0] >> 6 != 2:
-        return False
-    pos = 12 + 4 * (d[0] & 0x0F)
-    if pos > len(d):
-        return False
-    if d[0] & 0x10:
-        if pos + 4 > len(d):
-            return False
-        pos += 4 + 4 * int.from_bytes(d[pos + 2 : pos + 4], "big")
-        if pos > len(d):
-            return False
-    if d[0] & 0x20:
-        if len(d) <= pos or d[-1] == 0 or pos + d[-1] > len(d):
-            return False
-    return True
 
 
 rtp_like = st.builds(
