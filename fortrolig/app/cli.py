@@ -28,7 +28,7 @@ from fortrolig.journal.audit_report import NodeInfo
 from fortrolig.journal.recording_http import PLAY_PREFIX
 from fortrolig.signaling.auth import Role, TokenIssuer, TokenKind
 
-from . import listen
+from . import fdlimit, listen
 from .cli_accounts import add_parsers as add_account_parsers
 from .cli_accounts import ensure_dev_subscription
 from .cli_backup import add_parsers as add_backup_parsers
@@ -36,7 +36,7 @@ from .cli_compliance import add_parsers as add_compliance_parsers
 from .cli_nodes import add_parsers as add_node_parsers
 from .cluster_ctx import NODE_ID_FILE
 from .edge import CLIENT_ADDRESS
-from .server import TLS_KEY, build_app, public_url
+from .server import TLS_KEY, build_app, media_workers, public_url
 
 DEV_PRACTITIONER = "dev-practitioner"
 
@@ -84,6 +84,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # Before anything opens (media worker processes inherit the limit).
+    needed = fdlimit.fds_needed(
+        config.edge.max_connections,
+        len(config.media.ice_host_addresses),
+        media_in_process=media_workers(config) == 1,
+    )
+    fdlimit.report(fdlimit.raise_nofile_limit(needed), config.edge.max_connections)
     app = build_app(config)
     tls = app[TLS_KEY]
     print(
