@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck imports bench bench-recording bench-janus bench-capacity bench-failover soak clean deps-system deps-build venv
+.PHONY: run test lint typecheck imports bench bench-recording bench-janus bench-capacity bench-memory bench-websockets bench-failover soak clean deps-system deps-build venv
 
 # The native data plane (fortrolig/media/native/) is compiled by the editable install: it needs
 # a C compiler and the headers of the Python that makes the venv (installed when missing).
@@ -91,6 +91,18 @@ bench-janus: $(STAMP)
 # Consultations per core: `fortrolig serve --media-workers 1` pinned to core 1, fortrolig-load on core 0.
 bench-capacity: $(STAMP)
 	$(BIN)/python -m bench.capacity --out docs/bench-capacity.json
+
+# Resident memory (Rss/Pss) of `fortrolig serve --media-workers 1` holding 0, 10, 25, 50 1:1
+# consultations (fortrolig-load --engine native), 3 repeats; Janus beside it the same way (needs
+# root for bench.janus_bench's network namespace; Debian's janus installed when missing).
+bench-memory: $(STAMP)
+	@[ -x /usr/bin/janus ] || (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq janus)
+	$(BIN)/python -m bench.memory --janus --out docs/bench-memory.json
+
+# One node holding 10,000 idle signaling WebSockets (clients in waiting rooms) while new
+# connections' hello -> welcome is timed; 3 repeats of about 3 minutes.
+bench-websockets: $(STAMP)
+	$(BIN)/python -m bench.websockets --out docs/bench-websockets.json
 
 # Join latency and media-back time after the owner node's SIGKILL, over 20 kills, on three nodes
 # sharing a real Redis and PostgreSQL (installed by deps-system).

@@ -114,12 +114,20 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
             proc.wait(timeout=5)
 
 
-def start_server(data_dir: str, port: int, log_path: str) -> subprocess.Popen[bytes]:
+def start_server(
+    data_dir: str, port: int, log_path: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``fortrolig serve --media-workers 1`` pinned to the server core, once /healthz answers.
+
+    ``env``: extra ``FORTROLIG_*`` settings on top of this process's environment."""
     cmd = ["taskset", "-c", str(SERVER_CORE), str(BIN / "fortrolig"), "serve"]
     cmd += ["--media-workers", "1", "--data-dir", data_dir, "--host", "127.0.0.1"]
     cmd += ["--port", str(port)]
+    full_env = {**os.environ, **(env or {})}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

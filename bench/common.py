@@ -110,3 +110,33 @@ async def wait_until(predicate: Callable[[], bool], limit_s: float, step: float 
             return False
         await asyncio.sleep(step)
     return True
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Resident and proportional set size of one process, from /proc/PID/smaps_rollup (KiB)."""
+
+    rss_kib: int
+    pss_kib: int
+
+
+def read_memory(pid: int) -> Memory | None:
+    """``pid``'s Rss and Pss (None when it is gone or unreadable)."""
+    values: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss"):
+                    values[name] = int(rest.split()[0])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return Memory(values.get("Rss", 0), values.get("Pss", 0))
+
+
+def count_fds(pid: int) -> int:
+    """Open descriptors of ``pid`` (-1 when unreadable)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return -1

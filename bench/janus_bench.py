@@ -307,6 +307,7 @@ class JanusSide(ClientSide):
         super().__init__(plan, clip, conn)
         self.janus_pid = janus_pid
         self.api = JanusApi(JANUS_URL)
+        self.room = JANUS_ROOM  # bench.memory_janus puts each consultation in its own room
         self.handles: dict[int, str] = {}
         self.api.on_trickle = self._on_trickle
 
@@ -326,7 +327,7 @@ class JanusSide(ClientSide):
         handle = await api.attach()
         self.handles[handle] = "pub"
         joined = await api.message(
-            handle, {"request": "join", "room": JANUS_ROOM, "ptype": "publisher", "display": "pub"}
+            handle, {"request": "join", "room": self.room, "ptype": "publisher", "display": "pub"}
         )
         feed = int(joined["plugindata"]["data"]["id"])
         await pub.setLocalDescription(await pub.createOffer())
@@ -345,7 +346,7 @@ class JanusSide(ClientSide):
             self.handles[handle] = pid
             body = {
                 "request": "join",
-                "room": JANUS_ROOM,
+                "room": self.room,
                 "ptype": "subscriber",
                 "streams": [{"feed": feed}],
             }
