@@ -5,7 +5,8 @@
 
 For each repeat and each size N (default 0, 10, 25, 50 concurrent 1:1 consultations), a fresh
 node (bench.capacity's ``start_server``: ``fortrolig serve --media-workers 1`` on 127.0.0.1,
-pinned to core 1, fresh data directory) and, for N > 0, ``fortrolig-load --engine native``
+pinned to core 1, fresh data directory, the per-address edge caps lifted because every load
+participant comes from 127.0.0.1) and, for N > 0, ``fortrolig-load --engine native``
 pinned to core 0 holding N rooms × 2 participants, each sending VP8 640x360@30 ~1 Mbit/s +
 Opus and receiving the other's (as bench.capacity). Once the node's ``fortrolig_participants``
 gauge shows all 2N, ``--settle`` seconds pass (packet caches and jitter state fill) and the
@@ -40,6 +41,12 @@ PER_ROOM = 2
 RAMP_PER_S = 8.0
 IDLE_S = 3.0
 GOAL_MIB = 2.0
+# fortrolig-load connects every participant from 127.0.0.1: the node's per-address caps
+# (16 WebSockets, 64 connections) are lifted for it; nothing else differs from the defaults.
+LOAD_FROM_ONE_ADDRESS = {
+    "FORTROLIG_EDGE__MAX_CONNECTIONS_PER_ADDRESS": "1024",
+    "FORTROLIG_EDGE__MAX_WEBSOCKETS_PER_ADDRESS": "512",
+}
 
 
 def node_memory(pid: int) -> dict[str, int]:
@@ -82,7 +89,8 @@ def measure_size(rooms: int, args: argparse.Namespace, tmp: str, repeat: int) ->
     data_dir = tempfile.mkdtemp(prefix=f"data-{rooms}-", dir=tmp)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start_server(data_dir, port, os.path.join(tmp, f"server-{rooms}-{repeat}.log"))
+    log_path = os.path.join(tmp, f"server-{rooms}-{repeat}.log")
+    server = start_server(data_dir, port, log_path, env=LOAD_FROM_ONE_ADDRESS)
     load = None
     try:
         time.sleep(IDLE_S)

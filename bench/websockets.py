@@ -154,7 +154,7 @@ def start_holders(
         first = addresses_needed(w * share, PER_ADDRESS)
         plan = HolderPlan(
             w, base_url, token, tuple(mine), first, PER_ADDRESS, args.concurrency,
-            lifetime_s=args.hold + 600,
+            lifetime_s=args.hold + 600, app_ping_s=args.app_ping,
         )  # fmt: skip
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=holder_main, args=(plan, child), daemon=True)
@@ -291,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--baseline-probes", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--app-ping", type=float, default=10.0, help="holders' ping period, s (0: none)"
+    )
     parser.add_argument("--open-limit", type=float, default=300.0, help="seconds to open all")
     args = parser.parse_args(argv)
     if not 1 <= args.per_room <= 16:

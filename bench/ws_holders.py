@@ -52,6 +52,7 @@ class HolderPlan:
     per_address: int
     concurrency: int
     lifetime_s: float
+    app_ping_s: float = APP_PING_S  # 0: no application pings (a diagnostic, not a browser)
 
 
 async def new_token(http: aiohttp.ClientSession, base_url: str, room: str) -> str:
@@ -117,14 +118,16 @@ class Holders:
 
     async def _idle(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """What an idle room page does: ping every 10 s (random phase), read what comes."""
-        due = time.monotonic() + random.uniform(0, APP_PING_S)
+        period = self.plan.app_ping_s or float("inf")
+        due = time.monotonic() + random.uniform(0, period) if self.plan.app_ping_s else period
         while True:
             try:
-                msg = await ws.receive(timeout=max(0.0, due - time.monotonic()))
+                wait = due - time.monotonic()
+                msg = await ws.receive(timeout=max(0.0, wait) if wait != float("inf") else None)
             except TimeoutError:
                 await ws.send_str('{"type":"ping"}')
                 self.pings += 1
-                due += APP_PING_S
+                due += period
                 continue
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self.received[str(json.loads(msg.data).get("type"))] += 1
