@@ -2,8 +2,6 @@
 // statistics, nothing secret: no tokens, no keys (safety codes are shown on screen anyway;
 // tryOpen says only whether this page's keys open a frame).
 
-import { unb64 } from "./chat-crypto.js";
-
 /** Define window.fortrolig over the page's state object ``ui`` (read when asked). */
 export function exposeDiagnostics(ui) {
   Object.defineProperty(window, "fortrolig", {
@@ -31,11 +29,17 @@ export function exposeDiagnostics(ui) {
       e2ee: () => ui.e2ee?.snapshot() ?? Promise.resolve(null),
       // Can this page's keys open a sealed frame (base64) of a participant? Never the plaintext.
       tryOpen: (participantId, frame, kind, isKeyFrame) =>
-        ui.media?.tryOpen(participantId, unb64(frame), kind, Boolean(isKeyFrame)) ?? Promise.resolve(false),
+        ui.media?.tryOpen(participantId, frameBytes(frame), kind, Boolean(isKeyFrame)) ?? Promise.resolve(false),
       dropSignaling: () => ui.call?.dropSignaling(),
       get redirects() {
         return ui.call?.redirects ?? 0;
       },
     }),
   });
+}
+
+/** A frame in base64 (no chat's size limit: a keyframe is tens of kilobytes). */
+function frameBytes(text) {
+  const s = atob(String(text));
+  return Uint8Array.from(s, (c) => c.charCodeAt(0));
 }
