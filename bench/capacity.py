@@ -115,12 +115,17 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
 
 
 def start_server(
-    data_dir: str, port: int, log_path: str, env: dict[str, str] | None = None
+    data_dir: str,
+    port: int,
+    log_path: str,
+    env: dict[str, str] | None = None,
+    program: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """``fortrolig serve --media-workers 1`` pinned to the server core, once /healthz answers.
 
-    ``env``: extra ``FORTROLIG_*`` settings on top of this process's environment."""
-    cmd = ["taskset", "-c", str(SERVER_CORE), str(BIN / "fortrolig"), "serve"]
+    ``env``: extra ``FORTROLIG_*`` settings on top of this process's environment; ``program``:
+    what runs instead of the ``fortrolig`` script (e.g. ``python -m bench.gc_node``)."""
+    cmd = ["taskset", "-c", str(SERVER_CORE), *(program or [str(BIN / "fortrolig")]), "serve"]
     cmd += ["--media-workers", "1", "--data-dir", data_dir, "--host", "127.0.0.1"]
     cmd += ["--port", str(port)]
     full_env = {**os.environ, **(env or {})}

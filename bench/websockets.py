@@ -137,9 +137,9 @@ def node_reading(pid: int, base_url: str) -> dict[str, Any]:
     }
 
 
-def node_log_lines(path: str, needle: str) -> list[str]:
+def node_log_lines(path: str, needle: str, limit: int = 3) -> list[str]:
     with open(path, errors="replace") as f:
-        return [line.strip() for line in f if needle in line][:3]
+        return [line.strip() for line in f if needle in line][:limit]
 
 
 def start_holders(
@@ -193,7 +193,8 @@ def run_repeat(args: argparse.Namespace, tmp: str, repeat: int) -> dict[str, Any
     base = f"http://{LOOPBACK}:{port}"
     env = {"FORTROLIG_EDGE__MAX_CONNECTIONS": str(MAX_CONNECTIONS)}
     point: dict[str, Any] = {"repeat": repeat, "connections_wanted": args.connections}
-    server = start_server(data_dir, port, log_path, env=env)
+    program = [sys.executable, "-m", "bench.gc_node"] if args.gc_log else []
+    server = start_server(data_dir, port, log_path, env=env, program=program)
     holders: list[tuple[Any, Connection]] = []
     try:
         token = mint_access_token(Path(data_dir), None, 3600)
@@ -215,6 +216,8 @@ def run_repeat(args: argparse.Namespace, tmp: str, repeat: int) -> dict[str, Any
         point["held_open"] = sum(h["open"] for h in point["held"])
         point["dropped"] = sum(sum(h["dropped_while_held"].values()) for h in point["held"])
         point["fd_limit_log"] = node_log_lines(log_path, "open-file limit")
+        if args.gc_log:
+            point["gc_log"] = node_log_lines(log_path, "gc: ", limit=1000)
     except Exception as exc:
         point["error"] = f"{type(exc).__name__}: {exc}"
     finally:
@@ -295,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--app-ping", type=float, default=10.0, help="holders' ping period, s (0: none)"
     )
     parser.add_argument("--open-limit", type=float, default=300.0, help="seconds to open all")
+    parser.add_argument(
+        "--gc-log", action="store_true", help="node through bench.gc_node: its GC pauses"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.per_room <= 16:
         parser.error("--per-room must be in 1..16 (the waiting list holds 16)")
