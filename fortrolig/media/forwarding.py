@@ -109,6 +109,7 @@ class PublishedTrack:
         kind: str,
         codec: Codec,
         upstream: RawSender,
+        name: str | None = None,
         rtcp_ssrc: Callable[[], int | None],
         counters: MediaCounters,
         min_bitrate: int,
@@ -117,6 +118,7 @@ class PublishedTrack:
     ) -> None:
         self.owner_id = owner_id
         self.kind = kind
+        self.name = name or kind  # "audio", "video" (the camera) or "screen"
         self._codec = codec
         self.legs: list[Leg] = []
         self._subscribers: list[Subscriber] = []
@@ -159,8 +161,14 @@ class PublishedTrack:
 
     @property
     def track_id(self) -> str:
-        """Unique within a room (one audio and one video track per participant)."""
-        return f"{self.owner_id}-{self.kind}"
+        """Unique within a room: ``<owner>-audio``, ``<owner>-video`` (camera) or
+        ``<owner>-screen``."""
+        return f"{self.owner_id}-{self.name}"
+
+    @property
+    def screen(self) -> bool:
+        """A shared screen (the publish offer's second video), not a camera."""
+        return self.name == "screen"
 
     @property
     def participant_id(self) -> str:

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 # Peers control the packets these lines are about: at most a few per second.
 limited_log = RateLimitedLog(log)
 
-MAX_PUBLISH_MLINES = 3  # one audio, one video, optionally one (ignored) data channel
+# One audio, one camera video, optionally a second video (the screen share, sending only while
+# shared: no renegotiation) and one (ignored) data channel.
+MAX_PUBLISH_MLINES = 4
 CONNECT_TIMEOUT_S = 30.0
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _SENDING = ("sendonly", "sendrecv")
@@ -172,8 +174,12 @@ class Peer:
             raise Conflict("this participant already published", code="already_published")
         desc = parse_sdp(offer_sdp, "offer")
         self._extmap_ids = extmap_ids(offer_sdp)
-        if len(desc.media) > MAX_PUBLISH_MLINES or [m.kind for m in desc.media].count("video") > 1:
-            raise BadRequest("publish at most one audio and one video track", code="bad_sdp")
+        kinds = [m.kind for m in desc.media]
+        too_many = kinds.count("video") > 2 or kinds.count("audio") > 1
+        if len(desc.media) > MAX_PUBLISH_MLINES or too_many:
+            raise BadRequest(
+                "publish at most one audio track, a camera and a screen", code="bad_sdp"
+            )
         async with self._lock:
             try:
                 await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
@@ -182,9 +188,12 @@ class Peer:
             try:
                 hooks.enforce_aes256_srtp(self.pc)
                 sending = {m.rtp.muxId for m in desc.media if m.direction in _SENDING}
+                # In m-line order: the first video is the camera, a second one the screen.
+                videos = [m.rtp.muxId for m in desc.media if m.kind == "video"]
                 for t in self.pc.getTransceivers():
                     if t.kind in ("audio", "video") and t.mid in sending:
-                        self._add_published(t)
+                        screen = len(videos) == 2 and t.mid == videos[1]
+                        self._add_published(t, "screen" if screen else t.kind)
                 await self.pc.setLocalDescription(await self.pc.createAnswer())
             except Exception as exc:
                 # aiortc accepted the offer, then could not answer it (fuzzing found several
@@ -246,7 +255,7 @@ class Peer:
         transceiver = self.pc.addTransceiver(track.kind, direction="sendonly")
         transceiver.setCodecPreferences(prefs)
         leg = Leg(track, self._counters)
-        hooks.set_sender_msid(transceiver.sender, track.owner_id, f"{track.owner_id}-{track.kind}")
+        hooks.set_sender_msid(transceiver.sender, track.owner_id, track.track_id)
         hooks.hook_sender(
             transceiver.sender,
             on_rtcp=self._leg_rtcp(leg),
@@ -299,7 +308,8 @@ class Peer:
                     pts = [int(c.payloadType) for c in codecs if c.payloadType is not None]
                     hooks.set_receiver_payload_types(t.receiver, pts)
 
-    def _add_published(self, transceiver: RTCRtpTransceiver) -> None:
+    def _add_published(self, transceiver: RTCRtpTransceiver, name: str) -> None:
+        """``name``: the track's part of its id, ``audio``, ``video`` (camera) or ``screen``."""
         codec = _negotiated_codec(transceiver)
         if codec is None:
             return
@@ -307,6 +317,7 @@ class Peer:
         track = PublishedTrack(
             owner_id=self.participant_id,
             kind=transceiver.kind,
+            name=name,
             codec=codec,
             upstream=hooks.RawSender(receiver.transport),
             rtcp_ssrc=lambda: hooks.receiver_rtcp_ssrc(receiver),

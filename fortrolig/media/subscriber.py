@@ -66,7 +66,7 @@ class TrackSource(Protocol):
 
     @property
     def track_id(self) -> str:
-        """Unique within the room: ``<participant id>-<kind>``."""
+        """Unique within the room: ``<participant id>-audio``, ``-video`` or ``-screen``."""
         ...
 
     @property
@@ -75,6 +75,11 @@ class TrackSource(Protocol):
     @property
     def kind(self) -> str:
         """``"audio"`` or ``"video"``."""
+        ...
+
+    @property
+    def screen(self) -> bool:
+        """A shared screen (track id ``<participant id>-screen``), not the camera."""
         ...
 
     @property

@@ -191,6 +191,10 @@ class Recorder:
         if self._consented is not None and source.participant_id not in self._consented:
             self._pending[source.track_id] = source  # not a packet of it is kept
             return
+        if source.screen:
+            # A shared screen may show what the consent did not cover (another client's
+            # file, a mailbox): recordings hold the cameras and microphones only.
+            return
         video = source.kind == "video"
         if video and source.mime_type.lower() != "video/vp8":
             log.warning("not recording %s: %s is not supported", source.track_id, source.mime_type)

@@ -35,6 +35,7 @@ MAX_ITEMS: Final = 64
 ROLES: Final = ("practitioner", "client")
 VERIFICATIONS: Final = ("email_code", "anonymous", "eid", "none")
 RECORDING_STATES: Final = ("asking", "recording", "stopped")
+SCREEN_SHARE: Final = ("everyone", "practitioners")  # who may share a screen in a room
 RECORDING_REASONS: Final = ("refused", "withdrawn", "stopped", "left", "room_ended", "failed")
 ICE_TRANSPORT_POLICIES: Final = ("all", "relay")  # RTCIceTransportPolicy
 VERIFIED_MAX: Final = 320  # an e-mail address (RFC 5321 path limit is 256; names are shorter)
@@ -134,6 +135,9 @@ class MediaState:
     video: bool
     audio_blocked: bool = False
     video_blocked: bool = False
+    # Sharing a screen on the publish offer's second video m-line (refused with
+    # ``screen_share_not_allowed`` for a client while practitioners restrict it).
+    screen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,14 @@ class MuteParticipant:
 
     type: ClassVar[str] = "mute_participant"
     participant_id: str = _s(ID_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class SetScreenShare:
+    """A practitioner decides who may share a screen: ``everyone`` or ``practitioners``."""
+
+    type: ClassVar[str] = "set_screen_share"
+    allowed: str = _choice(SCREEN_SHARE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +245,8 @@ class ParticipantInfo:
     # The browser refused access to the microphone / camera ("blocked", not just "off").
     audio_blocked: bool = False
     video_blocked: bool = False
+    # Sharing a screen now: its ``<id>-screen`` track is to be laid out large.
+    screen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +288,17 @@ class Joined:
 
     type: ClassVar[str] = "joined"
     participants: tuple[ParticipantInfo, ...] = ()
+    # Who may share a screen in this room (changes arrive as ``screen_share``).
+    screen_share: str = _choice(SCREEN_SHARE, default="everyone")
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenShare:
+    """Who may share a screen changed (``by`` the practitioner who changed it)."""
+
+    type: ClassVar[str] = "screen_share"
+    allowed: str = _choice(SCREEN_SHARE)
+    by: str = _s(ID_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +453,7 @@ ClientMessage: TypeAlias = (
     | Admit
     | Deny
     | MuteParticipant
+    | SetScreenShare
     | RemoveParticipant
     | RecordRequest
     | RecordConsent
@@ -449,6 +475,7 @@ ServerMessage: TypeAlias = (
     | ResumeToken
     | Waiting
     | Muted
+    | ScreenShare
     | WaitingRoom
     | Redirect
     | Recording
@@ -470,6 +497,7 @@ CLIENT_MESSAGES: Final[Mapping[str, type[Any]]] = {
         Admit,
         Deny,
         MuteParticipant,
+        SetScreenShare,
         RemoveParticipant,
         RecordRequest,
         RecordConsent,
@@ -494,6 +522,7 @@ SERVER_MESSAGES: Final[Mapping[str, type[Any]]] = {
         ResumeToken,
         Waiting,
         Muted,
+        ScreenShare,
         WaitingRoom,
         Redirect,
         Recording,

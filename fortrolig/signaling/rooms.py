@@ -25,6 +25,7 @@ class Participant:
     video: bool = True
     audio_blocked: bool = False  # the browser refused the microphone
     video_blocked: bool = False  # the browser refused the camera
+    screen: bool = False  # sharing a screen (its second video track)
     # How the client was verified (None: a direct link, not an invite) and the verified e-mail,
     # name or pseudonym; shown to practitioners in the waiting room.
     verification: str | None = None
@@ -63,6 +64,9 @@ class Room:
     # The recording asked for or running (recording_consent.py); lives with the live room only:
     # a node that loses the room loses the recording's process too (its files are recovered).
     recording: RecordingConsent | None = None
+    # Who may share a screen: "everyone" or "practitioners" (a practitioner's choice in the
+    # call; lives with the live room like the mute state).
+    screen_share: str = "everyone"
 
     def admit(self, participant: Participant) -> None:
         """Add ``participant``; refuses when the room is closed or full."""
@@ -155,6 +159,7 @@ class Room:
         found = self.participants.pop(participant_id, None)
         if found is not None:
             found.away_until = until
+            found.screen = False  # its media is freed: a share does not outlive the connection
             self.away[participant_id] = found
         return found
 

@@ -474,6 +474,7 @@ class Session:
             p.Chat: self._on_chat,
             p.MediaState: self._on_media_state,
             p.MuteParticipant: self._on_mute_participant,
+            p.SetScreenShare: self._on_set_screen_share,
             p.RemoveParticipant: self._on_remove_participant,
             p.Leave: self._on_leave,
             p.Ping: self._on_ping,
@@ -614,7 +615,8 @@ class Session:
         """The participant is in the room: open its media peer and tell everyone."""
         self.service.counters.joins += 1
         await self.service.media.open_peer(room.id, me.id, self)
-        self.out.send(p.Joined(participants=tuple(_info(x) for x in room.roster(me.id))))
+        roster = tuple(_info(x) for x in room.roster(me.id))
+        self.out.send(p.Joined(participants=roster, screen_share=room.screen_share))
         self._broadcast(p.ParticipantJoined(participant=_info(me)))
         await self.service.recording.entered(room, me)
 
@@ -653,9 +655,15 @@ class Session:
         self._broadcast(line, include_self=True)
 
     async def _on_media_state(self, msg: p.MediaState) -> None:
-        _room, me = self._joined()
+        room, me = self._joined()
+        if msg.screen and not me.screen and not _may_share(room, me):
+            raise Forbidden(
+                "the practitioner allows only practitioners to share a screen",
+                code="screen_share_not_allowed",
+            )  # nothing of the message applies: the page sends it again without the screen
         me.audio, me.video = msg.audio, msg.video
         me.audio_blocked, me.video_blocked = msg.audio_blocked, msg.video_blocked
+        me.screen = msg.screen
         self._broadcast(p.ParticipantUpdated(participant=_info(me)), include_self=True)
 
     async def _on_leave(self, msg: p.Leave) -> None:
@@ -688,6 +696,19 @@ class Session:
         room.turn_away(msg.participant_id)
         end_connection(target.out, Ending.DENIED, "denied")
         await target.close("denied")  # leaves the waiting list; practitioners are told
+
+    async def _on_set_screen_share(self, msg: p.SetScreenShare) -> None:
+        room, me = self._joined()
+        if me.role != Role.PRACTITIONER.value:
+            raise Forbidden(
+                "only a practitioner can decide who shares a screen", code="practitioner_only"
+            )
+        room.screen_share = msg.allowed
+        self._broadcast(p.ScreenShare(allowed=msg.allowed, by=me.id), include_self=True)
+        for x in room.participants.values():
+            if x.screen and not _may_share(room, x):
+                x.screen = False  # its page stops sharing on screen_share; seen at once
+                self._broadcast(p.ParticipantUpdated(participant=_info(x)), include_self=True)
 
     async def _on_mute_participant(self, msg: p.MuteParticipant) -> None:
         room = self._practitioner_in_room("mute")
@@ -848,7 +869,13 @@ def _info(x: Participant) -> p.ParticipantInfo:
         away=x.away_until is not None,
         audio_blocked=x.audio_blocked,
         video_blocked=x.video_blocked,
+        screen=x.screen,
     )
+
+
+def _may_share(room: Room, x: Participant) -> bool:
+    """Whether ``x`` may share a screen in ``room`` now."""
+    return room.screen_share == "everyone" or x.role == Role.PRACTITIONER.value
 
 
 def _waiting_info(x: Participant) -> p.WaitingClient:

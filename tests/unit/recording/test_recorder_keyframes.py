@@ -21,6 +21,7 @@ class Source:
     track_id = "p_anna-video"
     participant_id = "p_anna"
     kind = "video"
+    screen = False
     mime_type = "video/VP8"
     clock_rate = 90_000
 

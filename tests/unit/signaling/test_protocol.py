@@ -29,6 +29,7 @@ PARTICIPANT = {
     "away": False,
     "audio_blocked": False,
     "video_blocked": True,
+    "screen": False,
 }
 
 # Captured from the browser client and the server (docs/protocol.md shows the same).
@@ -50,7 +51,9 @@ CLIENT_SAMPLES: dict[str, dict[str, Any]] = {
         "video": False,
         "audio_blocked": False,
         "video_blocked": True,
+        "screen": True,
     },
+    "set_screen_share": {"type": "set_screen_share", "allowed": "practitioners"},
     "leave": {"type": "leave"},
     "ping": {"type": "ping"},
     "record_request": {"type": "record_request", "client_id": "cli_4mz8"},
@@ -75,7 +78,8 @@ SERVER_SAMPLES: dict[str, dict[str, Any]] = {
         "resume_token": "eyJ0.e30.sig",
         "limits": {"max_message_bytes": 65536, "chat_max_bytes": 4096, "heartbeat_s": 20.0},
     },
-    "joined": {"type": "joined", "participants": [PARTICIPANT]},
+    "joined": {"type": "joined", "participants": [PARTICIPANT], "screen_share": "everyone"},
+    "screen_share": {"type": "screen_share", "allowed": "practitioners", "by": "par_x7"},
     "participant_joined": {"type": "participant_joined", "participant": PARTICIPANT},
     "participant_left": {"type": "participant_left", "participant_id": "par_abc", "reason": "left"},
     "participant_away": {"type": "participant_away", "participant_id": "par_abc", "grace_s": 60},
@@ -280,6 +284,9 @@ def test_unknown_type(kind: str) -> None:
         {"type": "media_state", "audio": 1, "video": 0},
         {"type": "media_state", "audio": True},
         {"type": "media_state", "audio": True, "video": False, "video_blocked": "yes"},
+        {"type": "media_state", "audio": True, "video": False, "screen": 1},
+        {"type": "set_screen_share", "allowed": "clients"},
+        {"type": "set_screen_share"},
     ],
 )
 def test_bad_field(msg: dict[str, Any]) -> None:
