@@ -42,7 +42,7 @@ class RemoteTrack:
     """A track received from the SFU, grouped by the publishing participant (msid stream)."""
 
     participant_id: str
-    kind: str
+    kind: str  # "audio", "video" (a camera) or "screen"
     counter: FrameCounter
 
 
@@ -178,7 +178,8 @@ class Participant:
     def _on_track(self, track: MediaStreamTrack) -> None:
         owner = self._owner_of(track)
         counter = FrameCounter(track.kind)
-        self.remote.append(RemoteTrack(owner, track.kind, counter))
+        screen = str(track.id).endswith("-screen")  # a shared screen: counted apart
+        self.remote.append(RemoteTrack(owner, "screen" if screen else track.kind, counter))
         self._consumers.append(asyncio.get_running_loop().create_task(counter.consume(track)))
 
     def _owner_of(self, track: MediaStreamTrack) -> str:

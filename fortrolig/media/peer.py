@@ -255,7 +255,10 @@ class Peer:
         transceiver = self.pc.addTransceiver(track.kind, direction="sendonly")
         transceiver.setCodecPreferences(prefs)
         leg = Leg(track, self._counters)
-        hooks.set_sender_msid(transceiver.sender, track.owner_id, track.track_id)
+        # The browser groups by stream id: the participant's camera and microphone in one
+        # stream named by its id, a screen in a stream of its own ("<id>-screen").
+        stream_id = track.track_id if track.screen else track.owner_id
+        hooks.set_sender_msid(transceiver.sender, stream_id, track.track_id)
         hooks.hook_sender(
             transceiver.sender,
             on_rtcp=self._leg_rtcp(leg),

@@ -413,7 +413,11 @@ async def test_client_without_camera_or_microphone_still_sees_and_hears(
     await decodes_video_from(client, pid_p)
     await receives_audio_from(client, pid_p)
     assert await client.page.is_disabled("#cam-btn")
-    assert not (await client.stats())["outbound"]
+    # It sends nothing (a page that can share a screen keeps an empty camera m-line so that
+    # the screen's is the second video; neither carries a packet).
+    outbound = (await client.stats())["outbound"]
+    assert {s["kind"] for s in outbound} <= {"video", "screen"}, outbound
+    assert all(s["packetsSent"] == 0 for s in outbound), outbound
     await client.screenshot(tmp_path, "no-devices")
 
 

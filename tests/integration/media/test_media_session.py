@@ -382,3 +382,56 @@ async def test_peer_without_aes256_gcm_is_refused(server: Server) -> None:
     finally:
         await a.close()
     await eventually(lambda: server.metric("fortrolig_media_peers") == 0, 10)
+
+
+async def test_a_second_video_is_a_screen_forwarded_apart_from_the_camera(server: Server) -> None:
+    """The publish offer's second video m-line is the screen: viewers get it as
+    ``<participant>-screen`` in a stream of its own, the camera stays the camera."""
+    session = server.session()
+    sharer = Participant(
+        server.ws_url,
+        session["practitioner_token"],
+        tracks=[
+            PatternVideoTrack(*RED, 320, 240, 30),
+            ToneAudioTrack(),
+            PatternVideoTrack(*BLUE, 640, 360, 15),
+        ],
+    )
+    viewer = make(server, session["client_token"], GREEN)
+    await sharer.start()
+    await viewer.start()
+    try:
+        pid = sharer.participant_id or ""
+        await eventually(lambda: viewer.frames_from(pid, "screen") > 20, 15, what=viewer.remote)
+        await eventually(lambda: viewer.frames_from(pid, "video") > 20, 15, what=viewer.remote)
+        camera = viewer.counter_for(pid, "video")
+        screen = viewer.counter_for(pid, "screen")
+        await eventually(lambda: close_to(camera.sample_yuv if camera else None, RED), 5)
+        await eventually(lambda: close_to(screen.sample_yuv if screen else None, BLUE), 5)
+    finally:
+        await sharer.close()
+        await viewer.close()
+
+
+@pytest.mark.parametrize(
+    "tracks",
+    [
+        pytest.param(lambda: [ToneAudioTrack(), ToneAudioTrack()], id="two-microphones"),
+        pytest.param(
+            lambda: [PatternVideoTrack(*RED, 160, 120, 5) for _ in range(3)], id="three-videos"
+        ),
+    ],
+)
+async def test_a_publish_offer_beyond_microphone_camera_and_screen_is_refused(
+    server: Server, tracks: Any
+) -> None:
+    session = server.session()
+    p = Participant(server.ws_url, session["practitioner_token"], tracks=tracks())
+    try:
+        await p.connect()
+        await p.join()
+        with pytest.raises(RuntimeError, match=r"'bad_sdp'.*a camera and a screen"):
+            await p.publish({"ice_servers": []})
+        assert server.metric("fortrolig_media_codec_instances_total") == 0
+    finally:
+        await p.close()

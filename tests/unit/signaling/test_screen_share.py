@@ -75,7 +75,7 @@ async def test_only_a_practitioner_decides_who_shares(world: World) -> None:
 
 
 async def test_a_dropped_connection_ends_its_share(world: World) -> None:
-    _doctor, d_out = await world.connect(Role.PRACTITIONER)
+    await world.connect(Role.PRACTITIONER)
     anna, _ = await world.connect(Role.CLIENT, name="Anna")
     await anna.handle(p.MediaState(audio=True, video=True, screen=True))
     await anna.close("dropped", hold=True)

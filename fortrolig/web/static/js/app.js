@@ -22,6 +22,7 @@ import { consultationOfRoom, NotesPanel } from "./notes.js";
 import { Knock } from "./knock.js";
 import { PreCheck } from "./precheck.js";
 import { RecordingUi } from "./recording.js";
+import { LocalScreen, RemoteScreens } from "./screen-share.js";
 import { api, keepAlive, onSignedOut, restore, signedIn } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -50,7 +51,9 @@ const ui = {
   chat: null,
   notes: null, // the practitioner's notes panel (notes.js), when this tab is logged in
   recording: null, // recording with consent (recording.js)
-  pinned: null, // the participant id whose tile is pinned large
+  pinned: null, // the participant id whose tile is pinned large (else a shared screen is)
+  screen: null, // this page's screen share (screen-share.js)
+  screens: null, // the others' shared screens
   knock: new Knock(), // practitioners: a client arrived or dropped (sound, title, notification)
   precheck: null, // the check before joining (precheck.js)
   net: null, // its connection result
@@ -300,6 +303,8 @@ async function join() {
   }
   // Media end to end encrypted where the browser can (media-e2ee.js); the keys travel over
   // the chat's pairwise keys, so the safety codes cover them.
+  ui.screen = new LocalScreen({ call: () => ui.call, onChange: () => render(), onError: (key) => addSystemLine(key) });
+  ui.screens = new RemoteScreens({ container: $("tiles"), label: (p) => t("screen.of", { name: displayName(p) }) });
   ui.media = new MediaE2ee({ sendKey: (ids, index, raw) => ui.chat.sendMediaKey(ids, index, raw) });
   await ui.media.init();
   ui.chat = new ChatCrypto(
@@ -370,6 +375,7 @@ function callHooks() {
     onRoster: (list) => {
       for (const id of [...ui.tiles.keys()]) if (!list.some((p) => p.id === id)) removeTile(id);
       for (const p of list) upsertTile(p);
+      renderScreens();
       for (const p of list) ui.e2ee.expect(p.id);
       renderParticipants();
       ui.call.sendChat(ui.chat.announcement(), nextChatId());
@@ -392,6 +398,7 @@ function callHooks() {
       }
       render();
       renderSafetyCodes();
+      renderScreens();
       if (ui.role === "practitioner") ui.knock.dropped(t("knock.dropped", { name: displayName(tile?.info) }));
       // Their next page has new chat keys; it announces them when it is back.
       ui.chat.forget(id).catch((err) => console.warn("chat rekey failed", err));
@@ -400,6 +407,8 @@ function callHooks() {
     },
     onParticipantLeft: (id) => {
       removeTile(id);
+      ui.screens.forget(id);
+      renderScreens();
       renderParticipants();
       renderSafetyCodes();
       ui.chat.forget(id).catch((err) => console.warn("chat rekey failed", err));
@@ -408,9 +417,22 @@ function callHooks() {
     },
     onParticipantUpdated: (p) => {
       upsertTile(p);
+      renderScreens();
       renderParticipants();
     },
     onRemoteTrack: (id, stream) => attachStream(id, stream),
+    onRemoteScreen: (id, stream) => {
+      ui.screens.setStream(id, stream);
+      renderScreens();
+    },
+    onScreenShare: (allowed) => {
+      // Restricted to practitioners while this client shares: its share ends here too.
+      if (ui.screen.sharing && !ui.call.mayShareScreen) {
+        ui.screen.stop();
+        addSystemLine("screen.restricted");
+      }
+      render();
+    },
     onChat: (msg) => ui.chat.receive(msg),
     onRecording: (msg) => {
       ui.recording.onRecording(msg);
@@ -418,6 +440,11 @@ function callHooks() {
     },
     onError: (msg) => {
       if (ui.recording.onError(msg)) return;
+      if (msg.code === "screen_share_not_allowed") {
+        ui.screen.stop();
+        addSystemLine("screen.restricted");
+        return;
+      }
       if (msg.ref === "chat") addSystemLine(msg.code === "chat_too_long" ? "chat.toolong" : "chat.notsent");
     },
     onResumeToken: (token) => storeResume(token),
@@ -501,8 +528,16 @@ function upsertTile(p) {
 function layoutTiles() {
   if (ui.pinned && !ui.tiles.has(ui.pinned)) ui.pinned = null;
   const el = $("tiles");
-  el.dataset.count = String(ui.tiles.size);
-  el.dataset.pinned = String(Boolean(ui.pinned));
+  const screens = ui.screens?.shown() ?? [];
+  el.dataset.count = String(Math.min(8, ui.tiles.size + screens.length));
+  // A shared screen takes the stage, unless this viewer pinned someone themselves.
+  const stage = ui.pinned ? null : screens[0];
+  el.dataset.pinned = String(Boolean(ui.pinned || stage));
+  for (const id of screens) {
+    const root = ui.screens.tiles.get(id).root;
+    root.dataset.pinned = String(id === stage);
+    if (id === stage) el.prepend(root);
+  }
   for (const [id, tile] of ui.tiles) {
     const pinned = id === ui.pinned;
     tile.root.dataset.pinned = String(pinned);
@@ -569,6 +604,12 @@ function attachStream(id, stream) {
   tile.hasVideo = stream.getVideoTracks().length > 0;
   renderTile(tile);
   tile.video.play?.().catch(() => {});
+}
+
+function renderScreens() {
+  if (!ui.screens || !ui.call) return;
+  ui.screens.update([...ui.call.participants.values()]);
+  layoutTiles();
 }
 
 function removeTile(id) {
@@ -779,6 +820,8 @@ function bindControls() {
   $("mic-select").addEventListener("change", () => onDeviceChange("audio"));
   $("mic-btn").addEventListener("click", toggleMic);
   $("cam-btn").addEventListener("click", () => toggleCamera().catch((e) => console.warn(e)));
+  $("screen-btn").addEventListener("click", () => ui.screen?.toggle().catch((e) => console.warn(e)));
+  $("screen-policy").addEventListener("change", (e) => ui.call?.setScreenShare(e.target.checked ? "everyone" : "practitioners"));
   $("leave-btn").addEventListener("click", () => ui.call?.leave());
   $("end-btn").addEventListener("click", endForEveryone);
   $("waiting-list").addEventListener("click", onWaitingClick);
@@ -867,6 +910,12 @@ function render() {
   cam.textContent = t(videoOn ? "controls.camoff" : "controls.camon");
   cam.setAttribute("aria-pressed", String(!videoOn));
   cam.disabled = !ui.hadVideo;
+  const share = $("screen-btn");
+  const sharing = Boolean(ui.screen?.sharing);
+  share.hidden = !call?.screenCapable || !call.isJoined() || (!call.mayShareScreen && !sharing);
+  share.textContent = t(sharing ? "screen.stop" : "screen.start");
+  share.setAttribute("aria-pressed", String(sharing));
+  $("screen-policy").checked = call?.screenShare !== "practitioners";
   renderFlags($("self-flags"), audioOn, videoOn || !call);
   $("chat-send").disabled = !(call?.isJoined());
   $("lobby").hidden = ui.state !== "lobby";

@@ -20,6 +20,8 @@ const CLOSE_REDIRECT = 4307; // after `redirect`: connect to the node it names
 // Not final, reconnect: 1001 (the node is going away), 1013 (try again later: no node of the
 // room's regions, or coordination down), 4503 (the node handed the room over).
 
+const SCREEN_SUFFIX = "-screen";
+
 export class Call {
   /**
    * @param {object} opts
@@ -27,7 +29,8 @@ export class Call {
    *   e2ee (optional, media-e2ee.js): every sender and receiver is attached to it as it is made
    *   hooks: onState(state, detail), onWelcome(welcome), onRoster(participants),
    *          onParticipantJoined(p), onParticipantLeft(id, reason), onParticipantUpdated(p),
-   *          onRemoteTrack(participantId, stream, track), onChat(msg), onError(msg),
+   *          onRemoteTrack(participantId, stream, track), onRemoteScreen(participantId,
+   *          stream, track), onScreenShare(allowed, by), onChat(msg), onError(msg),
    *          onResumeToken(token | null), onWaitingClients(clients) (practitioners),
    *          onRecording(msg) (each `recording` message: asking, recording, stopped)
    *   states: idle, connecting, lobby (a client waits to be admitted: the server said
@@ -52,11 +55,14 @@ export class Call {
     this.iceServers = [];
     this.iceTransportPolicy = "all";
     this.participants = new Map();
-    this.local = { stream: new MediaStream(), audio: null, video: null, hasAudio: false, hasVideo: false };
+    this.local = { stream: new MediaStream(), audio: null, video: null, hasAudio: false, hasVideo: false, screen: null };
     this.mediaState = { audio: true, video: true };
+    // Who may share a screen here ("everyone" | "practitioners", from joined / screen_share).
+    this.screenShare = "everyone";
     this.blocked = { audio: false, video: false }; // the browser refused the device
-    this.senders = { audio: null, video: null };
+    this.senders = { audio: null, video: null, screen: null };
     this.trackOwners = new Map(); // mid of a receiving m-line -> participant id
+    this.screenMids = new Set(); // mids of screens: ours (sending) and the others'(receiving)
     this.joinedOnce = false;
     this.timers = new Set();
   }
@@ -103,6 +109,31 @@ export class Call {
     if (this.senders.audio) await this.senders.audio.replaceTrack(track);
   }
 
+  /** This browser can share a screen (desktop browsers; phones mostly cannot). */
+  get screenCapable() {
+    return typeof navigator.mediaDevices?.getDisplayMedia === "function";
+  }
+
+  /** May this participant share now (the practitioner may restrict it to practitioners)? */
+  get mayShareScreen() {
+    return this.screenCapable && (this.screenShare === "everyone" || this.role === "practitioner");
+  }
+
+  /**
+   * Share a screen track (null stops): it goes on the publish offer's second video m-line,
+   * kept from the start for it, so no renegotiation; the others see media_state.screen.
+   */
+  async shareScreen(track) {
+    this.local.screen = track || null;
+    if (this.senders.screen) await this.senders.screen.replaceTrack(this.local.screen);
+    this.sendMediaState();
+  }
+
+  /** Practitioners: who may share a screen in this room ("everyone" | "practitioners"). */
+  setScreenShare(allowed) {
+    return this.isJoined() && this.send({ type: "set_screen_share", allowed });
+  }
+
   /** Which devices the browser refuses (so the others see "blocked", not just "off"). */
   setBlocked({ audio, video }) {
     this.blocked = { audio: Boolean(audio), video: Boolean(video) };
@@ -117,6 +148,7 @@ export class Call {
       video: this.mediaState.video,
       audio_blocked: this.blocked.audio,
       video_blocked: this.blocked.video,
+      screen: Boolean(this.local.screen),
     });
   }
 
@@ -268,6 +300,7 @@ export class Call {
       case "joined":
         this.participants = new Map(msg.participants.map((p) => [p.id, p]));
         this.joinedOnce = true;
+        this.screenShare = msg.screen_share === "practitioners" ? "practitioners" : "everyone";
         this.updatePresence(); // joined from here on: the roster hook may already send chat
         this.hooks.onRoster?.([...this.participants.values()]);
         this.sendMediaState();
@@ -309,6 +342,10 @@ export class Call {
         break;
       case "chat":
         this.hooks.onChat?.(msg);
+        break;
+      case "screen_share":
+        this.screenShare = msg.allowed === "practitioners" ? "practitioners" : "everyone";
+        this.hooks.onScreenShare?.(this.screenShare, msg.by);
         break;
       case "recording":
         this.hooks.onRecording?.(msg);
@@ -371,6 +408,7 @@ export class Call {
   async publish(gen) {
     this.closePeer();
     this.trackOwners.clear();
+    this.screenMids.clear();
     // The server's ice_servers is the complete list: never let the browser add a default.
     const config = {
       iceServers: this.iceServers,
@@ -382,13 +420,16 @@ export class Call {
     const pc = new RTCPeerConnection(config);
     this.pc = pc;
     const stream = this.local.stream;
-    this.senders = { audio: null, video: null };
+    this.senders = { audio: null, video: null, screen: null };
+    // A browser that can share a screen always offers a camera m-line, so that the screen's is
+    // the second video (that is how the SFU tells them apart).
+    const screenLine = this.screenCapable;
     if (this.local.hasAudio) {
       const tx = pc.addTransceiver(this.local.audio || "audio", { direction: "sendonly", streams: [stream] });
       this.senders.audio = tx.sender;
       this.e2ee?.attachSender(tx.sender, "audio");
     }
-    if (this.local.hasVideo) {
+    if (this.local.hasVideo || screenLine) {
       // A camera that is off right now still gets its m-line: turning it on later is a
       // replaceTrack, and the client never re-offers.
       const tx = pc.addTransceiver(this.local.video || "video", { direction: "sendonly", streams: [stream] });
@@ -399,7 +440,17 @@ export class Call {
       }
       if (!this.local.video) await tx.sender.replaceTrack(null);
     }
-    if (!this.local.hasAudio && !this.local.hasVideo) {
+    if (screenLine) {
+      // The screen's m-line, sending only while shared (a track put on with replaceTrack).
+      const tx = pc.addTransceiver(this.local.screen || "video", { direction: "sendonly", streams: [new MediaStream()] });
+      this.senders.screen = tx.sender;
+      if (this.e2ee) {
+        this.e2ee.attachSender(tx.sender, "video");
+        preferVp8(tx);
+      }
+      if (!this.local.screen) await tx.sender.replaceTrack(null);
+    }
+    if (!this.local.hasAudio && !this.local.hasVideo && !screenLine) {
       pc.addTransceiver("audio", { direction: "recvonly" }); // nothing to send, still receive
     }
     const attached = new WeakSet();
@@ -407,14 +458,19 @@ export class Call {
       if (gen !== this.gen) return;
       const stream = ev.streams[0];
       if (!stream) return;
-      // The SFU names the stream by participant id. Keyed by mid, not track id: a participant
-      // who resumed is published again under the same track ids on new m-lines.
-      this.trackOwners.set(ev.transceiver.mid, stream.id);
+      // The SFU names the stream by participant id, a screen's "<participant id>-screen".
+      // Keyed by mid, not track id: a participant who resumed is published again under the
+      // same track ids on new m-lines.
+      const screen = stream.id.endsWith(SCREEN_SUFFIX);
+      const owner = screen ? stream.id.slice(0, -SCREEN_SUFFIX.length) : stream.id;
+      this.trackOwners.set(ev.transceiver.mid, owner);
       if (this.e2ee && !attached.has(ev.receiver)) {
         attached.add(ev.receiver); // a receiver is attached once, right when it appears
-        this.e2ee.attachReceiver(ev.receiver, ev.track.kind, stream.id);
+        this.e2ee.attachReceiver(ev.receiver, ev.track.kind, owner);
       }
-      this.hooks.onRemoteTrack?.(stream.id, stream, ev.track);
+      if (screen) this.screenMids.add(ev.transceiver.mid);
+      if (screen) this.hooks.onRemoteScreen?.(owner, stream, ev.track);
+      else this.hooks.onRemoteTrack?.(owner, stream, ev.track);
     };
     pc.onicecandidate = (ev) => {
       if (gen !== this.gen) return;
@@ -426,6 +482,8 @@ export class Call {
     pc.onconnectionstatechange = () => this.onPeerState(pc, gen);
     await pc.setLocalDescription(await pc.createOffer());
     if (gen !== this.gen) return;
+    const screenTx = pc.getTransceivers().find((t) => t.sender === this.senders.screen);
+    if (screenTx?.mid) this.screenMids.add(screenTx.mid);
     this.send({ type: "offer", sdp: pc.localDescription.sdp });
     this.after(MEDIA_CONNECT_LIMIT_MS, gen, () => {
       if (pc.connectionState !== "connected") this.connectionLost(gen, "media timeout");
@@ -575,7 +633,7 @@ export class Call {
       if (s.type === "inbound-rtp") {
         const active = receiving.has(s.mid);
         out.inbound.push({
-          kind: s.kind,
+          kind: this.screenMids.has(s.mid) ? "screen" : s.kind, // "audio", "video" (camera), "screen"
           active,
           ssrc: s.ssrc,
           mid: s.mid,
@@ -603,7 +661,7 @@ export class Call {
         });
       } else if (s.type === "outbound-rtp") {
         out.outbound.push({
-          kind: s.kind,
+          kind: this.screenMids.has(s.mid) ? "screen" : s.kind,
           bytesSent: s.bytesSent,
           packetsSent: s.packetsSent,
           framesEncoded: s.framesEncoded,

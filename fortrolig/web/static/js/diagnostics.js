@@ -31,6 +31,12 @@ export function exposeDiagnostics(ui) {
       tryOpen: (participantId, frame, kind, isKeyFrame) =>
         ui.media?.tryOpen(participantId, frameBytes(frame), kind, Boolean(isKeyFrame)) ?? Promise.resolve(false),
       dropSignaling: () => ui.call?.dropSignaling(),
+      // End this page's screen share as the browser's own "Stop sharing" control does.
+      endScreenShare: () => {
+        const track = ui.screen?.track;
+        track?.stop();
+        track?.dispatchEvent(new Event("ended"));
+      },
       get redirects() {
         return ui.call?.redirects ?? 0;
       },
