@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck imports bench bench-recording bench-janus bench-capacity bench-memory bench-websockets bench-failover soak clean deps-system deps-build venv
+.PHONY: run test lint typecheck imports bench bench-browser bench-recording bench-janus bench-capacity bench-memory bench-websockets bench-failover soak clean deps-system deps-build venv
 
 # The native data plane (fortrolig/media/native/) is compiled by the editable install: it needs
 # a C compiler and the headers of the Python that makes the venv (installed when missing).
@@ -72,9 +72,14 @@ deps-system:
 test: deps-system lint typecheck imports
 	$(BIN)/pytest -q -p no:cacheprovider --durations=20 -n 2 --dist loadgroup
 
-bench: $(STAMP)
+bench: $(STAMP) deps-system
 	$(BIN)/python -m bench.sfu_bench --out docs/bench-sfu.json
 	$(BIN)/python -m bench.journal_bench --out docs/bench-journal.json
+	$(BIN)/python -m bench.browser_e2ee --out docs/bench-browser-e2ee.json
+
+# Chromium's CPU for both ends of a 1:1 consultation, with and without end-to-end encrypted media.
+bench-browser: $(STAMP) deps-system
+	$(BIN)/python -m bench.browser_e2ee --out docs/bench-browser-e2ee.json
 
 # The recorder's cost: the SFU with and without a Recorder attached (server CPU, latency of the
 # other legs), then the native path's per-packet cost with and without a Python tap.

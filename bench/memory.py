@@ -31,7 +31,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .capacity import BIN, children, free_port, gauge, http_get, start_server, stop
+from .capacity import (
+    BIN,
+    LOAD_FROM_ONE_ADDRESS,
+    children,
+    free_port,
+    gauge,
+    http_get,
+    start_server,
+    stop,
+)
 from .common import CLIENT_CORE, count_fds, read_memory
 from .figures import fit_line, spread
 from .sfu_bench import machine
@@ -41,12 +50,6 @@ PER_ROOM = 2
 RAMP_PER_S = 8.0
 IDLE_S = 3.0
 GOAL_MIB = 2.0
-# fortrolig-load connects every participant from 127.0.0.1: the node's per-address caps
-# (16 WebSockets, 64 connections) are lifted for it; nothing else differs from the defaults.
-LOAD_FROM_ONE_ADDRESS = {
-    "FORTROLIG_EDGE__MAX_CONNECTIONS_PER_ADDRESS": "1024",
-    "FORTROLIG_EDGE__MAX_WEBSOCKETS_PER_ADDRESS": "512",
-}
 
 
 def node_memory(pid: int) -> dict[str, int]:

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .capacity import free_port, http_get, stop
+from .capacity import LOAD_FROM_ONE_ADDRESS, free_port, http_get, stop
 from .common import SERVER_CORE, read_memory
-from .memory import LOAD_FROM_ONE_ADDRESS, PER_ROOM, RAMP_PER_S, start_load, wait_participants
+from .memory import PER_ROOM, RAMP_PER_S, start_load, wait_participants
 
 TOP = 25
 
