@@ -22,7 +22,8 @@ import { consultationOfRoom, NotesPanel } from "./notes.js";
 import { Knock } from "./knock.js";
 import { PreCheck } from "./precheck.js";
 import { RecordingUi } from "./recording.js";
-import { LocalScreen, RemoteScreens } from "./screen-share.js";
+import { LocalScreen } from "./screen-share.js";
+import { displayName as tileName, renderFlags as flagsOf, Tiles } from "./tiles.js";
 import { api, keepAlive, onSignedOut, restore, signedIn } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -44,16 +45,14 @@ const ui = {
   blocked: { audio: false, video: false }, // the browser refused the device (not just off)
   chatMaxBytes: CHAT_MAX_BYTES_DEFAULT,
   stateLog: [],
-  tiles: new Map(), // participant id -> {root, video, caption, flags, placeholder}
+  tiles: null, // the video tiles and shared screens (tiles.js)
   waitingClients: [], // practitioners: who waits to be admitted (the server's `waiting_room`)
   chatSeq: 0,
   call: null,
   chat: null,
   notes: null, // the practitioner's notes panel (notes.js), when this tab is logged in
   recording: null, // recording with consent (recording.js)
-  pinned: null, // the participant id whose tile is pinned large (else a shared screen is)
   screen: null, // this page's screen share (screen-share.js)
-  screens: null, // the others' shared screens
   knock: new Knock(), // practitioners: a client arrived or dropped (sound, title, notification)
   precheck: null, // the check before joining (precheck.js)
   net: null, // its connection result
@@ -99,6 +98,7 @@ function storeResume(token) {
 }
 
 async function main() {
+  ui.tiles = new Tiles({ container: $("tiles"), t });
   setLanguage(initialLanguage());
   readLink();
   translatePage();
@@ -304,7 +304,6 @@ async function join() {
   // Media end to end encrypted where the browser can (media-e2ee.js); the keys travel over
   // the chat's pairwise keys, so the safety codes cover them.
   ui.screen = new LocalScreen({ call: () => ui.call, onChange: () => render(), onError: (key) => addSystemLine(key) });
-  ui.screens = new RemoteScreens({ container: $("tiles"), label: (p) => t("screen.of", { name: displayName(p) }) });
   ui.media = new MediaE2ee({ sendKey: (ids, index, raw) => ui.chat.sendMediaKey(ids, index, raw) });
   await ui.media.init();
   ui.chat = new ChatCrypto(
@@ -373,9 +372,9 @@ function callHooks() {
       render();
     },
     onRoster: (list) => {
-      for (const id of [...ui.tiles.keys()]) if (!list.some((p) => p.id === id)) removeTile(id);
-      for (const p of list) upsertTile(p);
-      renderScreens();
+      for (const id of [...ui.tiles.keys()]) if (!list.some((p) => p.id === id)) ui.tiles.remove(id);
+      for (const p of list) ui.tiles.upsert(p);
+      ui.tiles.renderScreens(ui.call);
       for (const p of list) ui.e2ee.expect(p.id);
       renderParticipants();
       ui.call.sendChat(ui.chat.announcement(), nextChatId());
@@ -384,7 +383,7 @@ function callHooks() {
     onParticipantJoined: (p) => {
       ui.media.peerJoined(); // one ratchet step: what was sent before stays unreadable to them
       ui.e2ee.expect(p.id);
-      upsertTile(p);
+      ui.tiles.upsert(p);
       renderParticipants();
       ui.call.sendChat(ui.chat.announcement(), nextChatId()); // re-announce for the newcomer
     },
@@ -394,11 +393,11 @@ function callHooks() {
         tile.info = { ...tile.info, away: true };
         tile.video.srcObject = null;
         tile.hasVideo = false;
-        renderTile(tile);
+        ui.tiles.renderTile(tile);
       }
       render();
       renderSafetyCodes();
-      renderScreens();
+      ui.tiles.renderScreens(ui.call);
       if (ui.role === "practitioner") ui.knock.dropped(t("knock.dropped", { name: displayName(tile?.info) }));
       // Their next page has new chat keys; it announces them when it is back.
       ui.chat.forget(id).catch((err) => console.warn("chat rekey failed", err));
@@ -406,9 +405,9 @@ function callHooks() {
       ui.e2ee.onPeerGone(id);
     },
     onParticipantLeft: (id) => {
-      removeTile(id);
-      ui.screens.forget(id);
-      renderScreens();
+      ui.tiles.remove(id);
+      ui.tiles.screens.forget(id);
+      ui.tiles.renderScreens(ui.call);
       renderParticipants();
       renderSafetyCodes();
       ui.chat.forget(id).catch((err) => console.warn("chat rekey failed", err));
@@ -416,14 +415,14 @@ function callHooks() {
       ui.e2ee.onPeerGone(id);
     },
     onParticipantUpdated: (p) => {
-      upsertTile(p);
-      renderScreens();
+      ui.tiles.upsert(p);
+      ui.tiles.renderScreens(ui.call);
       renderParticipants();
     },
-    onRemoteTrack: (id, stream) => attachStream(id, stream),
+    onRemoteTrack: (id, stream) => ui.tiles.attach(id, stream),
     onRemoteScreen: (id, stream) => {
-      ui.screens.setStream(id, stream);
-      renderScreens();
+      ui.tiles.screens.setStream(id, stream);
+      ui.tiles.renderScreens(ui.call);
     },
     onScreenShare: (allowed) => {
       // Restricted to practitioners while this client shares: its share ends here too.
@@ -470,7 +469,7 @@ function onEnded(reason) {
   ui.endReason = reason || "error";
   stopTrack(ui.audio);
   stopTrack(ui.video);
-  for (const id of [...ui.tiles.keys()]) removeTile(id);
+  for (const id of [...ui.tiles.keys()]) ui.tiles.remove(id);
   $("self-video").srcObject = null;
   storeResume(null);
   $("room").hidden = true;
@@ -480,146 +479,12 @@ function onEnded(reason) {
   $("ended-heading").focus?.();
 }
 
-// -- tiles ---------------------------------------------------------------------------------------
+// -- tiles (tiles.js) ---------------------------------------------------------------------------
 
-function displayName(p) {
-  return p?.name || t(p?.role === "practitioner" ? "role.practitioner" : p?.role === "client" ? "role.client" : "name.unknown");
-}
-
-function upsertTile(p) {
-  let tile = ui.tiles.get(p.id);
-  if (!tile) {
-    const root = document.createElement("figure");
-    root.className = "tile";
-    root.dataset.participantId = p.id;
-    const video = document.createElement("video");
-    video.autoplay = true;
-    video.playsInline = true;
-    const placeholder = document.createElement("div");
-    placeholder.className = "tile__placeholder";
-    placeholder.setAttribute("aria-hidden", "true");
-    const caption = document.createElement("figcaption");
-    caption.className = "tile__caption";
-    const name = document.createElement("span");
-    const flags = document.createElement("span");
-    flags.className = "flags";
-    caption.append(name, " ", flags);
-    // Pin: this tile large, the others in a strip (click again to unpin).
-    const pin = document.createElement("button");
-    pin.type = "button";
-    pin.className = "tile__pin";
-    pin.setAttribute("aria-pressed", "false");
-    pin.addEventListener("click", () => {
-      ui.pinned = ui.pinned === p.id ? null : p.id;
-      layoutTiles();
-    });
-    root.append(video, placeholder, caption, pin);
-    $("tiles").append(root);
-    tile = { root, video, placeholder, name, flags, pin, info: p };
-    ui.tiles.set(p.id, tile);
-    layoutTiles();
-  }
-  tile.info = p;
-  renderTile(tile);
-}
-
-// The grid fits 1-8 tiles (CSS picks columns from the count and the screen's shape); a
-// pinned tile takes the stage and the others line up beside or under it.
-function layoutTiles() {
-  if (ui.pinned && !ui.tiles.has(ui.pinned)) ui.pinned = null;
-  const el = $("tiles");
-  const screens = ui.screens?.shown() ?? [];
-  el.dataset.count = String(Math.min(8, ui.tiles.size + screens.length));
-  // A shared screen takes the stage, unless this viewer pinned someone themselves.
-  const stage = ui.pinned ? null : screens[0];
-  el.dataset.pinned = String(Boolean(ui.pinned || stage));
-  for (const id of screens) {
-    const root = ui.screens.tiles.get(id).root;
-    root.dataset.pinned = String(id === stage);
-    if (id === stage) el.prepend(root);
-  }
-  for (const [id, tile] of ui.tiles) {
-    const pinned = id === ui.pinned;
-    tile.root.dataset.pinned = String(pinned);
-    tile.pin.setAttribute("aria-pressed", String(pinned));
-    tile.pin.textContent = t(pinned ? "tile.unpin" : "tile.pin");
-    tile.pin.setAttribute("aria-label", t(pinned ? "tile.unpin.label" : "tile.pin.label", { name: displayName(tile.info) }));
-    if (pinned) el.prepend(tile.root);
-  }
-}
-
+const displayName = (p) => tileName(t, p);
+const renderFlags = (el, ...rest) => flagsOf(t, el, ...rest);
 // Who is speaking: the audio level each received track carries (getStats), twice a second.
-const SPEAKING_LEVEL = 0.04;
-async function markSpeakers() {
-  if (!ui.call?.isJoined()) return;
-  const levels = await ui.call.audioLevels();
-  for (const [id, tile] of ui.tiles) {
-    const speaking = (levels[id] ?? 0) > SPEAKING_LEVEL && tile.info.audio !== false;
-    tile.root.dataset.speaking = String(speaking);
-  }
-}
-setInterval(() => markSpeakers().catch(() => {}), 500);
-
-function renderTile(tile) {
-  const p = tile.info;
-  tile.name.textContent = displayName(p);
-  tile.video.setAttribute("aria-label", t("tile.video", { name: displayName(p) }));
-  tile.placeholder.textContent = initials(displayName(p));
-  // Initials until a video track arrives, and whenever the camera is off.
-  tile.placeholder.hidden = p.video === false || p.away ? false : Boolean(tile.hasVideo);
-  tile.root.dataset.audio = String(p.audio);
-  tile.root.dataset.video = String(p.video);
-  tile.root.dataset.away = String(Boolean(p.away));
-  tile.root.dataset.videoBlocked = String(Boolean(p.video_blocked));
-  tile.root.dataset.audioBlocked = String(Boolean(p.audio_blocked));
-  renderFlags(tile.flags, p.audio, p.video, Boolean(p.away), p);
-}
-
-// "Camera blocked" (the browser refused it: they must allow it) differs from "Camera off".
-function renderFlags(el, audio, video, away = false, blocked = {}) {
-  const parts = [];
-  if (away) parts.push(t("tile.away"));
-  if (!audio) parts.push(t(blocked.audio_blocked ? "tile.micblocked" : "tile.muted"));
-  if (!video) parts.push(t(blocked.video_blocked ? "tile.camblocked" : "tile.camoff"));
-  el.textContent = parts.length ? `· ${parts.join(" · ")}` : "";
-}
-
-function initials(name) {
-  return name
-    .split(/\s+/)
-    .filter(Boolean)
-    .slice(0, 2)
-    .map((w) => w[0].toUpperCase())
-    .join("");
-}
-
-function attachStream(id, stream) {
-  const tile = ui.tiles.get(id);
-  if (!tile) {
-    // A track may arrive before participant_joined is processed: make the tile now.
-    upsertTile({ id, role: null, name: null, audio: true, video: true });
-    return attachStream(id, stream);
-  }
-  if (tile.video.srcObject !== stream) tile.video.srcObject = stream;
-  tile.hasVideo = stream.getVideoTracks().length > 0;
-  renderTile(tile);
-  tile.video.play?.().catch(() => {});
-}
-
-function renderScreens() {
-  if (!ui.screens || !ui.call) return;
-  ui.screens.update([...ui.call.participants.values()]);
-  layoutTiles();
-}
-
-function removeTile(id) {
-  const tile = ui.tiles.get(id);
-  if (!tile) return;
-  tile.video.srcObject = null;
-  tile.root.remove();
-  ui.tiles.delete(id);
-  layoutTiles();
-}
+setInterval(() => ui.tiles?.markSpeakers(ui.call).catch(() => {}), 500);
 
 // -- practitioner panel ------------------------------------------------------------------------
 
@@ -920,8 +785,8 @@ function render() {
   $("chat-send").disabled = !(call?.isJoined());
   $("lobby").hidden = ui.state !== "lobby";
   renderWaitingRoom();
-  for (const tile of ui.tiles.values()) renderTile(tile);
-  layoutTiles();
+  for (const tile of ui.tiles.values()) ui.tiles.renderTile(tile);
+  ui.tiles.layout();
   renderParticipants();
   renderSafetyCodes();
   ui.recording?.render();
