@@ -5,9 +5,9 @@
 What it runs: a fresh ``fortrolig serve --media-workers 1`` on 127.0.0.1 (pinned to the server
 core), and one headless Chromium (pinned to the other core) holding both ends of a 1:1
 consultation: the practitioner's and the client's room page, each sending Chromium's fake
-camera (the page asks for 640x480 at 30 fps; the fake device gives 20) and microphone. Once both decode each other's video, the CPU of
-the whole Chromium process tree (browser, renderers, GPU and network processes) is read over a
-steady window, and the server's too.
+camera (the page asks for 640x480 at 30 fps; the fake device gives 20) and microphone. Once
+both decode each other's video, the CPU of the whole Chromium process tree (browser, renderers,
+GPU and network processes) is read over a steady window, and the server's too.
 
 * ``e2ee``: the default; every frame goes through the page's encoded transform (AES-256-GCM in a
   worker, docs/protocol.md "End-to-end encrypted media").
