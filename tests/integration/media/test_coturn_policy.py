@@ -82,9 +82,15 @@ def test_a_public_peer_is_allowed(client: TurnClient) -> None:
 
 def test_credentials_from_another_secret_are_refused(coturn: Coturn) -> None:
     username, _ = coturn.credentials("p_intruder")
-    turn = TurnClient(("127.0.0.1", coturn.port), username, "c29tZXRoaW5nIGVsc2U=")
-    try:
-        with pytest.raises(AssertionError, match="kept asking for authentication"):
-            turn.allocate()
-    finally:
-        turn.close()
+    for _attempt in range(3):
+        turn = TurnClient(("127.0.0.1", coturn.port), username, "c29tZXRoaW5nIGVsc2U=")
+        try:
+            with pytest.raises(AssertionError) as refused:
+                turn.allocate()
+        finally:
+            turn.close()
+        # 437: the kernel gave this socket the port of an allocation another test left behind
+        # (coturn keeps it for its lifetime); that says nothing of these credentials: again.
+        if "(437," not in str(refused.value):
+            break
+    assert "kept asking for authentication" in str(refused.value), refused.value
