@@ -37,7 +37,7 @@ from typing import Any
 from playwright.async_api import Page, async_playwright
 
 from .capacity import BIN, free_port, start_server, stop, tree_cpu_s
-from .common import CLIENT_CORE
+from .common import CLIENT_CORE, short_commit
 from .sfu_bench import machine
 
 CHROMIUM = os.environ.get("FORTROLIG_CHROMIUM", "/usr/bin/chromium")
@@ -85,11 +85,6 @@ def new_session(base_url: str, data_dir: str) -> dict[str, Any]:
     cmd += ["--base-url", base_url]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
     return dict(json.loads(out.stdout))
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip()
 
 
 async def join(page: Page, url: str, name: str) -> None:
@@ -203,7 +198,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     runs.append(run)
         finally:
             stop(server)
-    commit = git_commit()
+    commit = short_commit()
     return {
         "machine": machine(),
         "commit": commit,

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import CLIENT_CORE, SERVER_CORE, core_busy_pct, read_core_ticks
+from .common import CLIENT_CORE, SERVER_CORE, core_busy_pct, exit_on_signal, read_core_ticks
 from .sfu_bench import _fmt, machine
 
 DEFAULT_ROOMS = (2, 4, 8, 12, 16, 20, 24, 28, 32)
@@ -294,10 +294,6 @@ def table(points: Sequence[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--out", default="docs/bench-capacity.json", help="JSON results file")
@@ -310,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--engine", choices=("native", "python"), default="native", help="fortrolig-load engine"
     )
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, exit_on_signal)
     sizes = [int(r) for r in args.rooms.split(",")] if args.rooms else None
     sizes = sizes or ([2] if args.quick else list(DEFAULT_ROOMS))
     if args.duration is None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aioice.ice
 
@@ -140,3 +142,19 @@ def count_fds(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return -1
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def short_commit() -> str:
+    """The checkout's commit (short hash) that a benchmark's figures belong to; "" outside git."""
+    cmd = ["git", "rev-parse", "--short", "HEAD"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
+    return out.stdout.strip()
+
+
+def exit_on_signal(signum: int, frame: object) -> None:
+    """SIGTERM handler of the benchmarks: exit, so that their ``finally`` blocks stop what they
+    started."""
+    raise SystemExit(128 + signum)

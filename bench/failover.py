@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from fortrolig.loadtests.sources import PatternVideoTrack, ToneAudioTrack  # noq
 from tests.support.cluster import TestCluster  # noqa: E402
 from tests.support.postgres_server import TempPostgres  # noqa: E402
 from tests.support.redis_server import TempRedis  # noqa: E402
+
+from .common import short_commit  # noqa: E402
 
 DEFAULTS = {  # the shipped defaults (TestCluster's are faster, for tests)
     "FORTROLIG_COORDINATION__HEARTBEAT_S": "1",
@@ -140,13 +141,6 @@ async def run(kills: int, folder: Path) -> dict[str, Any]:
         pg.stop()
 
 
-def _commit() -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    )
-    return out.stdout.strip()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
@@ -159,7 +153,7 @@ def main() -> int:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
-    results["commit"] = _commit()
+    results["commit"] = short_commit()
     results["timings"] = DEFAULTS
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: results[k] for k in ("join", "media_back_after_owner_kill")}, indent=2))

@@ -59,7 +59,14 @@ from aiortc.sdp import candidate_from_sdp
 
 from .clients import ClientPlan, ClientSide, Snapshot, run_side
 from .clip import Clip, encode_clip
-from .common import CLIENT_CORE, SERVER_CORE, ice_host_only, pin_process, wait_until
+from .common import (
+    CLIENT_CORE,
+    SERVER_CORE,
+    exit_on_signal,
+    ice_host_only,
+    pin_process,
+    wait_until,
+)
 from .servers import server_main
 from .sfu_bench import _fmt, judge, linear_fit, machine, nominal_publish_rate
 from .wire import Message
@@ -696,10 +703,6 @@ def _progress(p: dict[str, Any]) -> None:
     )
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -713,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-direct", action="store_true", help="skip the latency floor")
     parser.add_argument("--inner", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, exit_on_signal)
     if args.inner is None:
         return outer_main(argv)
     args.original_argv = [a for a in argv if a not in ("--inner", args.inner)]

@@ -41,7 +41,7 @@ from .capacity import (
     start_server,
     stop,
 )
-from .common import CLIENT_CORE, count_fds, read_memory
+from .common import CLIENT_CORE, count_fds, exit_on_signal, read_memory, short_commit
 from .figures import fit_line, spread
 from .sfu_bench import machine
 
@@ -157,10 +157,6 @@ def table(points: Sequence[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--out", default="docs/bench-memory.json")
@@ -170,12 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--janus", action="store_true", help="also Janus (bench.memory_janus)")
     parser.add_argument("--janus-rooms", default="0,2,5,10")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, exit_on_signal)
     sizes = [int(r) for r in args.rooms.split(",")]
     info = machine()
-    info["commit"] = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    info["commit"] = short_commit()
     print(f"load average at start: {info['loadavg_at_start']}", flush=True)
     started = time.monotonic()
     points: list[dict[str, Any]] = []

@@ -34,6 +34,7 @@ from typing import Any
 from .clients import ClientPlan, client_main
 from .clip import AUDIO_RATE, AUDIO_SAMPLES, Clip, encode_clip
 from .common import CLIENT_CORE
+from .figures import fit_line
 from .servers import server_main
 
 SERVERS = ("fortrolig", "fortrolig-inline", "relay")
@@ -207,14 +208,10 @@ def judge(point: dict[str, Any], nominal_rate: float) -> None:
 
 def linear_fit(points: Sequence[dict[str, Any]]) -> dict[str, float] | None:
     """Least squares CPU % = intercept + slope·K over the valid points of one server."""
-    xs = [float(p["k"]) for p in points]
-    ys = [float(p["server_cpu_pct"]) for p in points]
-    if len(set(xs)) < 2:
+    line = fit_line([float(p["k"]) for p in points], [float(p["server_cpu_pct"]) for p in points])
+    if line is None:
         return None
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-    intercept = my - slope * mx
+    intercept, slope = line.intercept, line.slope
     per_leg_pkt_s = sum(p["egress_pkt_s"] / p["k"] for p in points) / len(points)
     return {
         "intercept_pct": intercept,

@@ -41,7 +41,7 @@ from fortrolig.loadtests.worker import restrict_ice
 from fortrolig.signaling.service import ROOM_IDLE_S
 
 from .capacity import free_port, http_get, stop
-from .common import LOOPBACK
+from .common import LOOPBACK, exit_on_signal
 from .sfu_bench import machine
 from .soak_clients import Api, Consultation, Plan, Tally
 from .soak_probe import RESOURCES, sample, series
@@ -240,13 +240,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, exit_on_signal)
     restrict_ice(LOOPBACK)
     info = machine()
     _, clip, _ = cached_clip(PROFILE, default_cache_dir())

@@ -31,7 +31,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,15 @@ from fortrolig.app.fdlimit import raise_nofile_limit
 from fortrolig.loadtests.cli import mint_access_token
 
 from .capacity import free_port, gauge, http_get, start_server, stop, tree_cpu_s
-from .common import CLIENT_CORE, LOOPBACK, count_fds, pin_process, read_memory
+from .common import (
+    CLIENT_CORE,
+    LOOPBACK,
+    count_fds,
+    exit_on_signal,
+    pin_process,
+    read_memory,
+    short_commit,
+)
 from .figures import addresses_needed, percentile, spread
 from .sfu_bench import machine
 from .ws_holders import HolderPlan, expect, holder_main, new_token
@@ -279,10 +286,6 @@ def markdown(points: Sequence[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--out", default="docs/bench-websockets.json")
@@ -304,13 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.per_room <= 16:
         parser.error("--per-room must be in 1..16 (the waiting list holds 16)")
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, exit_on_signal)
     pin_process(CLIENT_CORE)
     raise_nofile_limit(1024)
     info = machine()
-    info["commit"] = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    info["commit"] = short_commit()
     print(f"load average at start: {info['loadavg_at_start']}", flush=True)
     started = time.monotonic()
     points = []
