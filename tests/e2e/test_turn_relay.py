@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server, start_server, stop_server
-from tests.e2e.conftest import Browsers, RoomPage, launch
+from tests.e2e.conftest import Browsers, RoomPage, eventually, launch
 from tests.e2e.test_browser_consultation import decodes_video_from
 from tests.support.coturn import SECRET, Coturn, start_coturn
 from tests.support.tls_certs import ScratchCa, ServerCert, write_private
@@ -80,10 +80,19 @@ async def relayed_consultation(server: Server, browsers: Browsers) -> tuple[Room
 async def assert_relayed(page: RoomPage, protocol: str, tmp_path: Path) -> dict[str, Any]:
     """The page relays through TURN over ``protocol``; SRTP is AES-256-GCM."""
     assert await page.page.evaluate("window.fortrolig.iceTransportPolicy") == "relay"
-    stats = await page.stats()
+    seen: dict[str, Any] = {}
+
+    async def nominated() -> bool:
+        # "connected" can come while the nominated pair's own state still reads "in-progress"
+        # (its connectivity check answered, the stats not yet updated): wait for "succeeded".
+        seen.update(await page.stats())
+        selected = seen.get("selected")
+        return selected is not None and selected.get("state") == "succeeded"
+
+    await eventually(nominated, 10, "the selected candidate pair succeeds")
+    stats = seen
     assert stats["iceTransportPolicy"] == "relay", stats
     selected = stats["selected"]
-    assert selected is not None and selected["state"] == "succeeded", stats
     assert selected["localCandidateType"] == "relay", selected
     assert selected["localRelayProtocol"] == protocol, selected
     assert srtp_profile(stats["transport"]["srtpCipher"]) == AES_256_GCM, stats["transport"]
