@@ -41,22 +41,24 @@ deps-build:
 	fi
 
 # Debian packages the test suite needs (real PostgreSQL for the stores, real Redis for
-# coordination, a Unicode font for PDF exports, Chromium, Podman with runc and mmdebstrap to build
+# coordination, a Unicode font for PDF exports, Chromium and Firefox ESR (the browser tests), Podman with runc and mmdebstrap to build
 # and run the container image, coturn for the TURN tests; rootless Podman also needs uidmap and
 # slirp4netns). Installed only when missing; needs root (or sudo). Debian may start a
 # redis-server service on install; the tests start their own. Debian's coturn package enables a
 # turnserver service on systemd machines: it is stopped and disabled right after the install
 # (the tests start their own turnserver on free loopback ports, and a TURN server nobody
 # configured must not run on the machine).
-APT_PACKAGES := postgresql fonts-dejavu-core chromium redis-server podman runc mmdebstrap coturn
+APT_PACKAGES := postgresql fonts-dejavu-core chromium firefox-esr redis-server podman runc mmdebstrap coturn
 deps-system:
 	@missing=""; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$$missing fonts-dejavu-core"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/firefox-esr ] || missing="$$missing firefox-esr"; \
 	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	for tool in podman runc mmdebstrap; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	[ -x /usr/bin/turnserver ] || missing="$$missing coturn"; \
+	[ -x /usr/sbin/ethtool ] || missing="$$missing ethtool"; \
 	if [ "$$(id -u)" != 0 ]; then \
 	  command -v newuidmap >/dev/null 2>&1 || missing="$$missing uidmap"; \
 	  command -v slirp4netns >/dev/null 2>&1 || missing="$$missing slirp4netns"; \

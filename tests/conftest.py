@@ -249,16 +249,18 @@ def start_server(
     *,
     port: int | None = None,
     ca_file: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> Server:
-    """A node on 127.0.0.1; on https when ``extra_env`` names a TLS certificate, checked
-    against ``ca_file`` (which ``session()`` also trusts, through SSL_CERT_FILE).
+    """A node on ``host`` (127.0.0.1 unless a test's own namespace gives it another); on https
+    when ``extra_env`` names a TLS certificate, checked against ``ca_file`` (which
+    ``session()`` also trusts, through SSL_CERT_FILE).
 
     A port chosen here may be taken by another worker's process before the node binds it; the
     node then exits, and it is started again on a new port (a /healthz answer alone could come
     from that other process)."""
     for attempt in range(3):
         try:
-            return _start_server(tmp, extra_env, port=port, ca_file=ca_file)
+            return _start_server(tmp, extra_env, port=port, ca_file=ca_file, host=host)
         except PortTaken:
             if port is not None or attempt == 2:
                 raise
@@ -275,6 +277,7 @@ def _start_server(
     *,
     port: int | None,
     ca_file: Path | None,
+    host: str = "127.0.0.1",
 ) -> Server:
     port = port or free_port()
     tls = bool((extra_env or {}).get("FORTROLIG_SERVER__TLS_CERT_FILE"))
@@ -290,7 +293,7 @@ def _start_server(
                 *FORTROLIG,
                 "serve",
                 "--host",
-                "127.0.0.1",
+                host,
                 "--port",
                 str(port),
                 "--data-dir",
@@ -301,7 +304,7 @@ def _start_server(
             env=env,
             cwd=ROOT,
         )
-    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    base = f"{'https' if tls else 'http'}://{host}:{port}"
     context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     deadline = time.monotonic() + 30
     while True:

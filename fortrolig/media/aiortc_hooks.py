@@ -546,12 +546,25 @@ class _Fallback:
         except Exception:  # SRTP authentication failure or a malformed header: drop
             self._counters.increment("srtp_failures")
             return
-        receiver = self._router.route_rtp(packet)
+        receiver = self._router.route_rtp(packet) or self._rtx_receiver(packet.ssrc)
         track = self._track_of(receiver) if receiver is not None else None
         if track is None or self.native is None:
             return  # no forwarding receiver for this SSRC: nothing else would use it
         self.native.route(packet.ssrc, track)
         track.ingest(plain)
+
+    def _rtx_receiver(self, ssrc: int) -> Any:
+        """The receiver whose retransmissions come on ``ssrc`` (the offer's FID group).
+
+        aiortc's router knows each receiver's media SSRC only, and routes any other SSRC by
+        payload type alone; the camera's and the screen's m-lines share their RTX payload type,
+        so without this a publisher's retransmissions were dropped unrouted, and every packet
+        lost on its uplink stayed lost for all its subscribers (frozen video at 5 % loss)."""
+        for receiver in self._router.receivers:
+            if ssrc in getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", {}):
+                self._router.ssrc_table[ssrc] = receiver
+                return receiver
+        return None
 
 
 def pause_datagram_reading(transport: Any, fd: int) -> None:

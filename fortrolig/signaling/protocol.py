@@ -36,6 +36,8 @@ ROLES: Final = ("practitioner", "client")
 VERIFICATIONS: Final = ("email_code", "anonymous", "eid", "none")
 RECORDING_STATES: Final = ("asking", "recording", "stopped")
 SCREEN_SHARE: Final = ("everyone", "practitioners")  # who may share a screen in a room
+# A page's own connection quality, from its getStats (RTT, loss, bitrate; "unknown" until measured).
+QUALITY: Final = ("unknown", "good", "fair", "poor")
 RECORDING_REASONS: Final = ("refused", "withdrawn", "stopped", "left", "room_ended", "failed")
 ICE_TRANSPORT_POLICIES: Final = ("all", "relay")  # RTCIceTransportPolicy
 VERIFIED_MAX: Final = 320  # an e-mail address (RFC 5321 path limit is 256; names are shorter)
@@ -138,6 +140,10 @@ class MediaState:
     # Sharing a screen on the publish offer's second video m-line (refused with
     # ``screen_share_not_allowed`` for a client while practitioners restrict it).
     screen: bool = False
+    # The page's own connection quality (quality.js grades its getStats), shown on its tile.
+    quality: str = _choice(QUALITY, default="unknown")
+    # It stopped sending video because its network is too poor for it (audio only, camera on).
+    audio_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +253,9 @@ class ParticipantInfo:
     video_blocked: bool = False
     # Sharing a screen now: its ``<id>-screen`` track is to be laid out large.
     screen: bool = False
+    # Its connection quality as its page reports it, and whether it fell back to audio only.
+    quality: str = _choice(QUALITY, default="unknown")
+    audio_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

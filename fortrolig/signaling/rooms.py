@@ -26,6 +26,8 @@ class Participant:
     audio_blocked: bool = False  # the browser refused the microphone
     video_blocked: bool = False  # the browser refused the camera
     screen: bool = False  # sharing a screen (its second video track)
+    quality: str = "unknown"  # its connection quality as its page reports it
+    audio_only: bool = False  # its video paused: its network is too poor for video
     # How the client was verified (None: a direct link, not an invite) and the verified e-mail,
     # name or pseudonym; shown to practitioners in the waiting room.
     verification: str | None = None
@@ -160,6 +162,7 @@ class Room:
         if found is not None:
             found.away_until = until
             found.screen = False  # its media is freed: a share does not outlive the connection
+            found.quality, found.audio_only = "unknown", False  # measured afresh when it returns
             self.away[participant_id] = found
         return found
 

@@ -664,6 +664,7 @@ class Session:
         me.audio, me.video = msg.audio, msg.video
         me.audio_blocked, me.video_blocked = msg.audio_blocked, msg.video_blocked
         me.screen = msg.screen
+        me.quality, me.audio_only = msg.quality, msg.audio_only
         self._broadcast(p.ParticipantUpdated(participant=_info(me)), include_self=True)
 
     async def _on_leave(self, msg: p.Leave) -> None:
@@ -870,6 +871,8 @@ def _info(x: Participant) -> p.ParticipantInfo:
         audio_blocked=x.audio_blocked,
         video_blocked=x.video_blocked,
         screen=x.screen,
+        quality=x.quality,
+        audio_only=x.audio_only,
     )
 
 

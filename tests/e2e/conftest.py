@@ -90,8 +90,12 @@ class RoomPage:
         return path
 
 
-def _loopback_candidate(raw: str) -> bool:
-    """False for a `candidate` message naming an address other than 127.0.0.1 (or ::1)."""
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+def _loopback_candidate(raw: str, allowed: tuple[str, ...] = LOOPBACK) -> bool:
+    """False for a `candidate` message naming an address other than 127.0.0.1 (or ::1), or
+    than ``allowed`` (the addresses of a test's own network namespaces)."""
     try:
         msg = json.loads(raw)
     except ValueError:
@@ -99,15 +103,16 @@ def _loopback_candidate(raw: str) -> bool:
     if msg.get("type") != "candidate" or not msg.get("candidate"):
         return True
     fields = str(msg["candidate"]).split()
-    return len(fields) > 4 and fields[4] in ("127.0.0.1", "::1")
+    return len(fields) > 4 and fields[4] in allowed
 
 
 class Browsers:
     """Opens room pages, one browser context each; closes everything it opened."""
 
-    def __init__(self, browser: Any, out: Path) -> None:
+    def __init__(self, browser: Any, out: Path, ice_addresses: tuple[str, ...] = LOOPBACK) -> None:
         self.browser = browser
         self.out = out
+        self.ice_addresses = ice_addresses
         self.contexts: list[Any] = []
         self.pages: list[RoomPage] = []
 
@@ -180,7 +185,7 @@ class Browsers:
             def from_page(message: str | bytes) -> None:
                 text = message if isinstance(message, str) else message.decode()
                 room.to_server.append(text)
-                if _loopback_candidate(text):
+                if _loopback_candidate(text, self.ice_addresses):
                     server.send(message)
 
             def from_server(message: str | bytes) -> None:
@@ -222,18 +227,26 @@ def _pids_with_marker(marker: str) -> list[int]:
 
 @contextlib.asynccontextmanager
 async def launch(
-    out: Path, extra_args: list[str] | None = None, without: tuple[str, ...] = ()
+    out: Path,
+    extra_args: list[str] | None = None,
+    without: tuple[str, ...] = (),
+    executable: str | Path = CHROMIUM,
+    ice_addresses: tuple[str, ...] = LOOPBACK,
 ) -> AsyncIterator[Browsers]:
     """A fresh Chromium; every Chromium process of it is gone when the block ends. ``without``
-    drops default switches (e.g. the fake permission UI, to let a page be refused)."""
+    drops default switches (e.g. the fake permission UI, to let a page be refused);
+    ``executable`` may be a wrapper that runs Chromium in a test's network namespace, whose
+    addresses ``ice_addresses`` then lets through as ICE candidates."""
     # A switch Chromium ignores, so that leftovers of this launch can be found by PID.
     marker = f"--fortrolig-e2e-run={uuid.uuid4().hex}"
     args = [*(a for a in CHROMIUM_ARGS if a not in without), *(extra_args or []), marker]
     async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        browser = await pw.chromium.launch(
+            executable_path=str(executable), args=args, headless=True
+        )
         # Kept beside the screenshots and in every report of the test (see _name_the_browser).
         (out / "browser-version.txt").write_text(f"Chromium {browser.version}\n")
-        holder = Browsers(browser, out)
+        holder = Browsers(browser, out, ice_addresses)
         try:
             yield holder
         finally:

@@ -30,6 +30,8 @@ PARTICIPANT = {
     "audio_blocked": False,
     "video_blocked": True,
     "screen": False,
+    "quality": "fair",
+    "audio_only": False,
 }
 
 # Captured from the browser client and the server (docs/protocol.md shows the same).
@@ -52,6 +54,8 @@ CLIENT_SAMPLES: dict[str, dict[str, Any]] = {
         "audio_blocked": False,
         "video_blocked": True,
         "screen": True,
+        "quality": "poor",
+        "audio_only": True,
     },
     "set_screen_share": {"type": "set_screen_share", "allowed": "practitioners"},
     "leave": {"type": "leave"},
@@ -174,11 +178,14 @@ def test_typed_values() -> None:
     joined = p.parse_server(json.dumps(SERVER_SAMPLES["joined"]))
     assert isinstance(joined, p.Joined)
     assert joined.participants == (
-        p.ParticipantInfo("par_abc", "practitioner", "Dr. Ørsted", True, False, video_blocked=True),
+        p.ParticipantInfo(
+            "par_abc", "practitioner", "Dr. Ørsted", True, False, video_blocked=True, quality="fair"
+        ),
     )
-    # An older page sends no blocked flags: they are false.
+    # An older page sends no blocked flags and no quality: false and "unknown".
     old = p.parse('{"type":"media_state","audio":true,"video":false}')
     assert old == p.MediaState(audio=True, video=False)
+    assert (old.quality, old.audio_only) == ("unknown", False)
 
 
 def test_optional_fields_may_be_absent_or_null() -> None:
@@ -285,6 +292,9 @@ def test_unknown_type(kind: str) -> None:
         {"type": "media_state", "audio": True},
         {"type": "media_state", "audio": True, "video": False, "video_blocked": "yes"},
         {"type": "media_state", "audio": True, "video": False, "screen": 1},
+        {"type": "media_state", "audio": True, "video": True, "quality": "excellent"},
+        {"type": "media_state", "audio": True, "video": True, "quality": None},
+        {"type": "media_state", "audio": True, "video": True, "audio_only": "yes"},
         {"type": "set_screen_share", "allowed": "clients"},
         {"type": "set_screen_share"},
     ],

@@ -7,7 +7,7 @@ import { ChatCrypto } from "./chat-crypto.js";
 import { appendChatLine, appendSystemLine, renderSafetyCodes as renderCodes } from "./chat-log.js";
 import { exposeDiagnostics } from "./diagnostics.js";
 import { E2eeUi } from "./e2ee-ui.js";
-import { e2eeSupport, MediaE2ee } from "./media-e2ee.js";
+import { e2eeAvailable, e2eeSupport, MediaE2ee } from "./media-e2ee.js";
 import {
   listDevices,
   openCamera,
@@ -21,6 +21,8 @@ import { initialLanguage, language, setLanguage, t, translatePage } from "./i18n
 import { consultationOfRoom, NotesPanel } from "./notes.js";
 import { Knock } from "./knock.js";
 import { PreCheck } from "./precheck.js";
+import { QualityUi } from "./quality.js";
+import { renderWaitingList, waitingName as nameOfWaiting } from "./waiting-list.js";
 import { RecordingUi } from "./recording.js";
 import { LocalScreen } from "./screen-share.js";
 import { displayName as tileName, renderFlags as flagsOf, Tiles } from "./tiles.js";
@@ -99,12 +101,16 @@ function storeResume(token) {
 
 async function main() {
   ui.tiles = new Tiles({ container: $("tiles"), t });
+  const notice = { root: $("net-notice"), text: $("net-notice-text"), retry: $("net-retry"), self: $("self-quality") };
+  ui.quality = new QualityUi({ call: () => ui.call, tiles: ui.tiles, t, notice, onChange: render });
   setLanguage(initialLanguage());
   readLink();
   translatePage();
   bindControls();
   // Said before joining: the practitioner decides whether the consultation goes on without it.
   $("e2ee-unsupported").hidden = e2eeSupport() !== null;
+  // ... and where the API is there but its worker does not start (a policy the browser enforces).
+  e2eeAvailable().then((api) => ($("e2ee-unsupported").hidden = api !== null));
   ui.recording = new RecordingUi({
     call: () => ui.call,
     panel: () => ui.notes,
@@ -530,61 +536,12 @@ function moderationButton(action, p) {
   return btn;
 }
 
-// The waiting room: who waits, how each proved who they are, admit / deny.
-const VERIFICATION_KEYS = {
-  email_code: "waiting.how.email_code",
-  eid: "waiting.how.eid",
-  anonymous: "waiting.how.anonymous",
-  none: "waiting.how.none",
-};
-
-// What the practitioner calls a waiting client: the name it gave, its pseudonym, or "Client".
-function waitingName(c) {
-  return c.name || (c.verification === "anonymous" && c.verified) || t("role.client");
-}
+// The waiting room (waiting-list.js): who waits, how each proved who they are, admit / deny.
+const waitingName = (c) => nameOfWaiting(t, c);
 
 function renderWaitingRoom() {
-  const list = $("waiting-list");
-  list.replaceChildren();
   const clients = ui.state === "ended" ? [] : ui.waitingClients;
-  $("waiting-empty").hidden = clients.length > 0;
-  for (const c of clients) {
-    const name = waitingName(c);
-    const li = document.createElement("li");
-    li.dataset.participantId = c.id;
-    li.dataset.verification = c.verification;
-    const who = document.createElement("span");
-    who.className = "waiting__who";
-    const strong = document.createElement("span");
-    strong.className = "waiting__name";
-    strong.textContent = name;
-    const how = document.createElement("span");
-    how.className = "waiting__how";
-    how.dataset.verification = c.verification;
-    how.textContent = t(VERIFICATION_KEYS[c.verification] || "waiting.how.none", { verified: c.verified || "" });
-    who.append(strong, how);
-    if (c.returning) {
-      // Came back through its invite (verified afresh), e.g. after closing the tab.
-      li.dataset.returning = "true";
-      const back = document.createElement("span");
-      back.className = "waiting__returning";
-      back.textContent = t("waiting.returning");
-      who.append(back);
-    }
-    li.append(who, waitingButton("admit", c.id, name), waitingButton("deny", c.id, name));
-    list.append(li);
-  }
-}
-
-function waitingButton(action, id, name) {
-  const btn = document.createElement("button");
-  btn.type = "button";
-  btn.className = action === "admit" ? "btn btn--primary" : "btn btn--danger-outline";
-  btn.dataset.action = action;
-  btn.dataset.participantId = id;
-  btn.textContent = t(`waiting.${action}`);
-  btn.setAttribute("aria-label", t(`waiting.${action}.label`, { name }));
-  return btn;
+  renderWaitingList({ list: $("waiting-list"), empty: $("waiting-empty"), clients, t });
 }
 
 function onWaitingClick(event) {
@@ -781,7 +738,7 @@ function render() {
   share.textContent = t(sharing ? "screen.stop" : "screen.start");
   share.setAttribute("aria-pressed", String(sharing));
   $("screen-policy").checked = call?.screenShare !== "practitioners";
-  renderFlags($("self-flags"), audioOn, videoOn || !call);
+  renderFlags($("self-flags"), audioOn, videoOn || !call, false, { audio_only: call?.audioOnly });
   $("chat-send").disabled = !(call?.isJoined());
   $("lobby").hidden = ui.state !== "lobby";
   renderWaitingRoom();
@@ -791,6 +748,7 @@ function render() {
   renderSafetyCodes();
   ui.recording?.render();
   ui.e2ee?.render();
+  ui.quality?.render();
   if (ui.state === "ended") {
     let reason = ui.endReason === "room_ended" && ui.endedByMe ? "room_ended.self" : ui.endReason;
     if (reason === "left" && ui.role === "client") reason = "left.client"; // how to come back

@@ -60,6 +60,10 @@ export class Call {
     // Who may share a screen here ("everyone" | "practitioners", from joined / screen_share).
     this.screenShare = "everyone";
     this.blocked = { audio: false, video: false }; // the browser refused the device
+    // This page's connection quality (quality.js grades getStats) and whether it sends no video
+    // because its network is too poor for it (the camera stays on: "audio only").
+    this.quality = "unknown";
+    this.audioOnly = false;
     this.senders = { audio: null, video: null, screen: null };
     this.trackOwners = new Map(); // mid of a receiving m-line -> participant id
     this.screenMids = new Set(); // mids of screens: ours (sending) and the others'(receiving)
@@ -99,7 +103,7 @@ export class Call {
     this.local.video = track;
     if (track) this.local.hasVideo = true;
     this.mediaState.video = Boolean(track);
-    if (this.senders.video) await this.senders.video.replaceTrack(track);
+    if (this.senders.video) await this.senders.video.replaceTrack(this.audioOnly ? null : track);
     this.sendMediaState();
   }
 
@@ -140,6 +144,24 @@ export class Call {
     this.sendMediaState();
   }
 
+  /** This page's connection quality ("unknown" | "good" | "fair" | "poor"): the others show it. */
+  setQuality(level) {
+    if (level === this.quality) return;
+    this.quality = level;
+    this.sendMediaState();
+  }
+
+  /**
+   * Audio only (true) while the network is too poor for video: the camera sender sends nothing
+   * (as with the camera off, no renegotiation) but the camera stays on, to come back by itself.
+   */
+  async setAudioOnly(on) {
+    if (Boolean(on) === this.audioOnly) return;
+    this.audioOnly = Boolean(on);
+    if (this.senders.video) await this.senders.video.replaceTrack(this.audioOnly ? null : this.local.video);
+    this.sendMediaState();
+  }
+
   sendMediaState() {
     if (!this.isJoined()) return;
     this.send({
@@ -149,6 +171,8 @@ export class Call {
       audio_blocked: this.blocked.audio,
       video_blocked: this.blocked.video,
       screen: Boolean(this.local.screen),
+      quality: this.quality,
+      audio_only: this.audioOnly,
     });
   }
 
@@ -425,7 +449,9 @@ export class Call {
     // the second video (that is how the SFU tells them apart).
     const screenLine = this.screenCapable;
     if (this.local.hasAudio) {
-      const tx = pc.addTransceiver(this.local.audio || "audio", { direction: "sendonly", streams: [stream] });
+      // Audio first when the network is short: a higher share of the estimate than video's.
+      const sendEncodings = [{ priority: "high", networkPriority: "high" }];
+      const tx = pc.addTransceiver(this.local.audio || "audio", { direction: "sendonly", streams: [stream], sendEncodings });
       this.senders.audio = tx.sender;
       this.e2ee?.attachSender(tx.sender, "audio");
     }
@@ -438,7 +464,7 @@ export class Call {
         this.e2ee.attachSender(tx.sender, "video");
         preferVp8(tx); // the clear header of an encrypted frame is VP8's
       }
-      if (!this.local.video) await tx.sender.replaceTrack(null);
+      if (!this.local.video || this.audioOnly) await tx.sender.replaceTrack(null);
     }
     if (screenLine) {
       // The screen's m-line, sending only while shared (a track put on with replaceTrack).
@@ -619,6 +645,7 @@ export class Call {
       iceTransportPolicy: pc.getConfiguration().iceTransportPolicy,
       inbound: [],
       outbound: [],
+      remoteInbound: [],
       transport: null,
       pair: null,
     };
@@ -656,6 +683,7 @@ export class Call {
           frameWidth: s.frameWidth,
           frameHeight: s.frameHeight,
           totalSamplesReceived: s.totalSamplesReceived,
+          concealedSamples: s.concealedSamples,
           audioLevel: s.audioLevel,
           totalAudioEnergy: s.totalAudioEnergy,
         });
@@ -668,9 +696,14 @@ export class Call {
           frameWidth: s.frameWidth,
           frameHeight: s.frameHeight,
           targetBitrate: s.targetBitrate,
+          nackCount: s.nackCount, // NACKs the SFU sent for what this page sends
+          retransmittedPacketsSent: s.retransmittedPacketsSent,
           qualityLimitationReason: s.qualityLimitationReason,
           timestamp: s.timestamp,
         });
+      } else if (s.type === "remote-inbound-rtp") {
+        // The SFU's receiver reports on what this page sends: loss and round-trip time.
+        out.remoteInbound.push({ kind: s.kind, fractionLost: s.fractionLost, roundTripTime: s.roundTripTime, packetsLost: s.packetsLost });
       } else if (s.type === "transport") {
         out.transport = {
           srtpCipher: s.srtpCipher,

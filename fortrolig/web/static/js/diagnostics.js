@@ -25,6 +25,13 @@ export function exposeDiagnostics(ui) {
       precheck: () => ({ micPeak: ui.precheck?.peak ?? 0, net: ui.net }),
       recording: () => ui.recording?.snapshot() ?? null,
       stats: () => ui.call?.stats() ?? Promise.resolve(null),
+      // This page's connection quality, what it shows of each other participant, audio-only.
+      quality: () => ({
+        self: ui.quality?.level ?? "unknown",
+        peers: Object.fromEntries([...ui.tiles.values()].map((x) => [x.info.id, ui.quality?.levelOf(x.info)])),
+        audioOnly: Boolean(ui.call?.audioOnly),
+        notice: ui.quality?.notice.root.hidden === false ? ui.quality.notice.root.dataset.key : null,
+      }),
       safetyCodes: () => ui.chat?.safetyCodes() ?? {},
       e2ee: () => ui.e2ee?.snapshot() ?? Promise.resolve(null),
       // Can this page's keys open a sealed frame (base64) of a participant? Never the plaintext.

@@ -1,8 +1,8 @@
 // The room's video tiles: one per remote participant (name, initials while there is no picture,
-// muted / camera-off / blocked / away flags, who is speaking), the others' shared screens
-// (screen-share.js), and the layout: a grid of 1-8 tiles (CSS picks the columns from the count
-// and the screen's shape), or a stage with the others beside or under it — the tile this viewer
-// pinned, else a shared screen. Every text goes in through textContent, never as HTML.
+// muted / camera-off / blocked / away / audio-only flags, connection quality, who is speaking),
+// the others' shared screens (screen-share.js), and the layout: a grid of 1-8 tiles (CSS picks
+// the columns from the count and the screen's shape), or a stage with the others beside or under
+// it — the tile this viewer pinned, else a shared screen. Every text goes in through textContent, never as HTML.
 
 import { RemoteScreens } from "./screen-share.js";
 
@@ -17,6 +17,7 @@ export function renderFlags(t, el, audio, video, away = false, blocked = {}) {
   if (away) parts.push(t("tile.away"));
   if (!audio) parts.push(t(blocked.audio_blocked ? "tile.micblocked" : "tile.muted"));
   if (!video) parts.push(t(blocked.video_blocked ? "tile.camblocked" : "tile.camoff"));
+  else if (blocked.audio_only) parts.push(t("tile.audioonly")); // camera on, network too poor
   el.textContent = parts.length ? `· ${parts.join(" · ")}` : "";
 }
 
@@ -36,7 +37,7 @@ export class Tiles {
   constructor({ container, t }) {
     this.container = container;
     this.t = t;
-    this.map = new Map(); // participant id -> {root, video, placeholder, name, flags, pin, info}
+    this.map = new Map(); // participant id -> {root, video, placeholder, name, flags, quality, pin, info}
     this.pinned = null; // the participant id whose tile this viewer pinned large
     this.screens = new RemoteScreens({ container, label: (p) => t("screen.of", { name: displayName(t, p) }) });
   }
@@ -71,7 +72,13 @@ export class Tiles {
       const name = document.createElement("span");
       const flags = document.createElement("span");
       flags.className = "flags";
-      caption.append(name, " ", flags);
+      // Connection quality (quality.js sets its level and label); hidden until measured.
+      const quality = document.createElement("span");
+      quality.className = "quality";
+      quality.setAttribute("role", "img");
+      quality.hidden = true;
+      quality.append(...[0, 1, 2].map(() => document.createElement("i")));
+      caption.append(quality, " ", name, " ", flags);
       // Pin: this tile large, the others in a strip (click again to unpin).
       const pin = document.createElement("button");
       pin.type = "button";
@@ -83,7 +90,7 @@ export class Tiles {
       });
       root.append(video, placeholder, caption, pin);
       this.container.append(root);
-      tile = { root, video, placeholder, name, flags, pin, info: p };
+      tile = { root, video, placeholder, name, flags, quality, pin, info: p };
       this.map.set(p.id, tile);
       this.layout();
     }
@@ -132,10 +139,11 @@ export class Tiles {
     tile.video.setAttribute("aria-label", this.t("tile.video", { name: displayName(this.t, p) }));
     tile.placeholder.textContent = initials(displayName(this.t, p));
     // Initials until a video track arrives, and whenever the camera is off.
-    tile.placeholder.hidden = p.video === false || p.away ? false : Boolean(tile.hasVideo);
+    tile.placeholder.hidden = p.video === false || p.away || p.audio_only ? false : Boolean(tile.hasVideo);
     tile.root.dataset.audio = String(p.audio);
     tile.root.dataset.video = String(p.video);
     tile.root.dataset.away = String(Boolean(p.away));
+    tile.root.dataset.audioOnly = String(Boolean(p.audio_only));
     tile.root.dataset.videoBlocked = String(Boolean(p.video_blocked));
     tile.root.dataset.audioBlocked = String(Boolean(p.audio_blocked));
     renderFlags(this.t, tile.flags, p.audio, p.video, Boolean(p.away), p);
