@@ -79,6 +79,10 @@ COMMON_HEADERS = {
 }
 # Not a page (API, errors, assets): nothing may run or load in its context, and nobody frames it.
 NOT_PAGE_CSP = "default-src 'none'; frame-ancestors 'none'"
+# Our own scripts: the same, but a worker (which runs under its script's own policy, as Firefox
+# enforces) may import the page's other modules; it loads or connects to nothing else.
+SCRIPT_CSP = "default-src 'none'; script-src 'self'; frame-ancestors 'none'"
+SCRIPT_TYPES = ("application/javascript", "text/javascript")
 STATIC_PREFIX = "/static/"
 
 
@@ -222,6 +226,8 @@ async def security_headers_on_prepare(request: web.Request, response: web.Stream
     if page:
         for name, value in PAGE_HEADERS.items():
             headers.setdefault(name, value)
+    elif request.path.startswith(STATIC_PREFIX) and response.content_type in SCRIPT_TYPES:
+        headers.setdefault("Content-Security-Policy", SCRIPT_CSP)
     else:
         headers.setdefault("Content-Security-Policy", NOT_PAGE_CSP)
     if page or not request.path.startswith(STATIC_PREFIX) or response.status >= 400:

@@ -325,6 +325,19 @@ def test_every_other_response_has_the_headers_too(server: Server, path: str, sta
         assert headers["Cache-Control"] == "no-store"
 
 
+def test_static_scripts_may_import_only_our_own_scripts(server: Server) -> None:
+    # The media encryption worker runs under its own script's policy (Firefox enforces it): it
+    # must be able to import frame-crypto.js, and nothing more.
+    for path in ("/static/js/e2ee-worker.js", "/static/js/frame-crypto.js"):
+        status, headers, _ = request(server, path)
+        assert status == 200
+        check_common(headers)
+        policy = [d.strip() for d in headers["Content-Security-Policy"].split(";")]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy, policy
+    _, headers, _ = request(server, "/static/room.css")
+    assert "script-src" not in headers["Content-Security-Policy"]
+
+
 def test_personal_responses_are_not_stored(server: Server) -> None:
     server.session_by_cli()  # billing is enforced here: this gives the dev practitioner access
     auth = {"Authorization": f"Bearer {access_token(server)}"}
