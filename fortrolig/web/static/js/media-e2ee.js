@@ -14,6 +14,9 @@
 import { ratchet } from "./frame-crypto.js";
 
 const SWITCH_DELAY_MS = 500;
+// The worker answers its first message by then, or this page cannot encrypt (a worker the
+// browser refuses to load, say under a policy it enforces, would leave the page waiting).
+const WORKER_START_MS = 5_000;
 
 /** "script" (RTCRtpScriptTransform), "streams" (createEncodedStreams) or null (neither). */
 export function e2eeSupport() {
@@ -22,6 +25,17 @@ export function e2eeSupport() {
   const receiver = globalThis.RTCRtpReceiver?.prototype;
   if (sender && receiver && "createEncodedStreams" in sender && "createEncodedStreams" in receiver) return "streams";
   return null;
+}
+
+/**
+ * What the page can really do, said before joining: e2eeSupport()'s API, if the encryption
+ * worker also starts and answers here; otherwise null.
+ */
+export async function e2eeAvailable() {
+  const probe = new MediaE2ee({ sendKey: async () => {} });
+  await probe.init();
+  probe.close();
+  return probe.api;
 }
 
 export class MediaE2ee {
@@ -45,17 +59,45 @@ export class MediaE2ee {
     return this.api !== null;
   }
 
+  /** Start the worker with our first key; a worker that does not start leaves api null. */
   async init() {
     if (!this.api) return;
-    this.worker = new Worker(new URL("./e2ee-worker.js", import.meta.url), { type: "module", name: "fortrolig-e2ee" });
-    this.worker.onmessage = (ev) => {
+    let worker;
+    try {
+      worker = new Worker(new URL("./e2ee-worker.js", import.meta.url), { type: "module", name: "fortrolig-e2ee" });
+    } catch (err) {
+      console.warn("fortrolig: media encryption worker refused", err);
+      this.api = null;
+      return;
+    }
+    this.worker = worker;
+    worker.onmessage = (ev) => {
       const done = this.calls.get(ev.data?.id);
       if (!done) return;
       this.calls.delete(ev.data.id);
       done(ev.data.value);
     };
     this.current = { index: 0, raw: crypto.getRandomValues(new Uint8Array(32)) };
-    await this.call({ op: "send_key", index: 0, raw: this.current.raw });
+    let timer;
+    const failed = new Promise((resolve) => {
+      worker.addEventListener("error", () => resolve(false), { once: true });
+      timer = setTimeout(() => resolve(false), WORKER_START_MS);
+    });
+    const started = await Promise.race([this.call({ op: "send_key", index: 0, raw: this.current.raw }).then(() => true), failed]);
+    clearTimeout(timer);
+    if (!started) {
+      console.warn("fortrolig: the media encryption worker did not start");
+      this.close();
+      this.api = null;
+      this.current = null;
+    }
+  }
+
+  /** Stop the worker (this page no longer encrypts or opens anything). */
+  close() {
+    this.worker?.terminate();
+    this.worker = null;
+    this.calls.clear();
   }
 
   /** Post to the worker and wait until it handled the message (messages stay in order). */
