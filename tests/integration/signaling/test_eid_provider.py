@@ -9,13 +9,11 @@ callback; the relying party then finishes the login with the code.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import secrets
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -44,6 +42,7 @@ from fortrolig.signaling.eid import (
     PrivateKeyJwt,
 )
 from fortrolig.signaling.eid.http import AiohttpEidHttp
+from tests.support.npm import npm_ci
 
 OIDC_DIR = Path(__file__).resolve().parents[2] / "oidc"
 LOW, SUBSTANTIAL, HIGH = NSIS_LEVELS
@@ -63,32 +62,11 @@ class Provider:
     es_key: Any
 
 
-def _npm_ci() -> None:
-    installed = OIDC_DIR / "node_modules" / "oidc-provider" / "package.json"
-    if installed.exists():
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is needed to install the test OpenID Provider (tests/oidc)")
-    # Two xdist workers may both find it missing on a fresh clone: one installs, the other
-    # waits for it (npm ci starts by deleting node_modules).
-    with (Path(tempfile.gettempdir()) / "fortrolig-oidc-npm-ci.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if installed.exists():
-            return
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=OIDC_DIR,
-            check=True,
-            timeout=300,
-        )
-
-
 @contextmanager
 def run_provider(work: Path, port: int, clients: list[dict[str, Any]]) -> Iterator[str]:
     """tests/oidc/provider.js on 127.0.0.1:``port`` with ``clients`` (metadata as the provider
     takes it); yields its issuer once it serves discovery, stops it by PID afterwards."""
-    _npm_ci()
+    npm_ci(OIDC_DIR, "oidc-provider")
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is needed to run the test OpenID Provider")
