@@ -41,13 +41,13 @@ deps-build:
 	fi
 
 # Debian packages the test suite needs (real PostgreSQL for the stores, real Redis for
-# coordination, a Unicode font for PDF exports, Chromium and Firefox ESR (the browser tests), Podman with runc and mmdebstrap to build
-# and run the container image, coturn for the TURN tests; rootless Podman also needs uidmap and
-# slirp4netns). Installed only when missing; needs root (or sudo). Debian may start a
-# redis-server service on install; the tests start their own. Debian's coturn package enables a
-# turnserver service on systemd machines: it is stopped and disabled right after the install
-# (the tests start their own turnserver on free loopback ports, and a TURN server nobody
-# configured must not run on the machine).
+# coordination, a Unicode font for PDF exports, Chromium and Firefox ESR for the browser tests,
+# Podman with runc and mmdebstrap to build and run the container image, coturn for the TURN
+# tests; rootless Podman also needs uidmap and slirp4netns). Installed only when missing; needs
+# root (or sudo). Debian may start a redis-server service on install; the tests start their own.
+# Debian's coturn package enables a turnserver service on systemd machines: it is stopped and
+# disabled right after the install (the tests start their own turnserver on free loopback ports,
+# and a TURN server nobody configured must not run on the machine).
 APT_PACKAGES := postgresql fonts-dejavu-core chromium firefox-esr redis-server podman runc mmdebstrap coturn
 deps-system:
 	@missing=""; \

@@ -36,7 +36,10 @@ FORTROLIG = [sys.executable, "-m", "fortrolig.app.cli"]
 def browser_versions() -> list[str]:
     """What each browser the e2e tests drive says of its version (absent ones say so)."""
     lines = []
-    for binary in (os.environ.get("FORTROLIG_CHROMIUM", "/usr/bin/chromium"),):
+    for binary in (
+        os.environ.get("FORTROLIG_CHROMIUM", "/usr/bin/chromium"),
+        os.environ.get("FORTROLIG_FIREFOX", "/usr/bin/firefox-esr"),
+    ):
         try:
             out = subprocess.run(
                 [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
