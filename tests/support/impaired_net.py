@@ -135,12 +135,29 @@ def _build(names: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
+def entered(name: str) -> Iterator[None]:
+    """The calling thread in namespace ``name`` for the block, then back where it was."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
+
+
+@contextlib.contextmanager
 def impaired_link(tmp: Path) -> Iterator[ImpairedLink]:
     """The three namespaces, the wire between them, and this thread on the server side."""
     tag = f"ft{os.getpid()}x{time.monotonic_ns() % 100000}"
     names = {"client": f"{tag}c", "wire": f"{tag}w", "server": f"{tag}s"}
     wire: subprocess.Popen[str] | None = None
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         _build(names)
         wire = subprocess.Popen(
@@ -166,17 +183,9 @@ def impaired_link(tmp: Path) -> Iterator[ImpairedLink]:
             f'#!/bin/sh\nexec ip netns exec {names["client"]} /usr/bin/chromium "$@"\n'
         )
         chromium.chmod(0o755)
-        server_ns = os.open(f"/run/netns/{names['server']}", os.O_RDONLY)
-        try:
-            _setns(server_ns)
-        finally:
-            os.close(server_ns)
-        try:
+        with entered(names["server"]):
             yield ImpairedLink(names, wire, chromium)
-        finally:
-            _setns(home)
     finally:
-        os.close(home)
         if wire is not None:
             wire.terminate()
             try:
