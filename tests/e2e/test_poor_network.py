@@ -153,7 +153,7 @@ async def test_five_percent_loss_and_150_ms_rtt_keep_audio_and_video(
         return c["self"] in ("fair", "poor") and d["peers"].get(pid_c) in ("fair", "poor")
 
     await eventually(graded, 10, "the client's connection graded below good")
-    # (The practitioner's own grade is not asserted: on a loaded runner its RTT alone can read poor.)
+    # The practitioner's own grade is not asserted: on a loaded runner its RTT alone reads poor.
     assert not (await quality(client))["audioOnly"]  # 5 % loss is not too poor for video
     level = await doctor.page.get_attribute(
         f'.tile[data-participant-id="{pid_c}"] .quality', "data-level"
