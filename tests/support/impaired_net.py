@@ -95,36 +95,9 @@ def _build(names: dict[str, str]) -> None:
         _run("ip", "netns", "add", name)
         _run("ip", "-n", name, "link", "set", "lo", "up")
     wire = names["wire"]
-    _run(
-        "ip",
-        "-n",
-        wire,
-        "link",
-        "add",
-        "c1",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "c0",
-        "netns",
-        names["client"],
-    )
-    _run(
-        "ip",
-        "-n",
-        wire,
-        "link",
-        "add",
-        "s1",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "s0",
-        "netns",
-        names["server"],
-    )
+    for near, far, side in (("c1", "c0", "client"), ("s1", "s0", "server")):
+        veth = ("link", "add", near, "type", "veth", "peer", "name", far, "netns", names[side])
+        _run("ip", "-n", wire, *veth)
     _run("ip", "-n", names["client"], "addr", "add", f"{CLIENT_ADDR}/{PREFIX_LEN}", "dev", "c0")
     _run("ip", "-n", names["server"], "addr", "add", f"{SERVER_ADDR}/{PREFIX_LEN}", "dev", "s0")
     for ns, dev in ((names["client"], "c0"), (names["server"], "s0"), (wire, "c1"), (wire, "s1")):
