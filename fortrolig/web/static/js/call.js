@@ -635,6 +635,15 @@ export class Call {
 
   // -- diagnostics (window.fortrolig) ---------------------------------------------------------
 
+  /** The mids of the m-lines receiving now (a left participant's stay behind, inactive). */
+  receivingMids() {
+    const mids = new Set();
+    for (const t of this.pc?.getTransceivers() ?? []) {
+      if (t.currentDirection === "recvonly" || t.currentDirection === "sendrecv") mids.add(t.mid);
+    }
+    return mids;
+  }
+
   /** A summary of getStats(): what the tests and a support person need, nothing secret. */
   async stats() {
     const pc = this.pc;
@@ -652,10 +661,7 @@ export class Call {
     // A participant who left or resumed on a new peer connection leaves its old m-lines behind
     // as inactive: their inbound-rtp entries stay in getStats() with frozen counters (and, after
     // a resume, the same track ids). Only an m-line that is receiving now belongs to someone.
-    const receiving = new Set();
-    for (const t of pc.getTransceivers()) {
-      if (t.currentDirection === "recvonly" || t.currentDirection === "sendrecv") receiving.add(t.mid);
-    }
+    const receiving = this.receivingMids();
     for (const s of report.values()) {
       if (s.type === "inbound-rtp") {
         const active = receiving.has(s.mid);

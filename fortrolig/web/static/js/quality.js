@@ -101,15 +101,9 @@ export class QualityUi {
   async tick() {
     const call = this.call();
     const pc = call?.pc;
-    if (!call?.isJoined() || !pc || pc.connectionState !== "connected") {
-      if (pc !== this.pc) this.reset(pc);
-      return;
-    }
     if (pc !== this.pc) this.reset(pc);
-    const receiving = new Set();
-    for (const tr of pc.getTransceivers()) {
-      if (tr.currentDirection === "recvonly" || tr.currentDirection === "sendrecv") receiving.add(tr.mid);
-    }
+    if (!call?.isJoined() || !pc || pc.connectionState !== "connected") return;
+    const receiving = call.receivingMids();
     const report = await pc.getStats();
     if (pc !== call.pc) return;
     const m = measure(report, this.previous, call.trackOwners, receiving);
