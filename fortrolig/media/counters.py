@@ -19,6 +19,7 @@ NATIVE_COUNTERS = (
     "srtp_failures",
     "retransmitted",
     "nack_unanswered",
+    "nack_given_up",
     "malformed",
     "send_errors",
     "native_datagrams",

@@ -140,8 +140,9 @@ class PublishedTrack:
             rtx_payload_type=_or_none(codec.rtx_payload_type),
             nack=kind == "video",
             on_keyframe=self.request_keyframe,
-            on_missing=self._send_nack,
+            on_missing=self._on_missing,
         )
+        self._nack_retry: asyncio.TimerHandle | None = None
 
     @property
     def codec(self) -> Codec:
@@ -282,6 +283,38 @@ class PublishedTrack:
         if self._upstream.send_rtcp(bytes(pli)):
             self._counters.pli_sent += 1
 
+    def _on_missing(self, lost: list[int]) -> None:
+        """A gap in the publisher's sequence numbers: ask for it now, and again if unanswered."""
+        self._send_nack(lost)
+        self._arm_nack_retry()
+
+    def _arm_nack_retry(self) -> None:
+        """Wake when an ask is due again (the native track times it by the publisher's
+        measured answer time); nothing runs while nothing is missing."""
+        if self.closed or self._nack_retry is not None:
+            return
+        wait = self.native.nack_wait()
+        if wait is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # fed outside a loop (tests of the native track)
+            return
+        self._nack_retry = loop.call_later(wait, self._retry_nacks)
+
+    def _retry_nacks(self) -> None:
+        self._nack_retry = None
+        if self.closed:
+            return
+        try:
+            again = self.native.nack_due()
+            if again:
+                self._send_nack(again)
+        except Exception:
+            self._counters.handler_errors += 1
+            limited_log.exception("NACK retry failed")
+        self._arm_nack_retry()
+
     def _send_nack(self, lost: list[int]) -> None:
         ssrc = self._rtcp_ssrc()
         media_ssrc = self.media_ssrc
@@ -343,10 +376,6 @@ class PublishedTrack:
                 report = self._report()
                 if report and self._upstream.send_rtcp(report):
                     self._counters.rr_sent += 1
-                if self.kind == "video":
-                    again = self.native.nack_due()
-                    if again:
-                        self._send_nack(again)
             except Exception:
                 self._counters.handler_errors += 1
                 limited_log.exception("publisher RTCP loop step failed")
@@ -357,6 +386,9 @@ class PublishedTrack:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self._nack_retry is not None:
+            self._nack_retry.cancel()
+            self._nack_retry = None
         for leg in list(self.legs):
             leg.close()
         self.legs.clear()

@@ -18,6 +18,7 @@ static PyMemberDef Counters_members[] = {
     COUNTER(srtp_failures, "datagrams failing SRTP authentication or replay check"),
     COUNTER(retransmitted, "packets resent to subscribers over RTX"),
     COUNTER(nack_unanswered, "NACKed packets no longer in the cache"),
+    COUNTER(nack_given_up, "packets asked of a publisher 5 times without an answer"),
     COUNTER(malformed, "RTP packets with an impossible header"),
     COUNTER(send_errors, "sendto failures (socket buffer full, network down)"),
     COUNTER(native_datagrams, "media datagrams handled without Python"),

@@ -29,7 +29,10 @@
 #define DRAIN_MAX 64        /* datagrams per wake-up, so one busy socket cannot starve others */
 #define NACK_CAP 256        /* missing sequence numbers remembered per stream */
 #define NACK_MAX_GAP 128    /* a wider jump is a stream restart, not loss */
-#define NACK_MAX_TRIES 3
+#define NACK_MAX_TRIES 5     /* asks per missing packet; then only a keyframe helps */
+#define NACK_FIRST_WAIT 0.1  /* s before asking again while no answer time is measured */
+#define NACK_MIN_WAIT 0.02
+#define NACK_MAX_WAIT 0.5
 #define NACK_WINDOW 512
 #define NTP_EPOCH_OFFSET 2208988800ULL
 
@@ -110,6 +113,7 @@ typedef struct {
     unsigned long long srtp_failures;
     unsigned long long retransmitted;
     unsigned long long nack_unanswered;
+    unsigned long long nack_given_up;
     unsigned long long malformed;
     unsigned long long send_errors;
     unsigned long long native_datagrams;
@@ -179,6 +183,8 @@ typedef struct TrackObject {
     int nmiss;
     uint16_t miss_seq[NACK_CAP];
     uint8_t miss_tries[NACK_CAP];
+    double miss_at[NACK_CAP]; /* monotonic s of the latest ask */
+    double nack_answer;       /* smoothed s from first ask to retransmission, -1 unknown */
     /* subscribers */
     int nlegs, caplegs;
     struct LegObject **legs;

@@ -28,9 +28,28 @@ static void stats_add(TrackObject *s, uint16_t seq, uint32_t ts, double now) {
     s->have_last = 1;
 }
 
-/* Record a received sequence number; returns how many new missing ones were appended to
- * out (at most NACK_MAX_GAP - 1). */
-static int nack_add(TrackObject *s, uint16_t seq, uint16_t *out) {
+static void miss_remove(TrackObject *s, int i) {
+    int after = s->nmiss - i - 1;
+    memmove(s->miss_seq + i, s->miss_seq + i + 1, (size_t)after * sizeof s->miss_seq[0]);
+    memmove(s->miss_tries + i, s->miss_tries + i + 1, (size_t)after * sizeof s->miss_tries[0]);
+    memmove(s->miss_at + i, s->miss_at + i + 1, (size_t)after * sizeof s->miss_at[0]);
+    s->nmiss--;
+}
+
+/* How long to wait for a retransmission before asking again: 1.5 times the publisher's
+ * measured answer time (its round trip plus its pacing) and 10 ms, within bounds. A fixed
+ * once-a-second retry froze a subscriber's video for most of a second whenever a NACK or its
+ * answer was lost on a 150 ms link (tests/e2e/test_poor_network.py). */
+static double nack_wait(const TrackObject *s) {
+    if (s->nack_answer < 0) return NACK_FIRST_WAIT;
+    double wait = 1.5 * s->nack_answer + 0.01;
+    return wait < NACK_MIN_WAIT ? NACK_MIN_WAIT : wait > NACK_MAX_WAIT ? NACK_MAX_WAIT : wait;
+}
+
+/* Record a received sequence number at monotonic ``now`` (``rtx``: it came as a
+ * retransmission); returns how many new missing ones were appended to out (at most
+ * NACK_MAX_GAP - 1). */
+static int nack_add(TrackObject *s, uint16_t seq, int rtx, double now, uint16_t *out) {
     if (!s->nack_have) {
         s->nack_have = 1;
         s->nack_max = seq;
@@ -38,12 +57,19 @@ static int nack_add(TrackObject *s, uint16_t seq, uint16_t *out) {
     }
     if (!seq_newer(seq, s->nack_max)) { /* a retransmission or a late packet */
         for (int i = 0; i < s->nmiss; i++) {
-            if (s->miss_seq[i] == seq) {
-                memmove(s->miss_seq + i, s->miss_seq + i + 1, (size_t)(s->nmiss - i - 1) * 2);
-                memmove(s->miss_tries + i, s->miss_tries + i + 1, (size_t)(s->nmiss - i - 1));
-                s->nmiss--;
-                break;
+            if (s->miss_seq[i] != seq) continue;
+            /* Answer time from retransmissions of packets asked for once (Karn: after a
+             * second ask it is unknown which ask was answered); a reordered packet says
+             * nothing about it. */
+            if (rtx && s->miss_tries[i] == 1) {
+                double sample = now - s->miss_at[i];
+                if (sample >= 0 && sample < 10)
+                    s->nack_answer = s->nack_answer < 0
+                                         ? sample
+                                         : 0.875 * s->nack_answer + 0.125 * sample;
             }
+            miss_remove(s, i);
+            break;
         }
         return 0;
     }
@@ -62,6 +88,7 @@ static int nack_add(TrackObject *s, uint16_t seq, uint16_t *out) {
         if (!seq_newer(floor, s->miss_seq[i])) {
             s->miss_seq[k] = s->miss_seq[i];
             s->miss_tries[k] = s->miss_tries[i];
+            s->miss_at[k] = s->miss_at[i];
             k++;
         }
     }
@@ -70,11 +97,13 @@ static int nack_add(TrackObject *s, uint16_t seq, uint16_t *out) {
     if (over > 0) {
         memmove(s->miss_seq, s->miss_seq + over, (size_t)(s->nmiss - over) * 2);
         memmove(s->miss_tries, s->miss_tries + over, (size_t)(s->nmiss - over));
+        memmove(s->miss_at, s->miss_at + over, (size_t)(s->nmiss - over) * sizeof(double));
         s->nmiss -= over;
     }
     for (int i = 0; i < fresh; i++) {
         s->miss_seq[s->nmiss] = out[i];
         s->miss_tries[s->nmiss] = 1;
+        s->miss_at[s->nmiss] = now;
         s->nmiss++;
     }
     return fresh;
@@ -162,6 +191,7 @@ void track_ingest(TrackObject *s, uint8_t *data, int len, TransportObject *origi
         return;
     }
     uint16_t seq = r.seq;
+    int rtx = 0;
     /* SSRC first, payload type second: during a renegotiation one payload type can name the
      * media in one mapping and RTX in the other (aiortc renumbers Chromium's VP8 96 -> 97, and
      * 97 was its RTX), and the browser switches when it applies its answer, before the server
@@ -184,6 +214,7 @@ void track_ingest(TrackObject *s, uint8_t *data, int len, TransportObject *origi
         r.pt = s->pt;
         r.ssrc = s->media_ssrc;
         s->counters->rtx_received++;
+        rtx = 1;
     } else if (!is_media_pt(s, r.pt)) {
         s->counters->unknown_payload_type++;
         return;
@@ -202,7 +233,7 @@ void track_ingest(TrackObject *s, uint8_t *data, int len, TransportObject *origi
     if (s->tap != NULL) track_tap(s, &r, seq, pump, origin, route);
     if (s->nack) {
         uint16_t missing[NACK_MAX_GAP];
-        int n = nack_add(s, seq, missing);
+        int n = nack_add(s, seq, rtx, monotonic_now(), missing);
         if (n > 0 && pump != NULL)
             pump_enqueue(pump, origin, EV_MISSING, route, (const uint8_t *)missing,
                          n * (int)sizeof(uint16_t), NULL);
@@ -254,6 +285,7 @@ static int Track_init(TrackObject *self, PyObject *args, PyObject *kw) {
     self->rtx_pt = rtx_pt;
     self->alt_pt = self->alt_rtx_pt = -1;
     self->nack = nack;
+    self->nack_answer = -1;
     return 0;
 }
 
@@ -395,24 +427,72 @@ static PyObject *Track_report(TrackObject *s, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue("iLkL", fraction, lost, highest, jitter);
 }
 
-/* Missing packets to ask for again (each at most NACK_MAX_TRIES times in all). */
-static PyObject *Track_nack_due(TrackObject *s, PyObject *Py_UNUSED(ignored)) {
+/* The monotonic time to judge NACK timing by: ``now`` if given (tests), else the clock. */
+static int nack_clock(PyObject *args, double *now) {
+    PyObject *given = Py_None;
+    if (!PyArg_ParseTuple(args, "|O", &given)) return -1;
+    if (given == Py_None) {
+        *now = monotonic_now();
+        return 0;
+    }
+    *now = PyFloat_AsDouble(given);
+    return *now == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* Missing packets whose ask went unanswered for longer than the wait: asked again now. One
+ * asked NACK_MAX_TRIES times and still unanswered is given up (a keyframe must repair it). */
+static PyObject *Track_nack_due(TrackObject *s, PyObject *args) {
+    double now;
+    if (nack_clock(args, &now) < 0) return NULL;
     uint16_t due[NACK_CAP];
-    int k = 0;
+    int n = 0, k = 0;
     LOCK_PY();
+    double wait = nack_wait(s);
     for (int i = 0; i < s->nmiss; i++) {
-        if (s->miss_tries[i] >= NACK_MAX_TRIES) continue;
-        s->miss_tries[i]++;
+        int is_due = now - s->miss_at[i] >= wait;
+        if (is_due && s->miss_tries[i] >= NACK_MAX_TRIES) {
+            if (s->counters != NULL) s->counters->nack_given_up++;
+            continue;
+        }
         s->miss_seq[k] = s->miss_seq[i];
         s->miss_tries[k] = s->miss_tries[i];
-        due[k++] = s->miss_seq[i];
+        s->miss_at[k] = s->miss_at[i];
+        if (is_due) {
+            s->miss_tries[k]++;
+            s->miss_at[k] = now;
+            due[n++] = s->miss_seq[k];
+        }
+        k++;
     }
     s->nmiss = k;
     UNLOCK_PY();
-    PyObject *out = PyList_New(k);
+    PyObject *out = PyList_New(n);
     if (out == NULL) return NULL;
-    for (int i = 0; i < k; i++) PyList_SET_ITEM(out, i, PyLong_FromLong(due[i]));
+    for (int i = 0; i < n; i++) PyList_SET_ITEM(out, i, PyLong_FromLong(due[i]));
     return out;
+}
+
+/* Seconds until nack_due has something to do (0: now), or None when nothing is missing. */
+static PyObject *Track_nack_wait(TrackObject *s, PyObject *args) {
+    double now;
+    if (nack_clock(args, &now) < 0) return NULL;
+    LOCK_PY();
+    double wait = nack_wait(s), first = -1;
+    for (int i = 0; i < s->nmiss; i++) {
+        double at = s->miss_at[i] + wait - now;
+        if (first < 0 || at < first) first = at < 0 ? 0 : at;
+    }
+    UNLOCK_PY();
+    if (first < 0) Py_RETURN_NONE;
+    return PyFloat_FromDouble(first);
+}
+
+static PyObject *Track_nack_answer(TrackObject *s, void *Py_UNUSED(closure)) {
+    LOCK_PY();
+    double answer = s->nack_answer;
+    UNLOCK_PY();
+    if (answer < 0) Py_RETURN_NONE;
+    return PyFloat_FromDouble(answer);
 }
 
 static PyObject *Track_missing(TrackObject *s, PyObject *Py_UNUSED(ignored)) {
@@ -533,8 +613,10 @@ static PyMethodDef Track_methods[] = {
     {"remove_leg", (PyCFunction)Track_remove_leg, METH_O, "Stop forwarding to a leg."},
     {"report", (PyCFunction)Track_report, METH_NOARGS,
      "(fraction_lost, packets_lost, highest_seq, jitter) for an RR, or None."},
-    {"nack_due", (PyCFunction)Track_nack_due, METH_NOARGS,
-     "Missing packets to NACK again (each at most 3 times)."},
+    {"nack_due", (PyCFunction)Track_nack_due, METH_VARARGS,
+     "nack_due(now=None): missing packets to NACK again now (each asked at most 5 times)."},
+    {"nack_wait", (PyCFunction)Track_nack_wait, METH_VARARGS,
+     "nack_wait(now=None): seconds until nack_due has work, or None if nothing is missing."},
     {"missing", (PyCFunction)Track_missing, METH_NOARGS, "Currently missing packets."},
     {"close", (PyCFunction)Track_close, METH_NOARGS, "Drop legs and callbacks; idempotent."},
     {NULL}};
@@ -556,7 +638,10 @@ static PyMemberDef Track_members[] = {
     {NULL}};
 
 static PyGetSetDef Track_getset[] = {
-    {"leg_count", (getter)Track_get_nlegs, NULL, "number of legs", NULL}, {NULL}};
+    {"leg_count", (getter)Track_get_nlegs, NULL, "number of legs", NULL},
+    {"nack_answer", (getter)Track_nack_answer, NULL,
+     "smoothed s from a NACK to its retransmission (None until measured)", NULL},
+    {NULL}};
 
 PyTypeObject TrackType = {
     PyVarObject_HEAD_INIT(NULL, 0)

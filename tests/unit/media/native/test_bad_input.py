@@ -65,6 +65,18 @@ def test_ingest_rejects_oversized_packets() -> None:
     assert counters.ingress_packets == 1
 
 
+def test_nack_timing_rejects_a_time_that_is_not_a_number() -> None:
+    track, _ = make_track(_fastpath.Counters(), nack=True)
+    for seq in (1, 3):
+        track.ingest(rtp(seq))
+    for call in (track.nack_due, track.nack_wait):
+        with pytest.raises(TypeError):
+            call("soon")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            call(1.0, 2.0)  # type: ignore[call-arg]
+    assert track.missing() == [2]  # nothing changed
+
+
 def vp8_reference(payload: bytes) -> bool:
     """The former pure-Python VP8 parser (RFC 7741)."""
     n = len(payload)
@@ -242,6 +254,7 @@ def test_bad_constructor_arguments_raise_value_error(net: Net) -> None:
     [
         "f.Track.__new__(f.Track).ingest(b'')",
         "f.Leg.__new__(f.Leg).retransmit(1)",
+        "f.Track.__new__(f.Track).nack_due(); f.Track.__new__(f.Track).nack_wait()",
     ],
 )
 def test_objects_without_init_do_not_crash_the_process(code: str) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from fortrolig.media import _fastpath
 from tests.unit.media.native.harness import (
     PT,
     make_track,
     rtp,
+    rtx,
 )
 
 # ------------------------------------------------------------------------------------------
@@ -14,19 +17,48 @@ from tests.unit.media.native.harness import (
 # ------------------------------------------------------------------------------------------
 
 
-def test_nack_finds_gaps_forgets_late_packets_and_gives_up_after_three_asks() -> None:
+def test_nack_finds_gaps_forgets_late_packets_and_gives_up_after_five_asks() -> None:
     track, calls = make_track(_fastpath.Counters(), nack=True)
     track.ingest(rtp(10))
     assert calls.missing == []
+    asked = time.monotonic()
     track.ingest(rtp(14))
     assert calls.missing == [[11, 12, 13]]  # first ask
     track.ingest(rtp(12))  # late or retransmitted
     assert calls.missing == [[11, 12, 13]]
     assert track.missing() == [11, 13]
-    assert track.nack_due() == [11, 13]  # second ask
-    assert track.nack_due() == [11, 13]  # third ask
-    assert track.nack_due() == []
+    # Nothing is asked again before the wait (100 ms while no answer time is measured).
+    assert track.nack_due(asked + 0.05) == []
+    wait = track.nack_wait(asked + 0.05)
+    assert wait is not None and 0.04 < wait <= 0.06
+    now = asked
+    for _ask in range(2, 6):
+        now += 0.11
+        assert track.nack_due(now) == [11, 13]
+    assert track.nack_due(now + 0.11) == []  # the fifth ask went unanswered: given up
     assert track.missing() == []
+    assert track.nack_wait() is None
+
+
+def test_nack_asks_again_after_the_publishers_measured_answer_time() -> None:
+    track, _ = make_track(_fastpath.Counters(), nack=True)
+    assert track.nack_answer is None
+    for seq in (0, 2):
+        track.ingest(rtp(seq))
+    time.sleep(0.03)
+    # A reordered (not retransmitted) packet says nothing about the answer time...
+    track.ingest(rtp(1))
+    assert track.nack_answer is None
+    track.ingest(rtp(4))
+    time.sleep(0.03)
+    track.ingest(rtx(500, 3))  # ...a retransmission of a packet asked for once does
+    answer = track.nack_answer
+    assert answer is not None and 0.025 < answer < 1
+    track.ingest(rtp(6))
+    asked = time.monotonic()
+    wait = 1.5 * answer + 0.01  # with a floor of 20 ms and a ceiling of 500 ms
+    assert track.nack_due(asked + wait - 0.01) == []
+    assert track.nack_due(asked + wait + 0.01) == [5]
 
 
 def test_nack_treats_a_huge_jump_as_a_restart() -> None:
