@@ -72,7 +72,8 @@ deps-system:
 	fi
 
 test: deps-system lint typecheck imports
-	$(BIN)/pytest -q -p no:cacheprovider --durations=20 -n 2 --dist loadgroup
+	$(BIN)/pytest -q -p no:cacheprovider --durations=20 -n 2 --dist loadgroup -m "not alone"
+	$(BIN)/pytest -q -p no:cacheprovider --durations=10 -m alone
 
 bench: $(STAMP) deps-system
 	$(BIN)/python -m bench.sfu_bench --out docs/bench-sfu.json

@@ -63,6 +63,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 # browsers, clusters or containers (CPU-heavy, and measuring rates or timeouts while it runs)
 # stays on one worker, one test after the other, as in a serial run; every other module is one
 # unit of work, so its module-scoped node starts once, on whichever worker is free.
+# Tests marked ``alone`` (an emulated link's timing, eight browsers) run afterwards by
+# themselves, in a second pytest run of `make test` without workers.
 SERIAL = (
     "e2e",
     "deploy",

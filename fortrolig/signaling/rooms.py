@@ -275,6 +275,19 @@ class RoomRegistry:
         return sum(len(r.waiting) for r in self._rooms.values())
 
 
+# Chat carries the pages' end-to-end keys too (docs/protocol.md "Chat"): when someone joins,
+# each page announces itself again and sends the newcomer its chat and media keys, and the
+# newcomer sends its keys to everyone. The chat burst grows by this much per other participant
+# the room can hold, so that a group of 8 forming at once is not rate-limited (and its keys
+# lost); the sustained rate stays the configured one.
+KEY_MESSAGES_PER_PEER = 3
+
+
+def chat_burst(configured: int, max_participants: int) -> int:
+    """The chat burst of a participant in a room of ``max_participants``."""
+    return configured + KEY_MESSAGES_PER_PEER * max(0, max_participants - 1)
+
+
 class TokenBucket:
     """A token-bucket rate limiter on an injected monotonic clock (seconds)."""
 
@@ -283,6 +296,13 @@ class TokenBucket:
         self._burst = float(burst)
         self._tokens = float(burst)
         self._at = now
+
+    def set_burst(self, burst: int) -> None:
+        """A new capacity: a larger one adds the difference (the bucket started full), a
+        smaller one drops the tokens beyond it."""
+        grown = float(burst) - self._burst
+        self._burst = float(burst)
+        self._tokens = min(self._tokens + max(0.0, grown), self._burst)
 
     def allow(self, now: float, cost: float = 1.0) -> bool:
         """Take ``cost`` tokens if available."""

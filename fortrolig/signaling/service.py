@@ -41,7 +41,7 @@ from .ports import MediaBackend, Recordings
 from .recording_session import RecordingControl
 from .recording_session import handlers as recording_handlers
 from .records import ADMITTED, DENIED, MemoryRoomStore, RoomRecord, RoomStore
-from .rooms import Participant, Room, RoomRegistry, TokenBucket
+from .rooms import Participant, Room, RoomRegistry, TokenBucket, chat_burst
 from .turn import ice_servers_for
 
 log = logging.getLogger(__name__)
@@ -646,6 +646,8 @@ class Session:
             raise BadRequest(f"chat text is {size} bytes, limit {limit}", code="chat_too_long")
         if not msg.text.strip() or any(_is_control(c) for c in msg.text):
             raise BadRequest("chat text is empty or has control characters", code="chat_invalid")
+        burst = chat_burst(self.service.config.signaling.chat_burst, _room.max_participants)
+        self._chat_bucket.set_burst(burst)
         if not self._chat_bucket.allow(self.service.clock.monotonic()):
             raise RateLimited("too many chat messages", code="rate_limited")
         self.service.counters.chats += 1

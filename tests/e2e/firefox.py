@@ -14,11 +14,13 @@ no STUN server but the page's, and nothing that phones home: every request to an
 ICE cannot be kept on 127.0.0.1 in Firefox as it is in Chromium: its parent process lists the
 interfaces for every page and never offers loopback (``media.peerconnection.ice.loopback`` only
 reaches the process that runs ICE, and ``media.peerconnection.ice.force_interface`` is not
-applied to the parent's list), so Firefox's host candidates are this machine's own addresses.
-The node offers only 127.0.0.1 and checks Firefox's candidates from there; with the loopback
-preference Firefox answers and pairs them (the node's address is peer-reflexive to it). Packets
-between two addresses of one machine never leave it; :meth:`Firefox.off_host` checks that no
-socket of Firefox talks to anything else.
+applied to the parent's list), so on the host its candidates would be this machine's own
+addresses, which tests must not use. The tests therefore run Firefox (the driver and every
+process it starts) in a network namespace of their own (``namespace``, built by
+tests/support/impaired_net.py), whose only address is the client side of a veth link to the
+node's namespace; ``origins`` are the node's plain-http origins there, which Firefox then treats
+as secure and reaches without the dead-end proxy. :meth:`Firefox.off_host` checks that no socket
+of Firefox talks to anything but ``allowed`` addresses (and loopback).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import shutil
 import signal
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,9 +233,10 @@ class FirefoxPage:
 class Firefox:
     """Opens room pages, one user context each; writes their console logs when closed."""
 
-    def __init__(self, driver: Driver, out: Path) -> None:
+    def __init__(self, driver: Driver, out: Path, allowed: tuple[str, ...] = ()) -> None:
         self.driver = driver
         self.out = out
+        self.allowed = {ipaddress.ip_address(a) for a in allowed}
         self.pages: list[FirefoxPage] = []
 
     async def new_page(self, name: str, viewport: tuple[int, int] = (1280, 800)) -> FirefoxPage:
@@ -248,10 +252,11 @@ class Firefox:
         return page
 
     def off_host(self) -> list[str]:
-        """Sockets of the driver, Firefox or its content processes whose peer is not this
-        machine (empty while the network rule holds: nothing leaves the machine)."""
+        """Sockets of the driver, Firefox or its content processes whose peer is neither
+        loopback nor one of ``allowed`` (the test namespace's addresses): empty while the
+        network rule holds."""
         pids = [self.driver.proc.pid, *descendants(self.driver.proc.pid)]
-        return foreign_peers(pids)
+        return foreign_peers(pids, self.allowed)
 
     async def save_consoles(self) -> None:
         for page in self.pages:
@@ -287,8 +292,11 @@ def descendants(root: int) -> dict[int, int]:
     return found
 
 
-def foreign_peers(pids: list[int]) -> list[str]:
-    """TCP/UDP sockets of these processes connected to an address not of this machine."""
+def foreign_peers(
+    pids: list[int], allowed: set[ipaddress.IPv4Address | ipaddress.IPv6Address]
+) -> list[str]:
+    """TCP/UDP sockets of these processes connected to anything but loopback or ``allowed``
+    (read in the processes' own network namespace: /proc/<pid>/net)."""
     inodes: set[str] = set()
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -297,32 +305,17 @@ def foreign_peers(pids: list[int]) -> list[str]:
                     link = os.readlink(f"/proc/{pid}/fd/{fd}")
                     if link.startswith("socket:["):
                         inodes.add(link[8:-1])
-    own = own_addresses()
     foreign = []
     for table in ("tcp", "tcp6", "udp", "udp6"):
         with contextlib.suppress(OSError):
-            for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            for row in Path(f"/proc/{pids[0]}/net/{table}").read_text().splitlines()[1:]:
                 cols = row.split()
                 peer = _address(cols[2].rsplit(":", 1)[0])
-                if cols[9] in inodes and not (peer.is_unspecified or peer in own):
+                if cols[9] in inodes and not (
+                    peer.is_unspecified or peer.is_loopback or peer in allowed
+                ):
                     foreign.append(f"{table} {cols[1]} -> {peer}")
     return foreign
-
-
-def own_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """Every address of this machine's interfaces, loopback's included (from /proc/net)."""
-    own: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = {ipaddress.ip_address("::1")}
-    last = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/net/fib_trie").read_text().splitlines():
-            if "/32 host LOCAL" in line and last:
-                own.add(ipaddress.ip_address(last))
-            elif "|--" in line:
-                last = line.split("|--", 1)[1].strip()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/net/if_inet6").read_text().splitlines():
-            own.add(ipaddress.IPv6Address(bytes.fromhex(line.split()[0])))
-    return own
 
 
 def _address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -336,23 +329,37 @@ def _address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 @contextlib.asynccontextmanager
-async def launch_firefox(out: Path) -> AsyncIterator[Firefox]:
-    """A fresh headless Firefox with its profile in ``out``; every process of it (the Node
-    driver, Firefox and its content processes) is gone when the block ends."""
+async def launch_firefox(
+    out: Path, namespace: str, origins: tuple[str, ...], allowed: tuple[str, ...]
+) -> AsyncIterator[Firefox]:
+    """A fresh headless Firefox with its profile in ``out``, run in network ``namespace``;
+    ``origins`` (http://host:port) count as secure and bypass the dead-end proxy, and its
+    sockets may talk to ``allowed``. Every process of it (the Node driver, Firefox and its
+    content processes) is gone when the block ends."""
     if not shutil.which(FIREFOX):
         raise RuntimeError(f"Firefox not found at {FIREFOX}: run `make deps-system`")
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("node is needed to drive Firefox (tests/firefox)")
     npm_ci(DRIVER_DIR, "puppeteer-core")
+    hosts = sorted({urllib.parse.urlsplit(o).hostname or "" for o in origins} - {""})
+    prefs = {
+        **PREFS,
+        "network.proxy.no_proxies_on": ", ".join(hosts),
+        "dom.securecontext.allowlist": ",".join(hosts),
+    }
     profile = out / "firefox-profile"
     profile.mkdir()
     config = out / "firefox-driver.json"
     config.write_text(
-        json.dumps({"executablePath": FIREFOX, "profileDir": str(profile), "prefs": PREFS})
+        json.dumps({"executablePath": FIREFOX, "profileDir": str(profile), "prefs": prefs})
     )
     log = (out / "firefox-driver.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
+        "ip",
+        "netns",
+        "exec",
+        namespace,
         node,
         str(DRIVER_DIR / "driver.js"),
         str(config),
@@ -363,7 +370,7 @@ async def launch_firefox(out: Path) -> AsyncIterator[Firefox]:
         env={**os.environ, "MOZ_CRASHREPORTER_DISABLE": "1"},
     )
     driver = Driver(proc)
-    holder = Firefox(driver, out)
+    holder = Firefox(driver, out, allowed)
     try:
         ready = await driver.read_line(60)
         driver.version = str(ready.get("version"))

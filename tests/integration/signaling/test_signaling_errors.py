@@ -616,18 +616,21 @@ async def test_invalid_chat_text_gets_chat_invalid(
     await bystanders.check()
 
 
-async def test_chat_flood_gets_rate_limited(node: NodeClient, bystanders: Bystanders) -> None:
-    room_id, a, b = await node.pair()
-    sent = LIMITS.chat_burst + 5
+@pytest.mark.parametrize("size", [2, 8])
+async def test_chat_flood_gets_rate_limited(
+    node: NodeClient, bystanders: Bystanders, size: int
+) -> None:
+    room_id, a, b = await node.pair(max_participants=size)
+    # The burst leaves room for the keys a page sends each other participant (10 + 3 per peer).
+    burst = LIMITS.chat_burst + 3 * (size - 1)
+    sent = burst + 5
     for i in range(sent):
         await b.send({"type": "chat", "text": f"spam {i}", "id": f"s{i}"})
     replies = [await b.recv() for _ in range(sent)]
     relayed = [m for m in replies if m["type"] == "chat"]
     refused = [shape(m) for m in replies if m["type"] == "error"]
     assert len(relayed) + len(refused) == sent
-    assert [m["id"] for m in replies[: LIMITS.chat_burst]] == [
-        f"s{i}" for i in range(LIMITS.chat_burst)
-    ]
+    assert [m["id"] for m in replies[:burst]] == [f"s{i}" for i in range(burst)]
     assert refused and set(refused) == {("error", "rate_limited", "chat")}
     # The other side got exactly the relayed lines, in order.
     assert [(await a.recv())["id"] for _ in relayed] == [m["id"] for m in relayed]
