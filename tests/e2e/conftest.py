@@ -27,6 +27,7 @@ import playwright.async_api as playwright_api
 import pytest
 
 from tests.support import polling
+from tests.support.impaired_net import ImpairedLink, impaired_link
 
 CHROMIUM = os.environ.get("FORTROLIG_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -309,3 +310,11 @@ async def eventually(
 ) -> float:
     """:func:`tests.support.polling.eventually` at a pace a browser round trip can afford."""
     return await polling.eventually(check, limit, what, step)
+
+
+@pytest.fixture
+def link(tmp_path: Path) -> Iterator[ImpairedLink]:
+    """Three network namespaces joined by an (unimpaired until told) link; this thread in the
+    server's (tests/support/impaired_net.py)."""
+    with impaired_link(tmp_path) as made:
+        yield made

@@ -13,18 +13,18 @@ screenshots, the pages' console logs and a figures.json into its tmp_path.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, stop_server
 from tests.e2e.conftest import Browsers, RoomPage, eventually, launch
 from tests.e2e.firefox import Firefox, FirefoxPage, launch_firefox
+from tests.e2e.lab import secure, start_lab_node
 from tests.e2e.test_browser_consultation import decodes_video_from, inbound, receives_audio_from
-from tests.support.impaired_net import CLIENT_ADDR, SERVER_ADDR, ImpairedLink, impaired_link
+from tests.support.impaired_net import CLIENT_ADDR, SERVER_ADDR, ImpairedLink
 from tests.support.webrtc_stats import AES_256_GCM, srtp_profile
 
 pytestmark = pytest.mark.timeout(240)
@@ -33,23 +33,8 @@ Page = RoomPage | FirefoxPage
 
 
 @pytest.fixture
-def link(tmp_path: Path) -> Iterator[ImpairedLink]:
-    with impaired_link(tmp_path) as made:
-        yield made
-
-
-@pytest.fixture
 def node(link: ImpairedLink, tmp_path: Path) -> Iterator[Server]:
-    (tmp_path / "node").mkdir()
-    token = tmp_path / "node" / "metrics-token"  # /metrics answers loopback only, or a scraper
-    token.write_text(secrets.token_urlsafe(24))
-    token.chmod(0o600)
-    env = {
-        "FORTROLIG_MEDIA__ICE_HOST_ADDRESSES": SERVER_ADDR,
-        "FORTROLIG_SERVER__ALLOW_INSECURE_HTTP": "true",  # a lab: plain http off loopback
-        "FORTROLIG_METRICS__TOKEN_FILE": str(token),
-    }
-    server = start_server(tmp_path / "node", env, host=SERVER_ADDR)
+    server = start_lab_node(tmp_path)
     yield server
     stop_server(server)
 
@@ -58,9 +43,8 @@ def node(link: ImpairedLink, tmp_path: Path) -> Iterator[Server]:
 async def browsers(node: Server, tmp_path: Path) -> AsyncIterator[Browsers]:
     """Chromium beside the node (the test's thread is in the node's namespace)."""
     (tmp_path / "chromium").mkdir()
-    secure = [f"--unsafely-treat-insecure-origin-as-secure={node.base_url}"]
-    async with launch(tmp_path / "chromium", secure, ice_addresses=(SERVER_ADDR,)) as holder:
-        yield holder
+    async with launch(tmp_path / "chromium", secure(node), ice_addresses=(SERVER_ADDR,)) as h:
+        yield h
 
 
 @pytest.fixture
@@ -97,9 +81,10 @@ async def consultation(
     return session, practitioner, client
 
 
-async def see_and_hear_each_other(a: Page, b: Page) -> dict[str, Any]:
-    """Both decode the other's video and hear their audio, end-to-end encrypted; returns what
-    each page's getStats said of its transport."""
+async def see_and_hear_each_other(firefox: Firefox, a: Page, b: Page, out: Path) -> None:
+    """Both decode the other's video and hear their audio, end-to-end encrypted, and no socket
+    of Firefox leaves the namespaces; screenshots and what each page's getStats said of its
+    transport (figures.json) go into ``out``."""
     pid_a, pid_b = await a.participant_id(), await b.participant_id()
     figures: dict[str, Any] = {
         "fps": {
@@ -131,7 +116,12 @@ async def see_and_hear_each_other(a: Page, b: Page) -> dict[str, Any]:
     codes_a = await js(a, "window.fortrolig.safetyCodes()")
     codes_b = await js(b, "window.fortrolig.safetyCodes()")
     assert codes_a[pid_b] == codes_b[pid_a]
-    return figures
+    assert firefox.off_host() == []
+    figures["firefox"] = firefox.driver.version
+    for page in (a, b):
+        await page.screenshot(out, "media")
+    (out / "figures.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures["fps"]))
 
 
 async def test_firefox_and_chromium_see_and_hear_each_other_end_to_end_encrypted(
@@ -142,13 +132,7 @@ async def test_firefox_and_chromium_see_and_hear_each_other_end_to_end_encrypted
         lambda url: browsers.open(url, "Dr. Ørsted"),
         lambda url: firefox.open(url, "Klient"),
     )
-    figures = await see_and_hear_each_other(practitioner, client)
-    figures["firefox"] = firefox.driver.version
-    assert firefox.off_host() == []
-    for page in (practitioner, client):
-        await page.screenshot(tmp_path, "media")
-    (tmp_path / "figures.json").write_text(json.dumps(figures, indent=2))
-    print(json.dumps(figures["fps"]))
+    await see_and_hear_each_other(firefox, practitioner, client, tmp_path)
 
 
 async def test_two_firefox_pages_see_and_hear_each_other_end_to_end_encrypted(
@@ -159,11 +143,7 @@ async def test_two_firefox_pages_see_and_hear_each_other_end_to_end_encrypted(
         lambda url: firefox.open(url, "Dr. Ørsted"),
         lambda url: firefox.open(url, "Klient"),
     )
-    figures = await see_and_hear_each_other(practitioner, client)
-    assert firefox.off_host() == []
-    for page in (practitioner, client):
-        await page.screenshot(tmp_path, "media")
-    (tmp_path / "figures.json").write_text(json.dumps(figures, indent=2))
+    await see_and_hear_each_other(firefox, practitioner, client, tmp_path)
 
 
 # A Firefox whose media encryption worker does not start (as under a policy it enforces and

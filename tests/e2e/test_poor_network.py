@@ -11,7 +11,6 @@ and a link too poor for video falls back to audio only, says so, and comes back.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, stop_server
 from tests.e2e.conftest import Browsers, RoomPage, eventually, launch
+from tests.e2e.lab import secure, start_lab_node
 from tests.e2e.test_browser_consultation import decodes_video_from, inbound
-from tests.support.impaired_net import CLIENT_ADDR, SERVER_ADDR, ImpairedLink, impaired_link
+from tests.support.impaired_net import CLIENT_ADDR, SERVER_ADDR, ImpairedLink
 
 # Alone: an emulated link's freezes and timings are what is measured, not the runner's load.
 pytestmark = [pytest.mark.timeout(240), pytest.mark.alone]
@@ -32,24 +32,8 @@ LOSS = 0.05
 
 
 @pytest.fixture
-def link(tmp_path: Path) -> Iterator[ImpairedLink]:
-    with impaired_link(tmp_path) as made:
-        yield made
-
-
-@pytest.fixture
 def node(link: ImpairedLink, tmp_path: Path) -> Iterator[Server]:
-    (tmp_path / "node").mkdir()
-    token = tmp_path / "node" / "metrics-token"  # /metrics answers loopback only, or a scraper
-    token.write_text(secrets.token_urlsafe(24))
-    token.chmod(0o600)
-    # Plain http on a non-loopback address is refused unless allowed: this is a lab.
-    env = {
-        "FORTROLIG_MEDIA__ICE_HOST_ADDRESSES": SERVER_ADDR,
-        "FORTROLIG_SERVER__ALLOW_INSECURE_HTTP": "true",
-        "FORTROLIG_METRICS__TOKEN_FILE": str(token),
-    }
-    server = start_server(tmp_path / "node", env, host=SERVER_ADDR)
+    server = start_lab_node(tmp_path)
     yield server
     stop_server(server)
 
@@ -70,11 +54,6 @@ async def far(link: ImpairedLink, node: Server, tmp_path: Path) -> AsyncIterator
         tmp_path / "far", secure(node), executable=link.chromium, ice_addresses=(CLIENT_ADDR,)
     ) as holder:
         yield holder
-
-
-def secure(node: Server) -> list[str]:
-    """The node's plain-http origin counts as secure (camera, WebCrypto), as 127.0.0.1 would."""
-    return [f"--unsafely-treat-insecure-origin-as-secure={node.base_url}"]
 
 
 async def in_call(node: Server, near: Browsers, far: Browsers) -> tuple[RoomPage, RoomPage]:
