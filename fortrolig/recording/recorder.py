@@ -55,6 +55,7 @@ from fortrolig.media.subscriber import (
 from .depacketize import Vp8Depacketizer, Vp8Frame
 from .jitter import JitterBuffer, Released
 from .keys import file_associated_data
+from .lipsync import VideoSync
 from .stream_aead import EncryptingWriter
 from .webm import StreamSpec, WebmWriter
 
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 START_MARGIN_S = 0.2  # a part's zero lies this far before it opens: frames in flight fit
 AUDIO_JITTER = (32, 0.1)  # packets, seconds (Galene holds audio 32 packets late)
 VIDEO_JITTER = (256, 0.3)
+DRIFT_LOG_S = 0.1  # a camera moved this far to keep lip sync is logged (once per part)
 
 
 class PartSink(Protocol):
@@ -114,7 +116,8 @@ class _Track:
     offset_sample: tuple[float, int] | None = None  # (arrival − ts/clock, ts): min, no SR
     in_part: bool = False
     waiting_keyframe: bool = True
-    anchor: tuple[int, float] | None = None  # (RTP ts, pts seconds) of the last frame written
+    anchor: tuple[int, float] | None = None  # (RTP ts, own-clock pts) of the last frame written
+    sync: VideoSync = field(default_factory=VideoSync)  # a camera's lip-sync correction
     removed: bool = False
 
     @property
@@ -309,7 +312,40 @@ class Recorder:
         if pts < 0:
             return  # from before this part began
         track.anchor = (ts, pts)
+        if track.video:
+            before = track.sync.largest
+            pts = track.sync.place(pts, self._audio_pts(part, track, ts))
+            if track.sync.largest >= DRIFT_LOG_S > before:
+                log.info(
+                    "recording %s: %s follows its audio by sender reports, %+.0f ms",
+                    self.recording_id,
+                    track.source.track_id,
+                    track.sync.correction * 1000,
+                )
         part.webm.write(track.source.track_id, round(pts * 1000), data, keyframe)
+
+    def _audio_pts(self, part: _Part, video: _Track, ts: int) -> float | None:
+        """Where the participant's audio timeline in ``part`` has the instant of video RTP
+        timestamp ``ts``, by both tracks' latest sender reports (None without them)."""
+        vmap = video.source.clock_mapping()
+        if vmap is None:
+            return None
+        for track_id in part.tracks:
+            audio = self._tracks[track_id]
+            if (
+                audio.video
+                or audio.anchor is None
+                or audio.source.participant_id != video.source.participant_id
+            ):
+                continue
+            amap = audio.source.clock_mapping()
+            if amap is None:
+                return None
+            ntp = _ntp_of(vmap, ts, video.source.clock_rate)
+            ref_ts, ref_pts = audio.anchor
+            rate = audio.source.clock_rate
+            return ref_pts + _signed32(amap.rtp - ref_ts) / rate + (ntp - amap.ntp_seconds)
+        return None
 
     # -- parts -------------------------------------------------------------------------------
 
@@ -353,6 +389,7 @@ class Recorder:
         for track in tracks:
             track.in_part = True
             track.anchor = None
+            track.sync = VideoSync()
             track.waiting_keyframe = track.video
             self._part.tracks.append(track.source.track_id)
             if track.video:

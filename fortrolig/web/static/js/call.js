@@ -655,6 +655,7 @@ export class Call {
       inbound: [],
       outbound: [],
       remoteInbound: [],
+      sources: [],
       transport: null,
       pair: null,
     };
@@ -710,6 +711,16 @@ export class Call {
       } else if (s.type === "remote-inbound-rtp") {
         // The SFU's receiver reports on what this page sends: loss and round-trip time.
         out.remoteInbound.push({ kind: s.kind, fractionLost: s.fractionLost, roundTripTime: s.roundTripTime, packetsLost: s.packetsLost });
+      } else if (s.type === "media-source") {
+        // What the camera and microphone handed to the encoder: a microphone whose samples
+        // fall behind the clock (a starved audio thread) shows here before it is heard.
+        out.sources.push({
+          kind: s.kind,
+          totalSamplesDuration: s.totalSamplesDuration,
+          frames: s.frames,
+          framesPerSecond: s.framesPerSecond,
+          timestamp: s.timestamp,
+        });
       } else if (s.type === "transport") {
         out.transport = {
           srtpCipher: s.srtpCipher,
