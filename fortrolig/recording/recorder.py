@@ -241,10 +241,7 @@ class Recorder:
         source = track.source
         mapping = source.clock_mapping()
         if mapping is not None:
-            ntp = (
-                mapping.ntp_seconds + _signed32(packet.timestamp - mapping.rtp) / source.clock_rate
-            )
-            offset = packet.arrival - ntp
+            offset = packet.arrival - _ntp_of(mapping, packet.timestamp, source.clock_rate)
             known = self._participant_offset.get(source.participant_id)
             if known is None or offset < known:
                 self._participant_offset[source.participant_id] = offset
